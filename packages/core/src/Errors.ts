@@ -1,0 +1,253 @@
+/**
+ * The typed failures of voice-journal. Integrations map every failure to
+ * exactly one of {@link TemporaryError} (worth retrying) or
+ * {@link PermanentError} (retrying cannot help); storage and upload failures
+ * have their own classes so a caller can act on them.
+ *
+ * @since 0.1.0
+ */
+import { Predicate, Schema } from "effect"
+
+/**
+ * Which external service a failure came from.
+ * @since 0.1.0
+ */
+export const Service = Schema.Literal("transcriber", "ollama", "notion", "blob-store")
+/** @since 0.1.0 */
+export type Service = typeof Service.Type
+
+/**
+ * A failure that may go away on its own: connection refused or reset,
+ * timeouts, 408/409/429/5xx/529. `retryAfterMillis` carries a server's
+ * `Retry-After`, which the retry policy honours over its own backoff.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TemporaryError extends Schema.TaggedError<TemporaryError>()("TemporaryError", {
+  service: Service,
+  message: Schema.String,
+  status: Schema.optional(Schema.Number),
+  retryAfterMillis: Schema.optional(Schema.Number),
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/**
+ * A failure that retrying cannot fix: bad credentials, a missing model or
+ * database, validation errors, undecodable audio. The message says what a
+ * person must do about it when that is known (e.g. `ollama pull <model>`).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PermanentError extends Schema.TaggedError<PermanentError>()("PermanentError", {
+  service: Service,
+  message: Schema.String,
+  status: Schema.optional(Schema.Number),
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/**
+ * What a stage can fail with.
+ * @since 0.1.0
+ */
+export type StageError = TemporaryError | PermanentError
+
+/** @since 0.1.0 */
+export const isTemporaryError = (u: unknown): u is TemporaryError => Predicate.isTagged(u, "TemporaryError")
+/** @since 0.1.0 */
+export const isPermanentError = (u: unknown): u is PermanentError => Predicate.isTagged(u, "PermanentError")
+
+/**
+ * The thing asked for does not exist *for this user*. Rows owned by another
+ * user are reported the same way, so their existence is never revealed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NotFound extends Schema.TaggedError<NotFound>()("NotFound", {
+  resource: Schema.String,
+  id: Schema.String
+}) {
+  override get message() {
+    return `${this.resource} ${this.id} not found`
+  }
+}
+
+/**
+ * The database refused a second primary transcription or cleanup for one
+ * voice entry (partial unique index).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class PrimaryConflict extends Schema.TaggedError<PrimaryConflict>()("PrimaryConflict", {
+  table: Schema.String,
+  entryId: Schema.String
+}) {
+  override get message() {
+    return `${this.table}: voice entry ${this.entryId} already has a primary row`
+  }
+}
+
+/**
+ * The request is well-formed but the rows are not in a state that allows it
+ * (e.g. making an unfinished transcription primary, syncing an entry that has
+ * no cleanup yet).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidState extends Schema.TaggedError<InvalidState>()("InvalidState", {
+  message: Schema.String
+}) {}
+
+/**
+ * A worker's lease on a stage row was lost (it expired and another worker
+ * claimed the row). The worker must stop writing; the other one owns it now.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class LeaseLost extends Schema.TaggedError<LeaseLost>()("LeaseLost", {
+  table: Schema.String,
+  id: Schema.String
+}) {
+  override get message() {
+    return `lease on ${this.table} ${this.id} was lost`
+  }
+}
+
+/**
+ * The database failed in a way the caller cannot fix (connection lost,
+ * constraint the API should have prevented, …).
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/**
+ * An upload was larger than the configured limit. Nothing was stored.
+ * @since 0.1.0
+ * @category errors
+ */
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("PayloadTooLarge", {
+  maxBytes: Schema.Number
+}) {
+  override get message() {
+    return `upload exceeds the limit of ${this.maxBytes} bytes`
+  }
+}
+
+/**
+ * The uploaded bytes are not one of the accepted audio containers.
+ * `detected` is what content sniffing found (or undefined if nothing known).
+ * @since 0.1.0
+ * @category errors
+ */
+export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()("UnsupportedMediaType", {
+  detected: Schema.optional(Schema.String)
+}) {
+  override get message() {
+    return this.detected === undefined
+      ? "unsupported media type: the content is not a recognised audio format"
+      : `unsupported media type: the content is ${this.detected}, not an accepted audio format`
+  }
+}
+
+/**
+ * An upload that cannot be read: empty, truncated or malformed.
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidUpload extends Schema.TaggedError<InvalidUpload>()("InvalidUpload", {
+  message: Schema.String
+}) {}
+
+/**
+ * Classifies an HTTP failure status from any integration.
+ *
+ * | Status                      | Class     | Why                                      |
+ * |-----------------------------|-----------|------------------------------------------|
+ * | 408 Request Timeout         | temporary | the server gave up waiting; try again    |
+ * | 409 Conflict                | temporary | Notion `conflict_error` says "try again" |
+ * | 425 Too Early               | temporary | replay later                             |
+ * | 429 Too Many Requests       | temporary | rate limited; honour `Retry-After`       |
+ * | 500–599 (incl. 529)         | temporary | server trouble, overload, gateway        |
+ * | any other 4xx               | permanent | our request or credentials are wrong     |
+ *
+ * Integrations refine this with what their body says (e.g. Ollama's
+ * "model not found" is permanent with an instruction).
+ *
+ * @since 0.1.0
+ */
+export const isTemporaryStatus = (status: number): boolean =>
+  status === 408 || status === 409 || status === 425 || status === 429 || status >= 500
+
+/**
+ * Builds the error for an HTTP failure `status` (see {@link isTemporaryStatus}).
+ * @since 0.1.0
+ */
+export const fromHttpStatus = (
+  service: Service,
+  status: number,
+  message: string,
+  options: { readonly retryAfterMillis?: number | undefined; readonly cause?: unknown } = {}
+): TemporaryError | PermanentError =>
+  isTemporaryStatus(status)
+    ? new TemporaryError({
+      service,
+      status,
+      message,
+      ...(options.retryAfterMillis !== undefined ? { retryAfterMillis: options.retryAfterMillis } : {}),
+      ...(options.cause !== undefined ? { cause: options.cause } : {})
+    })
+    : new PermanentError({ service, status, message, ...(options.cause !== undefined ? { cause: options.cause } : {}) })
+
+/**
+ * Parses a `Retry-After` header (delta-seconds or an HTTP date) into
+ * milliseconds from `now`. Unparseable or missing values give `undefined`.
+ * @since 0.1.0
+ */
+export const parseRetryAfter = (header: string | null | undefined, now: number = Date.now()): number | undefined => {
+  if (header === null || header === undefined || header.trim() === "") return undefined
+  const trimmed = header.trim()
+  if (/^\d+(\.\d+)?$/.test(trimmed)) return Math.round(Number(trimmed) * 1000)
+  const at = Date.parse(trimmed)
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now)
+}
+
+const temporaryNetworkCodes = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EPIPE", "ETIMEDOUT", "ENOTFOUND", "EAI_AGAIN", "EHOSTUNREACH",
+  "ENETUNREACH", "UND_ERR_SOCKET", "UND_ERR_CONNECT_TIMEOUT", "UND_ERR_HEADERS_TIMEOUT", "UND_ERR_BODY_TIMEOUT",
+  "UND_ERR_CLOSED"
+])
+
+/**
+ * Classifies a failure that happened below HTTP (no response at all):
+ * refused or reset connections, DNS hiccups and timeouts are temporary;
+ * anything else is treated as temporary too, since without a response we
+ * cannot know that retrying is useless — the bounded retry budget stops it.
+ * @since 0.1.0
+ */
+export const fromTransportError = (service: Service, cause: unknown): TemporaryError => {
+  const code = networkErrorCode(cause)
+  const text = cause instanceof Error ? cause.message : String(cause)
+  return new TemporaryError({
+    service,
+    message: code !== undefined && temporaryNetworkCodes.has(code) ? `${service} unreachable (${code}): ${text}` : `${service} request failed: ${text}`,
+    cause
+  })
+}
+
+/** Finds a Node/undici error code (`ECONNREFUSED`, …) on an error or its causes. */
+const networkErrorCode = (u: unknown, depth = 0): string | undefined => {
+  if (depth > 5 || typeof u !== "object" || u === null) return undefined
+  const code = (u as { code?: unknown }).code
+  if (typeof code === "string") return code
+  return networkErrorCode((u as { cause?: unknown }).cause, depth + 1)
+}

@@ -1,0 +1,96 @@
+/**
+ * Real test audio: speech from espeak-ng, converted with ffmpeg into every
+ * container voice-journal accepts, plus files that only pretend to be audio.
+ * Files are generated once per machine into a cache directory and reused.
+ */
+import { execFileSync } from "node:child_process"
+import { createHash } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+/** What the fixtures say; pocketsphinx reliably hears "world" and "this". */
+export const SPOKEN_TEXT = "hello world this is a test of the journal"
+/** Words the offline engine reliably recognises in {@link SPOKEN_TEXT}. */
+export const RECOGNISED_WORDS = ["world", "this"] as const
+
+export type AudioFormat =
+  | "wav"
+  | "mp3" // with an ID3v2 tag
+  | "mp3-no-id3"
+  | "m4a" // ftyp brand M4A
+  | "mp4-generic" // ftyp brand isom, as Safari records: file-type says video/mp4
+  | "ogg-opus"
+  | "flac"
+  | "webm-opus" // as a browser's MediaRecorder makes it: file-type says video/webm
+  | "aac" // ADTS
+
+export const AUDIO_FORMATS: ReadonlyArray<AudioFormat> = [
+  "wav", "mp3", "mp3-no-id3", "m4a", "mp4-generic", "ogg-opus", "flac", "webm-opus", "aac"
+]
+
+const ffmpegArgs: Record<AudioFormat, { ext: string; args: ReadonlyArray<string> }> = {
+  "wav": { ext: "wav", args: ["-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le"] },
+  "mp3": { ext: "mp3", args: ["-c:a", "libmp3lame", "-b:a", "64k", "-id3v2_version", "3", "-metadata", "title=journal"] },
+  "mp3-no-id3": { ext: "mp3", args: ["-c:a", "libmp3lame", "-b:a", "64k", "-id3v2_version", "0", "-write_id3v1", "0", "-write_xing", "0", "-map_metadata", "-1"] },
+  "m4a": { ext: "m4a", args: ["-c:a", "aac", "-b:a", "64k", "-f", "ipod"] },
+  "mp4-generic": { ext: "mp4", args: ["-c:a", "aac", "-b:a", "64k", "-f", "mp4", "-brand", "isom"] },
+  "ogg-opus": { ext: "ogg", args: ["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"] },
+  "flac": { ext: "flac", args: ["-c:a", "flac"] },
+  "webm-opus": { ext: "webm", args: ["-c:a", "libopus", "-b:a", "32k", "-f", "webm"] },
+  "aac": { ext: "aac", args: ["-c:a", "aac", "-b:a", "64k", "-f", "adts"] }
+}
+
+export const fixtureDir = path.join(os.tmpdir(), "voice-journal-audio-fixtures-v1")
+
+const speechWav = (text: string): string => {
+  fs.mkdirSync(fixtureDir, { recursive: true })
+  const name = `speech-${createHash("sha256").update(text).digest("hex").slice(0, 16)}.wav`
+  const out = path.join(fixtureDir, name)
+  if (!fs.existsSync(out)) {
+    const tmp = path.join(fixtureDir, `.tmp-${process.pid}-${name}`)
+    execFileSync("espeak-ng", ["-s", "120", "-v", "en-us", "-w", tmp, text])
+    fs.renameSync(tmp, out)
+  }
+  return out
+}
+
+/**
+ * Path to a real recording of `text` (default {@link SPOKEN_TEXT}) in the
+ * given container. Generated on first use (needs espeak-ng and ffmpeg).
+ */
+export const audioFile = (format: AudioFormat, text: string = SPOKEN_TEXT): string => {
+  const source = speechWav(text)
+  const { args, ext } = ffmpegArgs[format]
+  const out = path.join(fixtureDir, `${path.basename(source, ".wav")}.${format}.${ext}`)
+  if (!fs.existsSync(out)) {
+    // same extension, so ffmpeg picks the muxer; rename makes it appear whole
+    const tmp = path.join(fixtureDir, `.tmp-${process.pid}-${path.basename(out)}`)
+    execFileSync("ffmpeg", ["-loglevel", "error", "-y", "-i", source, ...args, tmp])
+    fs.renameSync(tmp, out)
+  }
+  return out
+}
+
+/** Bytes of a real recording. */
+export const audioBytes = (format: AudioFormat, text?: string): Uint8Array =>
+  new Uint8Array(fs.readFileSync(audioFile(format, text)))
+
+/** A real PNG image (1×1), to be sent as if it were audio. */
+export const pngBytes = (): Uint8Array =>
+  new Uint8Array(Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==",
+    "base64"
+  ))
+
+/** The first 64 KiB of the running node binary: a real ELF executable. */
+export const elfBytes = (): Uint8Array => {
+  const fd = fs.openSync(process.execPath, "r")
+  try {
+    const buf = Buffer.alloc(64 * 1024)
+    const n = fs.readSync(fd, buf, 0, buf.length, 0)
+    return new Uint8Array(buf.subarray(0, n))
+  } finally {
+    fs.closeSync(fd)
+  }
+}
