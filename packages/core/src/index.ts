@@ -4,3 +4,9 @@
 export * as Domain from "./Domain.js"
 /** @since 0.1.0 */
 export * as Errors from "./Errors.js"
+/** @since 0.1.0 */
+export * as JournalStore from "./JournalStore.js"
+/** @since 0.1.0 */
+export * as Migrations from "./Migrations.js"
+/** @since 0.1.0 */
+export * as SqlJournalStore from "./SqlJournalStore.js"

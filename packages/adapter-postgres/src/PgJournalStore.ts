@@ -1,0 +1,98 @@
+/**
+ * `JournalStore` on PostgreSQL (`@effect/sql-pg`): any number of processes
+ * on any number of machines can share one database and its work queue.
+ *
+ * Claims lock the chosen row with `FOR UPDATE SKIP LOCKED` inside a CTE, so
+ * concurrent claimers skip each other's rows instead of waiting, and the
+ * planner cannot re-run the `LIMIT` subquery and claim extra rows.
+ *
+ * @since 0.1.0
+ */
+import { NodeContext } from "@effect/platform-node"
+import { SqlClient } from "@effect/sql"
+import { PgClient, PgMigrator } from "@effect/sql-pg"
+import { Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
+import { Effect, Layer, Redacted } from "effect"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PgJournalStoreConfig {
+  /** `postgres://user:password@host:port/database` */
+  readonly url: Redacted.Redacted<string> | string
+  /** Connection pool size per process. Default 10. */
+  readonly maxConnections?: number | undefined
+  readonly applicationName?: string | undefined
+}
+
+/**
+ * The PostgreSQL differences: the claim query and the unique-violation code.
+ * @since 0.1.0
+ */
+export const dialect: SqlJournalStore.Dialect = {
+  claimOne: (sql, table, params) =>
+    sql<SqlJournalStore.ClaimedRow>`WITH next AS (
+        SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
+        ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+      UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
+      FROM next WHERE ${sql(table)}.id = next.id
+      RETURNING ${sql.literal(SqlJournalStore.claimedColumns.replace(/(^|, )(\w+)/g, `$1${table}.$2`))}`,
+  isUniqueViolation: (error) => (error.cause as { code?: unknown } | undefined)?.code === "23505"
+}
+
+/** Any constant: the advisory lock key that serialises start-up migrations across nodes. */
+const migrationLockKey = 7_240_213
+
+/**
+ * Runs the migrations while holding a session advisory lock, so nodes that
+ * start together migrate one after the other: the Migrator alone lets a
+ * second node go on (its "locked" case) before the first has committed.
+ */
+const migrateExclusively = Effect.scoped(
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const lockConnection = yield* sql.reserve
+    yield* lockConnection.executeUnprepared("SELECT pg_advisory_lock($1)", [migrationLockKey], undefined)
+    yield* Effect.addFinalizer(() =>
+      lockConnection.executeUnprepared("SELECT pg_advisory_unlock($1)", [migrationLockKey], undefined).pipe(
+        Effect.ignore
+      )
+    )
+    yield* PgMigrator.run({ loader: Migrations.loader, table: Migrations.table })
+  })
+)
+
+const toStoreError = (e: { readonly message: string }) =>
+  new Errors.StoreError({ message: `PostgreSQL: ${e.message}`, cause: e })
+
+/**
+ * The PostgreSQL client, schema migrated (concurrent start-ups are safe: the
+ * migrator locks its table). Also provides `SqlClient` for raw SQL.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient = (
+  config: PgJournalStoreConfig
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, Errors.StoreError> => {
+  const client = PgClient.layer({
+    url: typeof config.url === "string" ? Redacted.make(config.url) : config.url,
+    maxConnections: config.maxConnections ?? 10,
+    applicationName: config.applicationName ?? "voice-journal"
+  })
+  const migrations = Layer.effectDiscard(migrateExclusively).pipe(Layer.provide(NodeContext.layer))
+  return Layer.provideMerge(migrations, client).pipe(Layer.mapError(toStoreError))
+}
+
+/**
+ * `JournalStore` (and `SqlClient`) on a PostgreSQL database.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  config: PgJournalStoreConfig
+): Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient, Errors.StoreError> =>
+  Layer.effect(JournalStore.JournalStore, SqlJournalStore.make(dialect)).pipe(
+    Layer.provideMerge(layerClient(config))
+  )
+

@@ -1,0 +1,79 @@
+import { FileSystem } from "@effect/platform"
+import { NodeFileSystem } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { SqlClient } from "@effect/sql"
+import { JournalStore } from "@voice-journal/core"
+import { JournalStoreSuite } from "@voice-journal/core/testing"
+import { Context, Effect, Layer } from "effect"
+import { SqliteJournalStore } from "../src/index.js"
+
+const freshDatabase = Effect.gen(function*() {
+  const fs = yield* FileSystem.FileSystem
+  const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-sqlite-" })
+  return SqliteJournalStore.layer({ filename: `${dir}/journal.db` })
+}).pipe(Effect.provide(NodeFileSystem.layer))
+
+JournalStoreSuite.run("SQLite file", { freshDatabase })
+
+describe("SQLite adapter", () => {
+  it.scoped("migrations are idempotent: reopening a database applies nothing twice", () =>
+    Effect.gen(function*() {
+      const layer = yield* freshDatabase
+      const first = yield* Layer.build(layer)
+      const store = Context.get(first, JournalStore.JournalStore)
+      const user = yield* store.createUser("u")
+      const again = yield* Layer.build(layer)
+      const sql = Context.get(again, SqlClient.SqlClient)
+      const migrations = yield* sql<{ n: number }>`SELECT count(*) AS n FROM voice_journal_migrations`
+      expect(migrations[0]!.n).toBe(1)
+      const users = yield* sql<{ id: string }>`SELECT id FROM users`
+      expect(users.map((u) => u.id)).toEqual([user.id])
+    }))
+
+  it.scoped("connection settings: WAL, foreign keys on, busy timeout", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(yield* freshDatabase)
+      const sql = Context.get(ctx, SqlClient.SqlClient)
+      expect((yield* sql<{ journal_mode: string }>`PRAGMA journal_mode`)[0]!.journal_mode).toBe("wal")
+      expect((yield* sql<{ foreign_keys: number }>`PRAGMA foreign_keys`)[0]!.foreign_keys).toBe(1)
+      expect((yield* sql<{ timeout: number }>`PRAGMA busy_timeout`)[0]!.timeout).toBe(10_000)
+    }))
+
+  it.scoped(":memory: works for throw-away stores", () =>
+    Effect.gen(function*() {
+      const ctx = yield* Layer.build(SqliteJournalStore.layer({ filename: ":memory:" }))
+      const store = Context.get(ctx, JournalStore.JournalStore)
+      const user = yield* store.createUser("u")
+      expect((yield* store.listEntries(user.id, { limit: 20, offset: 0 })).total).toBe(0)
+    }))
+
+  describe("query plans (EXPLAIN QUERY PLAN)", () => {
+    const plan = (sql: SqlClient.SqlClient, query: string) =>
+      sql.unsafe<{ detail: string }>(`EXPLAIN QUERY PLAN ${query}`).pipe(Effect.map((rows) => rows.map((r) => r.detail).join("\n")))
+
+    it.scoped("a user's entries, newest first, come from the (user_id, created_at) index without a sort", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(yield* freshDatabase)
+        const sql = Context.get(ctx, SqlClient.SqlClient)
+        const query = `SELECT * FROM voice_entries WHERE user_id = 'u' ORDER BY created_at DESC, id DESC LIMIT 20 OFFSET 1000`
+        const withIndex = yield* plan(sql, query)
+        expect(withIndex).toContain("voice_entries_user_created_idx")
+        expect(withIndex).not.toContain("TEMP B-TREE")
+        // the check can fail: without the index SQLite scans and sorts
+        yield* sql`DROP INDEX voice_entries_user_created_idx`
+        // (a different statement text: the client caches prepared statements)
+        const without = yield* plan(sql, `${query} -- after DROP INDEX`)
+        expect(without).toContain("TEMP B-TREE")
+      }))
+
+    it.scoped("a user's Notion syncs by status, newest first, use the (user_id, status) index without a sort", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(yield* freshDatabase)
+        const sql = Context.get(ctx, SqlClient.SqlClient)
+        const query = `SELECT * FROM notion_syncs WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
+        const withIndex = yield* plan(sql, query)
+        expect(withIndex).toContain("notion_syncs_user_status_idx")
+        expect(withIndex).not.toContain("TEMP B-TREE")
+      }))
+  })
+})

@@ -1,0 +1,240 @@
+/**
+ * The storage port: everything voice-journal keeps, including the work
+ * queue. Stage rows (`transcriptions`, `cleaned_entries`, `notion_syncs`)
+ * *are* the queue: a worker claims a due row with a lease, heartbeats it,
+ * and completes or fails it through the fenced methods below.
+ *
+ * Every user-facing read and write takes the acting `userId` and only sees
+ * that user's rows; another user's row is reported as {@link NotFound}.
+ *
+ * Implementations: `@voice-journal/adapter-sqlite`, `@voice-journal/adapter-postgres`,
+ * or your own — run `@voice-journal/core/testing`'s conformance suite on it.
+ *
+ * @since 0.1.0
+ */
+import type { Effect, Option } from "effect"
+import { Context } from "effect"
+import type {
+  ApiKey,
+  ApiKeyId,
+  CleanedEntry,
+  CleanupId,
+  EntryId,
+  Job,
+  NotionSync,
+  NotionSyncId,
+  NotionSyncStatus,
+  Page,
+  PageRequest,
+  Stage,
+  Transcription,
+  TranscriptionId,
+  User,
+  UserId,
+  VoiceEntry
+} from "./Domain.js"
+import type { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+
+/**
+ * What the ingest step knows about a stored recording.
+ * @since 0.1.0
+ */
+export interface NewVoiceEntry {
+  readonly userId: UserId
+  readonly blobKey: string
+  readonly originalFilename: string | null
+  readonly mimeType: string
+  readonly sizeBytes: number
+  readonly sha256: string
+}
+
+/**
+ * What a finished transcription stage writes.
+ * @since 0.1.0
+ */
+export interface TranscriptionResult {
+  readonly text: string
+  readonly engine: string
+  readonly language: string | null
+  readonly durationSeconds: number | null
+}
+
+/**
+ * What a finished cleanup stage writes.
+ * @since 0.1.0
+ */
+export interface CleanupResult {
+  readonly title: string
+  readonly text: string
+  readonly model: string
+}
+
+/**
+ * Options for claiming work.
+ * @since 0.1.0
+ */
+export interface ClaimOptions {
+  /** Identifies the claiming worker (process + fiber); written to `lease_owner`. */
+  readonly workerId: string
+  /** How long the lease lasts unless heartbeated. */
+  readonly leaseMillis: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface JournalStoreService {
+  // --- users and API keys ---------------------------------------------------
+  readonly createUser: (name: string) => Effect.Effect<User, StoreError>
+  readonly createApiKey: (input: {
+    readonly userId: UserId
+    readonly name: string
+    readonly keyHash: string
+  }) => Effect.Effect<ApiKey, NotFound | StoreError>
+  /** Finds the live (not revoked) key with this hash and its user. */
+  readonly findApiKeyByHash: (
+    keyHash: string
+  ) => Effect.Effect<Option.Option<{ readonly key: ApiKey; readonly user: User }>, StoreError>
+  readonly listApiKeys: (userId: UserId) => Effect.Effect<ReadonlyArray<ApiKey>, StoreError>
+  readonly revokeApiKey: (userId: UserId, keyId: ApiKeyId) => Effect.Effect<void, NotFound | StoreError>
+
+  // --- voice entries --------------------------------------------------------
+  /** Writes the entry and its first (pending, to-be-primary) transcription in one transaction. */
+  readonly createEntry: (
+    input: NewVoiceEntry
+  ) => Effect.Effect<{ readonly entry: VoiceEntry; readonly transcription: Transcription }, StoreError>
+  readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
+  /** Newest first. */
+  readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<VoiceEntry>, StoreError>
+  /** Deletes the entry and all its stage rows; returns it so the caller can remove the audio. */
+  readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
+
+  // --- transcriptions and cleanups -----------------------------------------
+  /** Queues a new transcription run; `makePrimary` makes it primary when it completes. */
+  readonly addTranscription: (
+    userId: UserId,
+    entryId: EntryId,
+    options: { readonly makePrimary: boolean }
+  ) => Effect.Effect<Transcription, NotFound | StoreError>
+  /** Newest first. */
+  readonly listTranscriptions: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<ReadonlyArray<Transcription>, NotFound | StoreError>
+  readonly getTranscription: (
+    userId: UserId,
+    id: TranscriptionId
+  ) => Effect.Effect<Transcription, NotFound | StoreError>
+  /** Atomically moves the primary flag to this (completed) transcription. */
+  readonly setPrimaryTranscription: (
+    userId: UserId,
+    id: TranscriptionId
+  ) => Effect.Effect<Transcription, NotFound | InvalidState | PrimaryConflict | StoreError>
+  /** Queues a cleanup of `transcriptionId` (default: the primary transcription). */
+  readonly addCleanup: (
+    userId: UserId,
+    entryId: EntryId,
+    options: { readonly transcriptionId?: TranscriptionId | undefined; readonly makePrimary: boolean }
+  ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | StoreError>
+  /** Newest first. */
+  readonly listCleanups: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<ReadonlyArray<CleanedEntry>, NotFound | StoreError>
+  readonly getCleanup: (userId: UserId, id: CleanupId) => Effect.Effect<CleanedEntry, NotFound | StoreError>
+  /** Atomically moves the primary flag to this (completed) cleanup. */
+  readonly setPrimaryCleanup: (
+    userId: UserId,
+    id: CleanupId
+  ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
+
+  // --- Notion syncs ---------------------------------------------------------
+  /**
+   * Queues a sync of the entry's primary cleanup. If one for that cleanup is
+   * already queued or running, returns it instead of queueing a second.
+   */
+  readonly addNotionSync: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
+  readonly getNotionSync: (userId: UserId, id: NotionSyncId) => Effect.Effect<NotionSync, NotFound | StoreError>
+  /** Newest first, optionally only one status. */
+  readonly listNotionSyncs: (
+    userId: UserId,
+    options: PageRequest & { readonly status?: NotionSyncStatus | undefined }
+  ) => Effect.Effect<Page<NotionSync>, StoreError>
+  readonly listNotionSyncsForEntry: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<ReadonlyArray<NotionSync>, NotFound | StoreError>
+  /** Puts a `failed` sync back in the queue with a fresh attempt budget. */
+  readonly retryNotionSync: (
+    userId: UserId,
+    id: NotionSyncId
+  ) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
+
+  // --- work claiming (the queue) -------------------------------------------
+  /**
+   * Atomically claims the next due row of `stage`: pending or retrying with
+   * `next_attempt_at <= now`, or processing with an expired lease. Safe with
+   * any number of claimers on any number of connections.
+   */
+  readonly claimNext: (stage: Stage, options: ClaimOptions) => Effect.Effect<Option.Option<Job>, StoreError>
+  /** Extends the lease; fails with LeaseLost if another worker owns the row now. */
+  readonly heartbeat: (job: Job, leaseMillis: number) => Effect.Effect<Job, LeaseLost | StoreError>
+  /**
+   * Writes the transcript; makes it primary if requested or if the entry has
+   * none; and, if it is primary, queues the cleanup — one transaction.
+   */
+  readonly completeTranscription: (
+    job: Job,
+    result: TranscriptionResult
+  ) => Effect.Effect<void, LeaseLost | StoreError>
+  /**
+   * Writes the cleanup; makes it primary if requested or if the entry has
+   * none; and, if it is primary and `queueNotionSync`, queues the sync — one
+   * transaction.
+   */
+  readonly completeCleanup: (
+    job: Job,
+    result: CleanupResult,
+    options: { readonly queueNotionSync: boolean }
+  ) => Effect.Effect<void, LeaseLost | StoreError>
+  /** Remembers the Notion page as soon as it exists, before the sync is done. */
+  readonly recordNotionPage: (job: Job, pageId: string) => Effect.Effect<void, LeaseLost | StoreError>
+  readonly completeNotionSync: (job: Job, pageId: string) => Effect.Effect<void, LeaseLost | StoreError>
+  /** Back to `retrying`, due again at `nextAttemptAt`. */
+  readonly failTemporarily: (
+    job: Job,
+    failure: { readonly error: string; readonly nextAttemptAt: Date }
+  ) => Effect.Effect<void, LeaseLost | StoreError>
+  /** `failed` for good, with the reason. */
+  readonly failPermanently: (job: Job, failure: { readonly error: string }) => Effect.Effect<void, LeaseLost | StoreError>
+  /**
+   * Gives the row back untouched (interruption, shutdown): claimable at once,
+   * and this claim does not count as an attempt.
+   */
+  readonly releaseLease: (job: Job) => Effect.Effect<void, StoreError>
+
+  // --- operations -----------------------------------------------------------
+  /** Cheap round trip to the database, for readiness checks. */
+  readonly ping: Effect.Effect<void, StoreError>
+}
+
+/**
+ * The storage port.
+ * @since 0.1.0
+ * @category tags
+ */
+export class JournalStore extends Context.Tag("@voice-journal/core/JournalStore")<JournalStore, JournalStoreService>() {}
+
+/**
+ * The table behind each stage, and the status a finished row gets.
+ * @since 0.1.0
+ */
+export const stageTables: Record<Stage, { readonly table: string; readonly done: "completed" | "success" }> = {
+  transcription: { table: "transcriptions", done: "completed" },
+  cleanup: { table: "cleaned_entries", done: "completed" },
+  notion: { table: "notion_syncs", done: "success" }
+}

@@ -1,0 +1,121 @@
+/**
+ * The schema, as versioned migrations for the `@effect/sql` Migrator. One
+ * set of SQL serves SQLite and PostgreSQL: timestamps are ISO-8601 `TEXT`
+ * (compare correctly as text, bind on both drivers), flags are `INTEGER`
+ * 0/1, and partial unique indexes exist on both.
+ *
+ * Adapters run these through their dialect's migrator at start-up
+ * (`SqliteMigrator.layer` / `PgMigrator.layer` with {@link loader}); applied
+ * migrations are recorded in `voice_journal_migrations`, so re-running is a
+ * no-op.
+ *
+ * @since 0.1.0
+ */
+import * as Migrator from "@effect/sql/Migrator"
+import { SqlClient } from "@effect/sql"
+import { Effect } from "effect"
+
+/** The migrations table name. @since 0.1.0 */
+export const table = "voice_journal_migrations"
+
+/** Columns every stage row (a work-queue item) carries. */
+const stageColumns = `
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at TEXT NOT NULL,
+  lease_owner TEXT,
+  lease_expires_at TEXT,
+  last_error TEXT,
+  created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL`
+
+/** Indexes the claim query needs on a stage table: due rows, and expired leases. */
+const claimIndexes = (t: string) => [
+  `CREATE INDEX ${t}_due_idx ON ${t} (status, next_attempt_at)`,
+  `CREATE INDEX ${t}_lease_idx ON ${t} (status, lease_expires_at)`
+]
+
+const initial = [
+  `CREATE TABLE users (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    created_at TEXT NOT NULL)`,
+  `CREATE TABLE api_keys (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT)`,
+  `CREATE INDEX api_keys_user_idx ON api_keys (user_id)`,
+  `CREATE TABLE voice_entries (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    blob_key TEXT NOT NULL,
+    original_filename TEXT,
+    mime_type TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL)`,
+  // "a user's entries, newest first": id breaks ties so pages are stable
+  `CREATE INDEX voice_entries_user_created_idx ON voice_entries (user_id, created_at, id)`,
+  `CREATE TABLE transcriptions (
+    id TEXT PRIMARY KEY,
+    entry_id TEXT NOT NULL REFERENCES voice_entries (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    is_primary INTEGER NOT NULL DEFAULT 0,
+    make_primary INTEGER NOT NULL DEFAULT 0,
+    engine TEXT,
+    text TEXT,
+    language TEXT,
+    duration_seconds DOUBLE PRECISION,
+    ${stageColumns})`,
+  `CREATE INDEX transcriptions_entry_idx ON transcriptions (entry_id, created_at)`,
+  `CREATE UNIQUE INDEX transcriptions_one_primary_idx ON transcriptions (entry_id) WHERE is_primary = 1`,
+  ...claimIndexes("transcriptions"),
+  `CREATE TABLE cleaned_entries (
+    id TEXT PRIMARY KEY,
+    entry_id TEXT NOT NULL REFERENCES voice_entries (id) ON DELETE CASCADE,
+    transcription_id TEXT NOT NULL REFERENCES transcriptions (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    is_primary INTEGER NOT NULL DEFAULT 0,
+    make_primary INTEGER NOT NULL DEFAULT 0,
+    model TEXT,
+    title TEXT,
+    text TEXT,
+    ${stageColumns})`,
+  `CREATE INDEX cleaned_entries_entry_idx ON cleaned_entries (entry_id, created_at)`,
+  `CREATE INDEX cleaned_entries_transcription_idx ON cleaned_entries (transcription_id)`,
+  `CREATE UNIQUE INDEX cleaned_entries_one_primary_idx ON cleaned_entries (entry_id) WHERE is_primary = 1`,
+  ...claimIndexes("cleaned_entries"),
+  `CREATE TABLE notion_syncs (
+    id TEXT PRIMARY KEY,
+    entry_id TEXT NOT NULL REFERENCES voice_entries (id) ON DELETE CASCADE,
+    cleaned_entry_id TEXT NOT NULL REFERENCES cleaned_entries (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    notion_page_id TEXT,
+    ${stageColumns})`,
+  // "a user's syncs with this status, newest first"
+  `CREATE INDEX notion_syncs_user_status_idx ON notion_syncs (user_id, status, created_at, id)`,
+  `CREATE INDEX notion_syncs_user_created_idx ON notion_syncs (user_id, created_at, id)`,
+  `CREATE INDEX notion_syncs_entry_idx ON notion_syncs (entry_id, created_at)`,
+  `CREATE INDEX notion_syncs_cleaned_entry_idx ON notion_syncs (cleaned_entry_id)`,
+  ...claimIndexes("notion_syncs")
+]
+
+const run = (statements: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    for (const statement of statements) {
+      yield* sql.unsafe(statement)
+    }
+  })
+
+/**
+ * All migrations, in order. Append new ones; never edit an applied one.
+ * @since 0.1.0
+ */
+export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord({
+  "0001_initial": run(initial)
+})

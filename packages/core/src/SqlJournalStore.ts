@@ -1,0 +1,629 @@
+/**
+ * The `JournalStore` for any `@effect/sql` database. All SQL that is the same
+ * on every dialect lives here; an adapter supplies a {@link Dialect}: the one
+ * query where dialects really differ (claiming a row under concurrency) and
+ * how its driver reports a unique-index violation.
+ *
+ * Concurrency rules kept by every write:
+ * - stage rows are changed by a worker only while it holds the lease
+ *   (`WHERE lease_owner = ? AND status = 'processing'`); a lost lease is
+ *   reported as `LeaseLost` and nothing is written;
+ * - primary switches first touch the parent `voice_entries` row, which
+ *   serialises them per entry on PostgreSQL (row lock) and SQLite (one writer),
+ *   and the partial unique indexes reject anything that slips through.
+ *
+ * @since 0.1.0
+ */
+import type { SqlError } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
+import type { Statement } from "@effect/sql"
+import { Clock, Effect, Option, Schema } from "effect"
+import {
+  ApiKey,
+  CleanedEntry,
+  type CleanupId,
+  type EntryId,
+  type Job,
+  NotionSync,
+  type NotionSyncId,
+  type Page,
+  Transcription,
+  type TranscriptionId,
+  User,
+  type UserId,
+  VoiceEntry
+} from "./Domain.js"
+import { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import type { JournalStoreService } from "./JournalStore.js"
+import { stageTables } from "./JournalStore.js"
+
+/**
+ * A row as returned by {@link Dialect.claimOne}.
+ * @since 0.1.0
+ */
+export interface ClaimedRow {
+  readonly id: string
+  readonly entryId: string
+  readonly userId: string
+  readonly attempts: number | string
+  readonly leaseExpiresAt: string
+}
+
+/**
+ * What differs between SQL databases.
+ * @since 0.1.0
+ */
+export interface Dialect {
+  /**
+   * Atomically claims at most one due row of `table` for `owner`: set
+   * `status = 'processing'`, the lease, `attempts + 1`, and return the row's
+   * {@link claimedColumns}. Use {@link dueCondition} and {@link claimAssignments}.
+   */
+  readonly claimOne: (
+    sql: SqlClient.SqlClient,
+    table: string,
+    params: ClaimParams
+  ) => Effect.Effect<ReadonlyArray<ClaimedRow>, SqlError.SqlError>
+  /** True if `error` is a unique-index violation. */
+  readonly isUniqueViolation: (error: SqlError.SqlError) => boolean
+}
+
+/**
+ * Parameters of one claim.
+ * @since 0.1.0
+ */
+export interface ClaimParams {
+  readonly owner: string
+  readonly now: string
+  readonly leaseExpiresAt: string
+}
+
+/**
+ * The rows a claim may take: due pending/retrying rows and rows whose lease
+ * expired (their worker died).
+ * @since 0.1.0
+ */
+export const dueCondition = (sql: SqlClient.SqlClient, now: string): Statement.Fragment =>
+  sql`((status IN ('pending', 'retrying') AND next_attempt_at <= ${now}) OR (status = 'processing' AND lease_expires_at <= ${now}))`
+
+/**
+ * The SET list of a claim.
+ * @since 0.1.0
+ */
+export const claimAssignments = (sql: SqlClient.SqlClient, p: ClaimParams): Statement.Fragment =>
+  sql`status = 'processing', lease_owner = ${p.owner}, lease_expires_at = ${p.leaseExpiresAt}, attempts = attempts + 1, updated_at = ${p.now}`
+
+/**
+ * The RETURNING list of a claim (qualify with the table name where needed).
+ * @since 0.1.0
+ */
+export const claimedColumns = `id, entry_id AS "entryId", user_id AS "userId", attempts, lease_expires_at AS "leaseExpiresAt"`
+
+const stageRunColumns = `status, attempts, next_attempt_at AS "nextAttemptAt", lease_owner AS "leaseOwner",
+  lease_expires_at AS "leaseExpiresAt", last_error AS "lastError", created_at AS "createdAt", updated_at AS "updatedAt"`
+const userColumns = `id, name, created_at AS "createdAt"`
+const apiKeyColumns =
+  `id, user_id AS "userId", name, key_hash AS "keyHash", created_at AS "createdAt", revoked_at AS "revokedAt"`
+const entryColumns = `id, user_id AS "userId", blob_key AS "blobKey", original_filename AS "originalFilename",
+  mime_type AS "mimeType", size_bytes AS "sizeBytes", sha256, created_at AS "createdAt", updated_at AS "updatedAt"`
+const transcriptionColumns = `id, entry_id AS "entryId", user_id AS "userId", is_primary AS "isPrimary",
+  make_primary AS "makePrimary", engine, text, language, duration_seconds AS "durationSeconds", ${stageRunColumns}`
+const cleanupColumns = `id, entry_id AS "entryId", transcription_id AS "transcriptionId", user_id AS "userId",
+  is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, ${stageRunColumns}`
+const notionSyncColumns = `id, entry_id AS "entryId", cleaned_entry_id AS "cleanedEntryId", user_id AS "userId",
+  notion_page_id AS "notionPageId", ${stageRunColumns}`
+
+const storeError = (e: SqlError.SqlError) => new StoreError({ message: e.message, cause: e })
+
+const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
+  const decode = Schema.decodeUnknown(Schema.Array(schema))
+  return (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, StoreError> =>
+    decode(rows.map(numericCounts)).pipe(
+      Effect.mapError((e) => new StoreError({ message: `unexpected row shape: ${e.message}`, cause: e }))
+    )
+}
+
+/** PostgreSQL returns `count(*)` and BIGINT as strings; our schemas want numbers. */
+const numericCounts = (row: unknown): unknown => {
+  if (typeof row !== "object" || row === null) return row
+  const r = row as Record<string, unknown>
+  for (const k of ["attempts", "sizeBytes", "isPrimary", "makePrimary"]) {
+    if (typeof r[k] === "string") r[k] = Number(r[k])
+  }
+  return r
+}
+
+const decodeUsers = decoder(User)
+const decodeApiKeys = decoder(ApiKey)
+const decodeEntries = decoder(VoiceEntry)
+const decodeTranscriptions = decoder(Transcription)
+const decodeCleanups = decoder(CleanedEntry)
+const decodeNotionSyncs = decoder(NotionSync)
+
+const first = <A>(resource: string, id: string) => (rows: ReadonlyArray<A>): Effect.Effect<A, NotFound> =>
+  rows.length > 0 ? Effect.succeed(rows[0]!) : Effect.fail(new NotFound({ resource, id }))
+
+const newId = (): string => globalThis.crypto.randomUUID()
+
+const isoNow = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms).toISOString()))
+
+/**
+ * Builds the store on the `SqlClient` in context. The schema must already be
+ * migrated (see `Migrations`).
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const cols = sql.literal
+
+    const primaryConflict = (table: string, entryId: string) => (e: SqlError.SqlError) =>
+      dialect.isUniqueViolation(e) ? new PrimaryConflict({ table, entryId }) : storeError(e)
+
+    /** Touches the entry row: an owner check and, on PostgreSQL, a per-entry lock until commit. */
+    const lockEntry = (userId: UserId, entryId: EntryId, now: string) =>
+      sql`UPDATE voice_entries SET updated_at = ${now} WHERE id = ${entryId} AND user_id = ${userId} RETURNING id`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(first("entry", entryId))
+      )
+
+    const getEntry = (userId: UserId, entryId: EntryId) =>
+      sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE id = ${entryId} AND user_id = ${userId}`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(decodeEntries),
+        Effect.flatMap(first("entry", entryId))
+      )
+
+    const getTranscription = (userId: UserId, id: TranscriptionId) =>
+      sql`SELECT ${cols(transcriptionColumns)} FROM transcriptions WHERE id = ${id} AND user_id = ${userId}`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(decodeTranscriptions),
+        Effect.flatMap(first("transcription", id))
+      )
+
+    const getCleanup = (userId: UserId, id: CleanupId) =>
+      sql`SELECT ${cols(cleanupColumns)} FROM cleaned_entries WHERE id = ${id} AND user_id = ${userId}`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(decodeCleanups),
+        Effect.flatMap(first("cleanup", id))
+      )
+
+    const getNotionSync = (userId: UserId, id: NotionSyncId) =>
+      sql`SELECT ${cols(notionSyncColumns)} FROM notion_syncs WHERE id = ${id} AND user_id = ${userId}`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(decodeNotionSyncs),
+        Effect.flatMap(first("notion sync", id))
+      )
+
+    const insertTranscription = (
+      row: { readonly entryId: EntryId; readonly userId: UserId; readonly makePrimary: boolean },
+      now: string
+    ) => {
+      const id = newId()
+      return sql`INSERT INTO transcriptions (id, entry_id, user_id, make_primary, status, attempts, next_attempt_at, created_at, updated_at)
+        VALUES (${id}, ${row.entryId}, ${row.userId}, ${row.makePrimary ? 1 : 0}, 'pending', 0, ${now}, ${now}, ${now})`.pipe(
+        Effect.mapError(storeError),
+        Effect.as(id as TranscriptionId)
+      )
+    }
+
+    const insertCleanup = (
+      row: {
+        readonly entryId: string
+        readonly userId: string
+        readonly transcriptionId: string
+        readonly makePrimary: boolean
+      },
+      now: string
+    ) => {
+      const id = newId()
+      return sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, make_primary, status, attempts, next_attempt_at, created_at, updated_at)
+        VALUES (${id}, ${row.entryId}, ${row.transcriptionId}, ${row.userId}, ${
+        row.makePrimary ? 1 : 0
+      }, 'pending', 0, ${now}, ${now}, ${now})`.pipe(Effect.mapError(storeError), Effect.as(id as CleanupId))
+    }
+
+    /** Queues a sync for `cleanedEntryId` unless one is already queued or running. */
+    const ensureNotionSync = (
+      row: { readonly entryId: string; readonly userId: string; readonly cleanedEntryId: string },
+      now: string
+    ) =>
+      Effect.gen(function*() {
+        const open = yield* sql<{ id: string }>`SELECT id FROM notion_syncs
+          WHERE cleaned_entry_id = ${row.cleanedEntryId} AND status IN ('pending', 'processing', 'retrying')`.pipe(
+          Effect.mapError(storeError)
+        )
+        if (open.length > 0) return open[0]!.id as NotionSyncId
+        const id = newId()
+        yield* sql`INSERT INTO notion_syncs (id, entry_id, cleaned_entry_id, user_id, status, attempts, next_attempt_at, created_at, updated_at)
+          VALUES (${id}, ${row.entryId}, ${row.cleanedEntryId}, ${row.userId}, 'pending', 0, ${now}, ${now}, ${now})`.pipe(
+          Effect.mapError(storeError)
+        )
+        return id as NotionSyncId
+      })
+
+    /** Moves the primary flag of `table` within one entry to `id`. Call inside a transaction after lockEntry. */
+    const switchPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string, id: string, now: string) =>
+      Effect.zipRight(
+        sql`UPDATE ${sql(table)} SET is_primary = 0, updated_at = ${now} WHERE entry_id = ${entryId} AND is_primary = 1 AND id <> ${id}`,
+        sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE id = ${id}`
+      ).pipe(Effect.mapError(primaryConflict(table, entryId)))
+
+    const hasPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string) =>
+      sql<{ id: string }>`SELECT id FROM ${sql(table)} WHERE entry_id = ${entryId} AND is_primary = 1`.pipe(
+        Effect.mapError(storeError),
+        Effect.map((rows) => rows.length > 0)
+      )
+
+    /**
+     * The fenced update every worker write goes through: only the lease
+     * holder of a `processing` row may change it.
+     */
+    const fenced = (job: Job, set: Statement.Fragment) => {
+      const { table } = stageTables[job.stage]
+      return sql<{ id: string; makePrimary: number | string }>`UPDATE ${sql(table)} SET ${set}
+        WHERE id = ${job.id} AND lease_owner = ${job.leaseOwner} AND status = 'processing'
+        RETURNING id, ${sql.literal(job.stage === "notion" ? "0" : "make_primary")} AS "makePrimary"`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap((rows) =>
+          rows.length > 0 ? Effect.succeed(rows[0]!) : Effect.fail(new LeaseLost({ table, id: job.id }))
+        )
+      )
+    }
+
+    const page = <A>(
+      items: Effect.Effect<ReadonlyArray<A>, StoreError>,
+      count: Statement.Statement<{ total: number | string }>,
+      request: { readonly limit: number; readonly offset: number }
+    ): Effect.Effect<Page<A>, StoreError> =>
+      Effect.all([items, count.pipe(Effect.mapError(storeError))]).pipe(
+        Effect.map(([items, count]) => ({
+          items,
+          total: Number(count[0]?.total ?? 0),
+          limit: request.limit,
+          offset: request.offset
+        }))
+      )
+
+    const store: JournalStoreService = {
+      createUser: (name) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const id = newId()
+          yield* sql`INSERT INTO users (id, name, created_at) VALUES (${id}, ${name}, ${now})`.pipe(
+            Effect.mapError(storeError)
+          )
+          return new User({ id: id as UserId, name, createdAt: new Date(now) })
+        }),
+
+      createApiKey: ({ keyHash, name, userId }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const users = yield* sql`SELECT id FROM users WHERE id = ${userId}`.pipe(Effect.mapError(storeError))
+          if (users.length === 0) return yield* new NotFound({ resource: "user", id: userId })
+          const id = newId()
+          yield* sql`INSERT INTO api_keys (id, user_id, name, key_hash, created_at) VALUES (${id}, ${userId}, ${name}, ${keyHash}, ${now})`
+            .pipe(Effect.mapError(storeError))
+          const rows = yield* sql`SELECT ${cols(apiKeyColumns)} FROM api_keys WHERE id = ${id}`.pipe(
+            Effect.mapError(storeError),
+            Effect.flatMap(decodeApiKeys)
+          )
+          return rows[0]!
+        }),
+
+      findApiKeyByHash: (keyHash) =>
+        Effect.gen(function*() {
+          const keys = yield* sql`SELECT ${cols(apiKeyColumns)} FROM api_keys WHERE key_hash = ${keyHash} AND revoked_at IS NULL`
+            .pipe(Effect.mapError(storeError), Effect.flatMap(decodeApiKeys))
+          if (keys.length === 0) return Option.none()
+          const key = keys[0]!
+          const users = yield* sql`SELECT ${cols(userColumns)} FROM users WHERE id = ${key.userId}`.pipe(
+            Effect.mapError(storeError),
+            Effect.flatMap(decodeUsers)
+          )
+          return users.length === 0 ? Option.none() : Option.some({ key, user: users[0]! })
+        }),
+
+      listApiKeys: (userId) =>
+        sql`SELECT ${cols(apiKeyColumns)} FROM api_keys WHERE user_id = ${userId} ORDER BY created_at DESC, id DESC`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decodeApiKeys)
+        ),
+
+      revokeApiKey: (userId, keyId) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const rows = yield* sql`UPDATE api_keys SET revoked_at = ${now}
+            WHERE id = ${keyId} AND user_id = ${userId} AND revoked_at IS NULL RETURNING id`.pipe(
+            Effect.mapError(storeError)
+          )
+          if (rows.length === 0) return yield* new NotFound({ resource: "api key", id: keyId })
+        }),
+
+      createEntry: (input) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const id = newId() as EntryId
+          yield* sql`INSERT INTO voice_entries (id, user_id, blob_key, original_filename, mime_type, size_bytes, sha256, created_at, updated_at)
+            VALUES (${id}, ${input.userId}, ${input.blobKey}, ${input.originalFilename}, ${input.mimeType}, ${input.sizeBytes}, ${input.sha256}, ${now}, ${now})`
+            .pipe(Effect.mapError(storeError))
+          const transcriptionId = yield* insertTranscription({ entryId: id, userId: input.userId, makePrimary: true }, now)
+          const entry = yield* getEntry(input.userId, id).pipe(Effect.orDie)
+          const transcription = yield* getTranscription(input.userId, transcriptionId).pipe(Effect.orDie)
+          return { entry, transcription }
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      getEntry,
+
+      listEntries: (userId, request) =>
+        page(
+          sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
+            ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}`.pipe(
+            Effect.mapError(storeError),
+            Effect.flatMap(decodeEntries)
+          ),
+          sql`SELECT CAST(count(*) AS INTEGER) AS total FROM voice_entries WHERE user_id = ${userId}`,
+          request
+        ),
+
+      deleteEntry: (userId, entryId) =>
+        Effect.gen(function*() {
+          const entry = yield* getEntry(userId, entryId)
+          // children first: portable even where ON DELETE CASCADE is not enforced
+          yield* sql`DELETE FROM notion_syncs WHERE entry_id = ${entryId}`
+          yield* sql`DELETE FROM cleaned_entries WHERE entry_id = ${entryId}`
+          yield* sql`DELETE FROM transcriptions WHERE entry_id = ${entryId}`
+          yield* sql`DELETE FROM voice_entries WHERE id = ${entryId} AND user_id = ${userId}`
+          return entry
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      addTranscription: (userId, entryId, { makePrimary }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* getEntry(userId, entryId)
+          const id = yield* insertTranscription({ entryId, userId, makePrimary }, now)
+          return yield* getTranscription(userId, id)
+        }),
+
+      listTranscriptions: (userId, entryId) =>
+        getEntry(userId, entryId).pipe(
+          Effect.zipRight(
+            sql`SELECT ${cols(transcriptionColumns)} FROM transcriptions WHERE entry_id = ${entryId} AND user_id = ${userId}
+              ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeTranscriptions))
+          )
+        ),
+
+      getTranscription,
+
+      setPrimaryTranscription: (userId, id) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const t = yield* getTranscription(userId, id)
+          yield* lockEntry(userId, t.entryId, now)
+          const current = yield* getTranscription(userId, id)
+          if (current.status !== "completed") {
+            return yield* new InvalidState({ message: `transcription ${id} is ${current.status}, not completed` })
+          }
+          yield* switchPrimary("transcriptions", t.entryId, id, now)
+          return yield* getTranscription(userId, id)
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      addCleanup: (userId, entryId, options) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* getEntry(userId, entryId)
+          let transcriptionId = options.transcriptionId
+          if (transcriptionId === undefined) {
+            const primary = yield* sql<{ id: string }>`SELECT id FROM transcriptions
+              WHERE entry_id = ${entryId} AND is_primary = 1`.pipe(Effect.mapError(storeError))
+            if (primary.length === 0) {
+              return yield* new InvalidState({ message: `entry ${entryId} has no completed transcription to clean up` })
+            }
+            transcriptionId = primary[0]!.id as TranscriptionId
+          }
+          const t = yield* getTranscription(userId, transcriptionId)
+          if (t.entryId !== entryId) return yield* new NotFound({ resource: "transcription", id: transcriptionId })
+          if (t.status !== "completed") {
+            return yield* new InvalidState({ message: `transcription ${transcriptionId} is ${t.status}, not completed` })
+          }
+          const id = yield* insertCleanup({ entryId, userId, transcriptionId, makePrimary: options.makePrimary }, now)
+          return yield* getCleanup(userId, id)
+        }),
+
+      listCleanups: (userId, entryId) =>
+        getEntry(userId, entryId).pipe(
+          Effect.zipRight(
+            sql`SELECT ${cols(cleanupColumns)} FROM cleaned_entries WHERE entry_id = ${entryId} AND user_id = ${userId}
+              ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeCleanups))
+          )
+        ),
+
+      getCleanup,
+
+      setPrimaryCleanup: (userId, id) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const c = yield* getCleanup(userId, id)
+          yield* lockEntry(userId, c.entryId, now)
+          const current = yield* getCleanup(userId, id)
+          if (current.status !== "completed") {
+            return yield* new InvalidState({ message: `cleanup ${id} is ${current.status}, not completed` })
+          }
+          yield* switchPrimary("cleaned_entries", c.entryId, id, now)
+          return yield* getCleanup(userId, id)
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      addNotionSync: (userId, entryId) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* lockEntry(userId, entryId, now)
+          const primary = yield* sql<{ id: string }>`SELECT id FROM cleaned_entries
+            WHERE entry_id = ${entryId} AND is_primary = 1`.pipe(Effect.mapError(storeError))
+          if (primary.length === 0) {
+            return yield* new InvalidState({ message: `entry ${entryId} has no completed cleanup to sync` })
+          }
+          const id = yield* ensureNotionSync({ entryId, userId, cleanedEntryId: primary[0]!.id }, now)
+          return yield* getNotionSync(userId, id)
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      getNotionSync,
+
+      listNotionSyncs: (userId, request) =>
+        page(
+          sql`SELECT ${cols(notionSyncColumns)} FROM notion_syncs WHERE user_id = ${userId}
+            ${request.status === undefined ? sql`` : sql`AND status = ${request.status}`}
+            ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}`.pipe(
+            Effect.mapError(storeError),
+            Effect.flatMap(decodeNotionSyncs)
+          ),
+          sql`SELECT CAST(count(*) AS INTEGER) AS total FROM notion_syncs WHERE user_id = ${userId}
+            ${request.status === undefined ? sql`` : sql`AND status = ${request.status}`}`,
+          request
+        ),
+
+      listNotionSyncsForEntry: (userId, entryId) =>
+        getEntry(userId, entryId).pipe(
+          Effect.zipRight(
+            sql`SELECT ${cols(notionSyncColumns)} FROM notion_syncs WHERE entry_id = ${entryId} AND user_id = ${userId}
+              ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeNotionSyncs))
+          )
+        ),
+
+      retryNotionSync: (userId, id) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const rows = yield* sql`UPDATE notion_syncs SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
+            WHERE id = ${id} AND user_id = ${userId} AND status = 'failed' RETURNING id`.pipe(Effect.mapError(storeError))
+          if (rows.length === 0) {
+            const sync = yield* getNotionSync(userId, id)
+            return yield* new InvalidState({ message: `notion sync ${id} is ${sync.status}; only failed syncs can be retried` })
+          }
+          return yield* getNotionSync(userId, id)
+        }),
+
+      claimNext: (stage, { leaseMillis, workerId }) =>
+        Effect.gen(function*() {
+          const nowMs = yield* Clock.currentTimeMillis
+          const rows = yield* dialect.claimOne(sql, stageTables[stage].table, {
+            owner: workerId,
+            now: new Date(nowMs).toISOString(),
+            leaseExpiresAt: new Date(nowMs + leaseMillis).toISOString()
+          }).pipe(Effect.mapError(storeError))
+          if (rows.length === 0) return Option.none()
+          const row = rows[0]!
+          return Option.some<Job>({
+            stage,
+            id: row.id,
+            entryId: row.entryId as EntryId,
+            userId: row.userId as UserId,
+            attempts: Number(row.attempts),
+            leaseOwner: workerId,
+            leaseExpiresAt: new Date(row.leaseExpiresAt)
+          })
+        }),
+
+      heartbeat: (job, leaseMillis) =>
+        Effect.gen(function*() {
+          const nowMs = yield* Clock.currentTimeMillis
+          const leaseExpiresAt = new Date(nowMs + leaseMillis)
+          yield* fenced(job, sql`lease_expires_at = ${leaseExpiresAt.toISOString()}`)
+          return { ...job, leaseExpiresAt }
+        }),
+
+      completeTranscription: (job, result) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* lockEntry(job.userId, job.entryId, now).pipe(
+            Effect.catchTag("NotFound", () => new LeaseLost({ table: "transcriptions", id: job.id }))
+          )
+          const row = yield* fenced(
+            job,
+            sql`status = 'completed', text = ${result.text}, engine = ${result.engine}, language = ${result.language},
+              duration_seconds = ${result.durationSeconds}, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
+              updated_at = ${now}`
+          )
+          const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary("transcriptions", job.entryId))
+          if (!primary) return
+          yield* switchPrimary("transcriptions", job.entryId, job.id, now).pipe(
+            Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
+          )
+          yield* insertCleanup(
+            { entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true },
+            now
+          )
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      completeCleanup: (job, result, { queueNotionSync }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* lockEntry(job.userId, job.entryId, now).pipe(
+            Effect.catchTag("NotFound", () => new LeaseLost({ table: "cleaned_entries", id: job.id }))
+          )
+          const row = yield* fenced(
+            job,
+            sql`status = 'completed', title = ${result.title}, text = ${result.text}, model = ${result.model},
+              lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = ${now}`
+          )
+          const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary("cleaned_entries", job.entryId))
+          if (!primary) return
+          yield* switchPrimary("cleaned_entries", job.entryId, job.id, now).pipe(
+            Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
+          )
+          if (queueNotionSync) {
+            yield* ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)
+          }
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      recordNotionPage: (job, pageId) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* fenced(job, sql`notion_page_id = ${pageId}, updated_at = ${now}`)
+        }),
+
+      completeNotionSync: (job, pageId) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* fenced(
+            job,
+            sql`status = 'success', notion_page_id = ${pageId}, lease_owner = NULL, lease_expires_at = NULL,
+              last_error = NULL, updated_at = ${now}`
+          )
+        }),
+
+      failTemporarily: (job, { error, nextAttemptAt }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* fenced(
+            job,
+            sql`status = 'retrying', next_attempt_at = ${nextAttemptAt.toISOString()}, last_error = ${error},
+              lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}`
+          )
+        }),
+
+      failPermanently: (job, { error }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* fenced(
+            job,
+            sql`status = 'failed', last_error = ${error}, lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}`
+          )
+        }),
+
+      releaseLease: (job) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const { table } = stageTables[job.stage]
+          yield* sql`UPDATE ${sql(table)} SET
+              status = CASE WHEN last_error IS NULL THEN 'pending' ELSE 'retrying' END,
+              attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
+              next_attempt_at = ${now}, lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}
+            WHERE id = ${job.id} AND lease_owner = ${job.leaseOwner} AND status = 'processing'`.pipe(
+            Effect.mapError(storeError)
+          )
+        }),
+
+      ping: sql`SELECT 1 AS ok`.pipe(Effect.mapError(storeError), Effect.asVoid)
+    }
+    return store
+  })
