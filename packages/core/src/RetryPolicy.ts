@@ -1,0 +1,93 @@
+/**
+ * How a stage retries. Two layers, both bounded:
+ *
+ * 1. **In-process**: an Effect `Schedule` — exponential with jitter
+ *    (defaults 5 s, 10 s, 20 s), only while the error is a `TemporaryError`,
+ *    never sooner than a server's `Retry-After`. Short outages are absorbed
+ *    here while the worker keeps its lease alive.
+ * 2. **Durable**: when the in-process budget is spent, the row goes to
+ *    `retrying` with `next_attempt_at` (growing backoff, default 1 min
+ *    doubling to 1 h, jittered) and any worker on any node picks it up then.
+ *    After `maxAttempts` claims the row is `failed` with the last error.
+ *
+ * A `PermanentError` skips both: the row fails at once.
+ *
+ * @since 0.1.0
+ */
+import { Duration, Effect, Random, Schedule } from "effect"
+import { isTemporaryError, type StageError } from "./Errors.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface RetryPolicy {
+  /** First in-process delay; doubles each retry. Default 5 seconds. */
+  readonly initialDelay: Duration.DurationInput
+  /** In-process retries per claim. Default 3 (5 s, 10 s, 20 s). */
+  readonly inProcessRetries: number
+  /** First durable delay (`retrying` → due again). Default 1 minute. */
+  readonly durableDelay: Duration.DurationInput
+  /** Upper bound of the durable delay. Default 1 hour. */
+  readonly maxDurableDelay: Duration.DurationInput
+  /** Claims before the row is `failed` (1 = no durable retry). Default 5. */
+  readonly maxAttempts: number
+}
+
+/**
+ * @since 0.1.0
+ */
+export const defaults: RetryPolicy = {
+  initialDelay: "5 seconds",
+  inProcessRetries: 3,
+  durableDelay: "1 minute",
+  maxDurableDelay: "1 hour",
+  maxAttempts: 5
+}
+
+/**
+ * Builds a policy from partial settings.
+ * @since 0.1.0
+ */
+export const make = (overrides: Partial<RetryPolicy> = {}): RetryPolicy => ({ ...defaults, ...overrides })
+
+/**
+ * The in-process schedule: retries temporary errors only, exponentially
+ * with jitter, waiting at least the error's `Retry-After`.
+ * @since 0.1.0
+ */
+export const schedule = (policy: RetryPolicy): Schedule.Schedule<unknown, StageError> =>
+  Schedule.exponential(policy.initialDelay, 2).pipe(
+    Schedule.jittered,
+    Schedule.intersect(Schedule.recurs(policy.inProcessRetries)),
+    Schedule.intersect(Schedule.identity<StageError>()),
+    Schedule.whileInput((error: StageError) => isTemporaryError(error)),
+    Schedule.modifyDelay(([, error], delay) => {
+      const retryAfter = isTemporaryError(error) ? error.retryAfterMillis : undefined
+      return retryAfter !== undefined && retryAfter > Duration.toMillis(delay) ? Duration.millis(retryAfter) : delay
+    })
+  )
+
+/**
+ * When a row that failed temporarily on its `attempts`-th claim is due
+ * again: `durableDelay · 2^(attempts-1)`, capped, ×U(0.8, 1.2), and never
+ * sooner than `retryAfterMillis`.
+ * @since 0.1.0
+ */
+export const durableDelay = (
+  policy: RetryPolicy,
+  attempts: number,
+  retryAfterMillis?: number | undefined
+): Effect.Effect<Duration.Duration> =>
+  Effect.gen(function*() {
+    const base = Duration.toMillis(policy.durableDelay) * 2 ** Math.max(0, attempts - 1)
+    const capped = Math.min(base, Duration.toMillis(policy.maxDurableDelay))
+    const jitter = yield* Random.nextRange(0.8, 1.2)
+    return Duration.millis(Math.max(Math.round(capped * jitter), retryAfterMillis ?? 0))
+  })
+
+/**
+ * Whether a row may be retried durably after failing on its `attempts`-th claim.
+ * @since 0.1.0
+ */
+export const hasAttemptsLeft = (policy: RetryPolicy, attempts: number): boolean => attempts < policy.maxAttempts
