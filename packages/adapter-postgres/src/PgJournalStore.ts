@@ -11,8 +11,8 @@
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
-import { Effect, Layer, Redacted } from "effect"
+import { Errors, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
+import { Effect, Layer, Redacted, Schedule, Stream } from "effect"
 
 /**
  * @since 0.1.0
@@ -96,3 +96,39 @@ export const layer = (
     Layer.provideMerge(layerClient(config))
   )
 
+
+/** The LISTEN/NOTIFY channel that carries "work queued" hints between nodes. */
+const channel = "voice_journal_work"
+
+const stages: ReadonlyArray<string> = ["transcription", "cleanup", "notion"]
+
+/**
+ * Wake-ups across nodes: `notify` also sends `NOTIFY voice_journal_work`,
+ * and every node LISTENs and wakes its own idle workers. A hint only —
+ * polling stays the source of truth, so a dropped notification (or a
+ * listener reconnecting) costs latency, never work.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient.PgClient> = Layer.scoped(
+  WorkSignal.WorkSignal,
+  Effect.gen(function*() {
+    const sql = yield* PgClient.PgClient
+    const local = yield* WorkSignal.make
+    yield* sql.listen(channel).pipe(
+      Stream.filter((payload) => stages.includes(payload)),
+      Stream.runForEach((stage) => local.notify(stage as never)),
+      Effect.tapErrorCause((cause) => Effect.logWarning("LISTEN voice_journal_work failed; reconnecting", cause)),
+      Effect.retry(Schedule.spaced("1 second")),
+      Effect.forkScoped
+    )
+    return {
+      next: local.next,
+      notify: (stage) =>
+        Effect.zipRight(
+          local.notify(stage),
+          sql.notify(channel, stage).pipe(Effect.catchAll((e) => Effect.logDebug("NOTIFY failed", e)))
+        )
+    }
+  })
+)
