@@ -10,3 +10,9 @@ export * as JournalStore from "./JournalStore.js"
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */
 export * as SqlJournalStore from "./SqlJournalStore.js"
+/** @since 0.1.0 */
+export * as ApiKeys from "./ApiKeys.js"
+/** @since 0.1.0 */
+export * as RetryPolicy from "./RetryPolicy.js"
+/** @since 0.1.0 */
+export * as WorkSignal from "./WorkSignal.js"
