@@ -15,7 +15,7 @@
  * @since 0.1.0
  */
 import { Duration, Effect, Random, Schedule } from "effect"
-import { isTemporaryError, type StageError } from "./Errors.js"
+import { isTemporaryError } from "./Errors.js"
 
 /**
  * @since 0.1.0
@@ -52,16 +52,17 @@ export const defaults: RetryPolicy = {
 export const make = (overrides: Partial<RetryPolicy> = {}): RetryPolicy => ({ ...defaults, ...overrides })
 
 /**
- * The in-process schedule: retries temporary errors only, exponentially
- * with jitter, waiting at least the error's `Retry-After`.
+ * The in-process schedule: retries `TemporaryError`s only (anything else
+ * stops it), exponentially with jitter, waiting at least the error's
+ * `Retry-After`.
  * @since 0.1.0
  */
-export const schedule = (policy: RetryPolicy): Schedule.Schedule<unknown, StageError> =>
+export const schedule = (policy: RetryPolicy): Schedule.Schedule<unknown, unknown> =>
   Schedule.exponential(policy.initialDelay, 2).pipe(
     Schedule.jittered,
     Schedule.intersect(Schedule.recurs(policy.inProcessRetries)),
-    Schedule.intersect(Schedule.identity<StageError>()),
-    Schedule.whileInput((error: StageError) => isTemporaryError(error)),
+    Schedule.intersect(Schedule.identity<unknown>()),
+    Schedule.whileInput((error: unknown) => isTemporaryError(error)),
     Schedule.modifyDelay(([, error], delay) => {
       const retryAfter = isTemporaryError(error) ? error.retryAfterMillis : undefined
       return retryAfter !== undefined && retryAfter > Duration.toMillis(delay) ? Duration.millis(retryAfter) : delay
