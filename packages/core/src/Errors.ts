@@ -251,3 +251,15 @@ const networkErrorCode = (u: unknown, depth = 0): string | undefined => {
   if (typeof code === "string") return code
   return networkErrorCode((u as { cause?: unknown }).cause, depth + 1)
 }
+
+/**
+ * The blob store could not read, write or remove audio.
+ * @since 0.1.0
+ * @category errors
+ */
+export class BlobStoreError extends Schema.TaggedError<BlobStoreError>()("BlobStoreError", {
+  operation: Schema.String,
+  key: Schema.String,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}

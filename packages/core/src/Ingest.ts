@@ -1,0 +1,186 @@
+/**
+ * Turns an untrusted byte stream into a stored recording. Bytes flow to the
+ * `BlobStore` in the stream's own chunks; only the first 4,100 bytes (what
+ * `file-type` needs) are held back until the content is known to be audio.
+ * The size limit is enforced while streaming, the sha256 is computed on the
+ * way, and on any failure nothing is left behind.
+ *
+ * The client's Content-Type and filename are never trusted: the type comes
+ * from the bytes, the stored name is generated, and the original filename
+ * is kept only as (sanitised) metadata.
+ *
+ * @since 0.1.0
+ */
+import { fileTypeFromBuffer } from "file-type"
+import { Effect, Option, Ref, Stream } from "effect"
+import { createHash } from "node:crypto"
+import * as path from "node:path"
+import { type BlobKey, BlobStore, makeKey } from "./BlobStore.js"
+import { type BlobStoreError, InvalidUpload, PayloadTooLarge, UnsupportedMediaType } from "./Errors.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface IngestOptions {
+  readonly maxBytes: number
+  readonly originalFilename?: string | undefined
+}
+
+/**
+ * A recording safely in the blob store.
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredAudio {
+  readonly blobKey: BlobKey
+  readonly mimeType: string
+  readonly sizeBytes: number
+  readonly sha256: string
+  readonly originalFilename: string | null
+}
+
+/** How many leading bytes content sniffing looks at (file-type's sample size). @since 0.1.0 */
+export const sniffBytes = 4100
+
+/**
+ * The accepted containers, by `file-type` extension, and the audio MIME type
+ * stored for each. Browsers' audio-only WebM and Safari's generic-brand MP4
+ * are labelled video by `file-type`; they are accepted here as audio, and the
+ * transcription stage confirms there is an audio stream (`AudioProbe`).
+ * @since 0.1.0
+ */
+export const acceptedAudio: Readonly<Record<string, string>> = {
+  mp3: "audio/mpeg",
+  m4a: "audio/mp4",
+  m4b: "audio/mp4",
+  mp4: "audio/mp4",
+  f4a: "audio/mp4",
+  "3gp": "audio/3gpp",
+  "3g2": "audio/3gpp2",
+  wav: "audio/wav",
+  ogg: "audio/ogg",
+  oga: "audio/ogg",
+  opus: "audio/ogg",
+  spx: "audio/ogg",
+  flac: "audio/flac",
+  webm: "audio/webm",
+  aac: "audio/aac"
+}
+
+/**
+ * The normalised audio MIME type of `head` (the first bytes of a file), or
+ * `UnsupportedMediaType` naming what it is instead.
+ * @since 0.1.0
+ */
+export const sniffAudio = (head: Uint8Array): Effect.Effect<string, UnsupportedMediaType> =>
+  Effect.promise(() => fileTypeFromBuffer(head, { mpegOffsetTolerance: 10 })).pipe(
+    Effect.flatMap((type) => {
+      const accepted = type === undefined ? undefined : acceptedAudio[type.ext]
+      return accepted !== undefined
+        ? Effect.succeed(accepted)
+        : Effect.fail(new UnsupportedMediaType(type === undefined ? {} : { detected: type.mime }))
+    })
+  )
+
+/**
+ * Fails the stream with `PayloadTooLarge` as soon as more than `maxBytes`
+ * have passed (`Stream.take` counts chunks, not bytes).
+ * @since 0.1.0
+ */
+export const limitBytes = (maxBytes: number) =>
+<E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Uint8Array, E | PayloadTooLarge, R> =>
+  Stream.mapAccumEffect(self, 0, (total, chunk) => {
+    const next = total + chunk.byteLength
+    return next > maxBytes ? Effect.fail(new PayloadTooLarge({ maxBytes })) : Effect.succeed([next, chunk] as const)
+  })
+
+const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
+  if (chunks.length === 1) return chunks[0]!
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0))
+  let offset = 0
+  for (const c of chunks) {
+    out.set(c, offset)
+    offset += c.byteLength
+  }
+  return out
+}
+
+interface SniffState {
+  readonly held: ReadonlyArray<Uint8Array>
+  readonly heldBytes: number
+  readonly passing: boolean
+}
+
+/**
+ * Holds back the first {@link sniffBytes} bytes, checks them, then lets
+ * everything through unchanged; records the detected type in `detected`.
+ * Empty input fails with `InvalidUpload`.
+ */
+const checkAudio = (detected: Ref.Ref<Option.Option<string>>) =>
+<E, R>(self: Stream.Stream<Uint8Array, E, R>) => {
+  const release = (held: ReadonlyArray<Uint8Array>): Effect.Effect<ReadonlyArray<Uint8Array>, UnsupportedMediaType | InvalidUpload> => {
+    const head = concat(held)
+    return head.byteLength === 0
+      ? Effect.fail(new InvalidUpload({ message: "the upload is empty" }))
+      : sniffAudio(head).pipe(Effect.tap((mime) => Ref.set(detected, Option.some(mime))), Effect.as([head]))
+  }
+  return Stream.concat(Stream.map(self, Option.some), Stream.succeed(Option.none<Uint8Array>())).pipe(
+    Stream.mapAccumEffect(
+      { held: [], heldBytes: 0, passing: false } as SniffState,
+      (state, next): Effect.Effect<readonly [SniffState, ReadonlyArray<Uint8Array>], UnsupportedMediaType | InvalidUpload> => {
+        if (state.passing) return Effect.succeed([state, Option.isSome(next) ? [next.value] : []] as const)
+        if (Option.isNone(next)) return Effect.map(release(state.held), (out) => [state, out] as const)
+        const held = [...state.held, next.value]
+        const heldBytes = state.heldBytes + next.value.byteLength
+        return heldBytes < sniffBytes
+          ? Effect.succeed([{ held, heldBytes, passing: false }, []] as const)
+          : Effect.map(release(held), (out) => [{ held: [], heldBytes: 0, passing: true }, out] as const)
+      }
+    ),
+    Stream.flattenIterables
+  )
+}
+
+/** Keeps a client's filename as harmless metadata: base name, no control characters, ≤ 255 chars. */
+export const sanitizeFilename = (name: string | undefined): string | null => {
+  if (name === undefined) return null
+  // eslint-disable-next-line no-control-regex
+  const base = path.posix.basename(name.replace(/\\/g, "/")).replace(/[\u0000-\u001f\u007f]/g, "").trim()
+  return base === "" || base === "." || base === ".." ? null : base.slice(0, 255)
+}
+
+/**
+ * Streams `body` into the blob store as a new recording.
+ * @since 0.1.0
+ */
+export const ingest = <E, R>(
+  body: Stream.Stream<Uint8Array, E, R>,
+  options: IngestOptions
+): Effect.Effect<
+  StoredAudio,
+  E | PayloadTooLarge | UnsupportedMediaType | InvalidUpload | BlobStoreError,
+  R | BlobStore
+> =>
+  Effect.gen(function*() {
+    const blobs = yield* BlobStore
+    const blobKey = makeKey()
+    const detected = yield* Ref.make(Option.none<string>())
+    const hash = createHash("sha256")
+    const { sizeBytes } = yield* blobs.write(
+      blobKey,
+      body.pipe(
+        limitBytes(options.maxBytes),
+        checkAudio(detected),
+        Stream.tap((chunk) => Effect.sync(() => hash.update(chunk)))
+      )
+    )
+    const mimeType = Option.getOrThrow(yield* Ref.get(detected))
+    return {
+      blobKey,
+      mimeType,
+      sizeBytes,
+      sha256: hash.digest("hex"),
+      originalFilename: sanitizeFilename(options.originalFilename)
+    }
+  })

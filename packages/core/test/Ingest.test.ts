@@ -1,0 +1,223 @@
+import { FileSystem } from "@effect/platform"
+import { NodeContext } from "@effect/platform-node"
+import { describe, expect, it } from "@effect/vitest"
+import { Chunk, Effect, Exit, Fiber, Layer, Stream } from "effect"
+import { createHash } from "node:crypto"
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import { AudioProbe, layerFfprobe } from "../src/AudioProbe.js"
+import { BlobStore, layerFileSystem, makeKey } from "../src/BlobStore.js"
+import { ingest, sniffBytes } from "../src/Ingest.js"
+import { AUDIO_FORMATS, type AudioFormat, audioBytes, audioFile, elfBytes, fixtureDir, pngBytes } from "./support/Audio.js"
+
+const expectedMime: Record<AudioFormat, string> = {
+  "wav": "audio/wav",
+  "mp3": "audio/mpeg",
+  "mp3-no-id3": "audio/mpeg",
+  "m4a": "audio/mp4",
+  "mp4-generic": "audio/mp4",
+  "ogg-opus": "audio/ogg",
+  "flac": "audio/flac",
+  "webm-opus": "audio/webm",
+  "aac": "audio/aac"
+}
+
+/** A blob store in a fresh temp directory, and a way to list what is on disk. */
+const withBlobs = <A, E>(f: (dir: string) => Effect.Effect<A, E, BlobStore>) =>
+  Effect.gen(function*() {
+    const dir = yield* FileSystem.FileSystem.pipe(Effect.flatMap((fs) => fs.makeTempDirectoryScoped({ prefix: "vj-blobs-" })))
+    return yield* f(dir).pipe(Effect.provide(layerFileSystem({ directory: dir })))
+  }).pipe(Effect.provide(NodeContext.layer))
+
+const filesIn = (dir: string) => fs.readdirSync(dir)
+
+/** Splits bytes into chunks of `size` bytes, as a socket would deliver them. */
+const chunked = (bytes: Uint8Array, size: number) =>
+  Stream.fromIterable(Array.from({ length: Math.ceil(bytes.byteLength / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size)))
+
+const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex")
+
+describe("Ingest", () => {
+  for (const format of AUDIO_FORMATS) {
+    it.scoped(`accepts a real ${format} recording, stores it byte for byte`, () =>
+      withBlobs((dir) =>
+        Effect.gen(function*() {
+          const bytes = audioBytes(format)
+          const stored = yield* ingest(chunked(bytes, 1000), { maxBytes: 10_000_000, originalFilename: `note.${format}` })
+          expect(stored.mimeType).toBe(expectedMime[format])
+          expect(stored.sizeBytes).toBe(bytes.byteLength)
+          expect(stored.sha256).toBe(sha256(bytes))
+          expect(new Uint8Array(fs.readFileSync(`${dir}/${stored.blobKey}`))).toEqual(bytes)
+          expect(filesIn(dir)).toEqual([stored.blobKey])
+        })
+      ))
+  }
+
+  for (const [name, bytes, detected] of [
+    ["a PNG", pngBytes(), "image/png"],
+    ["an ELF binary", elfBytes(), "application/x-elf"]
+  ] as const) {
+    it.scoped(`rejects ${name} named .mp3 by its content, leaving no file`, () =>
+      withBlobs((dir) =>
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(ingest(chunked(bytes, 512), { maxBytes: 10_000_000, originalFilename: "song.mp3" }))
+          expect(error._tag).toBe("UnsupportedMediaType")
+          expect(error._tag === "UnsupportedMediaType" && error.detected).toBe(detected)
+          expect(filesIn(dir)).toEqual([])
+        })
+      ))
+  }
+
+  it.scoped("rejects text that is not a known format at all", () =>
+    withBlobs((dir) =>
+      Effect.gen(function*() {
+        const error = yield* Effect.flip(ingest(Stream.make(new TextEncoder().encode("hello ".repeat(2000))), { maxBytes: 1e6 }))
+        expect(error._tag).toBe("UnsupportedMediaType")
+        expect(filesIn(dir)).toEqual([])
+      })
+    ))
+
+  it.scoped("an empty body is InvalidUpload", () =>
+    withBlobs((dir) =>
+      Effect.gen(function*() {
+        expect((yield* Effect.flip(ingest(Stream.empty, { maxBytes: 100 })))._tag).toBe("InvalidUpload")
+        expect(filesIn(dir)).toEqual([])
+      })
+    ))
+
+  const wav = audioBytes("wav")
+  for (const [label, chunkSize, limit] of [
+    ["one big chunk", wav.byteLength, wav.byteLength - 1],
+    ["many small chunks", 100, 50_000],
+    ["limit crossed inside the sniffed head", 64, 1000],
+    ["limit one byte short, at a chunk boundary", 1000, wav.byteLength - 1]
+  ] as const) {
+    it.scoped(`over the limit (${label}): PayloadTooLarge, no file, no temp file`, () =>
+      withBlobs((dir) =>
+        Effect.gen(function*() {
+          const error = yield* Effect.flip(ingest(chunked(wav, chunkSize), { maxBytes: limit }))
+          expect(error._tag).toBe("PayloadTooLarge")
+          expect(filesIn(dir)).toEqual([])
+        })
+      ))
+  }
+
+  it.scoped("exactly at the limit is accepted", () =>
+    withBlobs(() =>
+      Effect.gen(function*() {
+        const stored = yield* ingest(chunked(wav, 4096), { maxBytes: wav.byteLength })
+        expect(stored.sizeBytes).toBe(wav.byteLength)
+      })
+    ))
+
+  it.scoped("a body that fails mid-stream (client gone) leaves nothing behind", () =>
+    withBlobs((dir) =>
+      Effect.gen(function*() {
+        const broken = Stream.concat(chunked(wav, 8192), Stream.fail("connection reset" as const))
+        expect(yield* Effect.flip(ingest(broken, { maxBytes: 1e9 }))).toBe("connection reset")
+        expect(filesIn(dir)).toEqual([])
+      })
+    ))
+
+  it.scopedLive("interruption mid-stream leaves nothing behind", () =>
+    withBlobs((dir) =>
+      Effect.gen(function*() {
+        // first the real head, then a body that never ends
+        const endless = Stream.concat(chunked(wav, 8192), Stream.never)
+        const fiber = yield* Effect.fork(ingest(endless, { maxBytes: 1e9 }))
+        // wait until the temp file exists, then interrupt
+        while (filesIn(dir).length === 0) yield* Effect.sleep("5 millis")
+        yield* Fiber.interrupt(fiber)
+        expect(filesIn(dir)).toEqual([])
+      })
+    ), { timeout: 20_000 })
+
+  it.scopedLive("streams a 50 MB body without holding it: chunks pass through at their own size", () =>
+    withBlobs((dir) =>
+      Effect.gen(function*() {
+        const head = wav.subarray(0, 44) // a real WAV header, then 50 MB of samples
+        const chunk = new Uint8Array(64 * 1024).fill(1)
+        let largestSeen = 0
+        const body = Stream.concat(Stream.make(head), Stream.repeatValue(chunk).pipe(Stream.take(800)))
+        const stored = yield* ingest(body, { maxBytes: 100 * 1024 * 1024 }).pipe(
+          Effect.provideServiceEffect(BlobStore, Effect.map(BlobStore, (blobs) => ({
+            ...blobs,
+            write: (key, stream) =>
+              blobs.write(key, Stream.tap(stream, (c) => Effect.sync(() => { largestSeen = Math.max(largestSeen, c.byteLength) })))
+          })))
+        )
+        expect(stored.sizeBytes).toBe(44 + 800 * 64 * 1024)
+        // nothing bigger than the sniffed head plus one chunk is ever held in memory
+        expect(largestSeen).toBeLessThanOrEqual(sniffBytes + chunk.byteLength)
+        expect(fs.statSync(`${dir}/${stored.blobKey}`).size).toBe(stored.sizeBytes)
+      })
+    ))
+})
+
+describe("BlobStore (filesystem)", () => {
+  it.scoped("rejects keys that are not generated ones: no client path reaches the disk", () =>
+    withBlobs(() =>
+      Effect.gen(function*() {
+        const blobs = yield* BlobStore
+        for (const key of ["../etc/passwd", "/etc/passwd", "a/b", "", "..", makeKey() + "/x"]) {
+          const exit = yield* Effect.exit(blobs.write(key, Stream.make(new Uint8Array([1]))))
+          expect(Exit.isFailure(exit)).toBe(true)
+          expect(Exit.isFailure(yield* Effect.exit(blobs.localPath(key)))).toBe(true)
+        }
+      })
+    ))
+
+  it.scoped("writes, reads back, removes (idempotently)", () =>
+    withBlobs(() =>
+      Effect.gen(function*() {
+        const blobs = yield* BlobStore
+        const key = makeKey()
+        yield* blobs.write(key, Stream.make(new Uint8Array([1, 2]), new Uint8Array([3])))
+        const back = yield* Stream.runCollect(blobs.read(key))
+        expect(Chunk.toReadonlyArray(back).flatMap((c) => [...c])).toEqual([1, 2, 3])
+        yield* blobs.remove(key)
+        yield* blobs.remove(key)
+        expect(yield* blobs.exists(key)).toBe(false)
+      })
+    ))
+
+  it.scoped("removes temp files a crashed process left behind, at start-up", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(`${fixtureDir}-blobs-`)
+      fs.writeFileSync(`${dir}/.partial-${makeKey()}-deadbeef`, "half a file")
+      yield* Layer.build(layerFileSystem({ directory: dir }))
+      expect(filesIn(dir)).toEqual([])
+      fs.rmSync(dir, { recursive: true })
+    }))
+})
+
+describe("AudioProbe (ffprobe)", () => {
+  const probe = (path: string) =>
+    Effect.flatMap(AudioProbe, (p) => p.probe(path)).pipe(Effect.provide(layerFfprobe), Effect.provide(NodeContext.layer))
+
+  it.effect("finds the audio stream and duration of a real recording", () =>
+    Effect.gen(function*() {
+      const result = yield* probe(audioFile("webm-opus"))
+      expect(result.codec).toBe("opus")
+      expect(result.durationSeconds).toBeGreaterThan(1)
+    }))
+
+  it.effect("a WebM with video and no audio is a permanent 'no audio stream' error", () =>
+    Effect.gen(function*() {
+      const path = `${fixtureDir}/video-only.webm`
+      if (!fs.existsSync(path)) {
+        execFileSync("ffmpeg", ["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=duration=1:size=64x64:rate=5", "-an", "-c:v", "libvpx", "-f", "webm", path])
+      }
+      const error = yield* Effect.flip(probe(path))
+      expect(error._tag).toBe("PermanentError")
+      expect(error.message).toContain("no audio stream")
+    }))
+
+  it.effect("random bytes are undecodable audio (permanent)", () =>
+    Effect.gen(function*() {
+      const path = `${fixtureDir}/garbage.bin`
+      fs.writeFileSync(path, new Uint8Array(5000).map((_, i) => (i * 7919) % 251))
+      const error = yield* Effect.flip(probe(path))
+      expect(error._tag).toBe("PermanentError")
+    }))
+})
