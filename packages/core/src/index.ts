@@ -1,18 +1,34 @@
 /**
  * @since 0.1.0
  */
+export * as ApiKeys from "./ApiKeys.js"
+/** @since 0.1.0 */
+export * as AudioProbe from "./AudioProbe.js"
+/** @since 0.1.0 */
+export * as BlobStore from "./BlobStore.js"
+/** @since 0.1.0 */
+export * as Cleaner from "./Cleaner.js"
+/** @since 0.1.0 */
 export * as Domain from "./Domain.js"
 /** @since 0.1.0 */
 export * as Errors from "./Errors.js"
+/** @since 0.1.0 */
+export * as Ingest from "./Ingest.js"
 /** @since 0.1.0 */
 export * as JournalStore from "./JournalStore.js"
 /** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */
-export * as SqlJournalStore from "./SqlJournalStore.js"
+export * as NotionPublisher from "./NotionPublisher.js"
 /** @since 0.1.0 */
-export * as ApiKeys from "./ApiKeys.js"
+export * as Pipeline from "./Pipeline.js"
 /** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
+/** @since 0.1.0 */
+export * as SqlJournalStore from "./SqlJournalStore.js"
+/** @since 0.1.0 */
+export * as Transcriber from "./Transcriber.js"
+/** @since 0.1.0 */
+export * as VoiceJournal from "./VoiceJournal.js"
 /** @since 0.1.0 */
 export * as WorkSignal from "./WorkSignal.js"

@@ -1,0 +1,303 @@
+/**
+ * The background workers: for each stage, a few fibers that claim due rows
+ * through the `JournalStore`, run the stage with the lease kept alive by a
+ * heartbeat, and write the result (and the next stage's row) in one
+ * transaction. Everything runs in fibers owned by the layer's scope:
+ *
+ * - **claiming**: `claimNext` takes due rows and rows whose lease expired
+ *   (their worker died), so the claim loop is also the sweeper;
+ * - **waking**: a `WorkSignal` wakes idle workers as soon as work is queued;
+ *   polling (`pollInterval`) stays the source of truth;
+ * - **failing**: a `TemporaryError` is retried in-process by the
+ *   `RetryPolicy` schedule, then durably (`retrying` + `next_attempt_at`),
+ *   then `failed`; a `PermanentError` fails at once; the reason is stored;
+ * - **shutdown**: closing the scope stops claiming, gives in-flight stages
+ *   `shutdownGrace` to finish, then interrupts them — interruption releases
+ *   their leases, so the next process resumes them at once.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
+import * as os from "node:os"
+import { AudioProbe } from "./AudioProbe.js"
+import { BlobStore } from "./BlobStore.js"
+import { Cleaner } from "./Cleaner.js"
+import type { Job, Stage } from "./Domain.js"
+import { isTemporaryError, type StageError, type StoreError, TemporaryError } from "./Errors.js"
+import { JournalStore } from "./JournalStore.js"
+import { NotionPublisher } from "./NotionPublisher.js"
+import * as RetryPolicy from "./RetryPolicy.js"
+import { Transcriber } from "./Transcriber.js"
+import { WorkSignal } from "./WorkSignal.js"
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface PipelineConfig {
+  /** Names this process in `lease_owner`. Default host-pid-random. */
+  readonly workerId: string
+  /** Lease length; a dead worker's row is claimable again after this. Default 30 s. */
+  readonly lease: Duration.DurationInput
+  /** Heartbeat period (well under the lease). Default 10 s. */
+  readonly heartbeat: Duration.DurationInput
+  /** Fallback poll when no wake-up arrives. Default 1 s. */
+  readonly pollInterval: Duration.DurationInput
+  /** Concurrent runs per stage. */
+  readonly concurrency: Readonly<Record<Stage, number>>
+  /** Retry policy per stage (Notion's `maxAttempts` is `NOTION_MAX_RETRIES`). */
+  readonly retry: Readonly<Record<Stage, RetryPolicy.RetryPolicy>>
+  /** How long in-flight stages may finish after shutdown begins. Default 30 s. */
+  readonly shutdownGrace: Duration.DurationInput
+}
+
+/** @since 0.1.0 */
+export const defaultConfig = (): PipelineConfig => ({
+  workerId: `${os.hostname()}-${process.pid}-${globalThis.crypto.randomUUID().slice(0, 8)}`,
+  lease: "30 seconds",
+  heartbeat: "10 seconds",
+  pollInterval: "1 second",
+  concurrency: { transcription: 2, cleanup: 2, notion: 2 },
+  retry: { transcription: RetryPolicy.defaults, cleanup: RetryPolicy.defaults, notion: RetryPolicy.defaults },
+  shutdownGrace: "30 seconds"
+})
+
+/**
+ * Partial settings; nested records may be partial too.
+ * @since 0.1.0
+ */
+export interface PipelineOptions {
+  readonly workerId?: string | undefined
+  readonly lease?: Duration.DurationInput | undefined
+  readonly heartbeat?: Duration.DurationInput | undefined
+  readonly pollInterval?: Duration.DurationInput | undefined
+  readonly concurrency?: Partial<Record<Stage, number>> | undefined
+  readonly retry?: Partial<Record<Stage, Partial<RetryPolicy.RetryPolicy>>> | undefined
+  readonly shutdownGrace?: Duration.DurationInput | undefined
+}
+
+const resolve = (options: PipelineOptions): PipelineConfig => {
+  const d = defaultConfig()
+  const retry = (stage: Stage) => RetryPolicy.make({ ...d.retry[stage], ...options.retry?.[stage] })
+  return {
+    workerId: options.workerId ?? d.workerId,
+    lease: options.lease ?? d.lease,
+    heartbeat: options.heartbeat ?? d.heartbeat,
+    pollInterval: options.pollInterval ?? d.pollInterval,
+    concurrency: { ...d.concurrency, ...options.concurrency },
+    retry: { transcription: retry("transcription"), cleanup: retry("cleanup"), notion: retry("notion") },
+    shutdownGrace: options.shutdownGrace ?? d.shutdownGrace
+  }
+}
+
+/** A readable one-line reason for the row's `last_error`. */
+const describe = (error: StageError): string =>
+  `${error._tag === "TemporaryError" ? "temporary" : "permanent"} ${error.service} error${
+    error.status !== undefined ? ` (HTTP ${error.status})` : ""
+  }: ${error.message}`
+
+/**
+ * Runs the workers for as long as the layer is alive. Notion syncs run only
+ * when a `NotionPublisher` is provided.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  options: PipelineOptions = {}
+): Layer.Layer<never, never, JournalStore | BlobStore | Transcriber | Cleaner | AudioProbe | WorkSignal> =>
+  Layer.scopedDiscard(run(options))
+
+/**
+ * The workers as a scoped effect (what {@link layer} runs).
+ * @since 0.1.0
+ */
+export const run = (options: PipelineOptions = {}) =>
+  Effect.gen(function*() {
+    const config = resolve(options)
+    const store = yield* JournalStore
+    const blobs = yield* BlobStore
+    const transcriber = yield* Transcriber
+    const cleaner = yield* Cleaner
+    const probe = yield* AudioProbe
+    const signal = yield* WorkSignal
+    const notion = yield* Effect.serviceOption(NotionPublisher)
+    const leaseMillis = Duration.toMillis(config.lease)
+
+    /** The work of one stage. Failures are StageErrors; lost leases and vanished rows end it quietly. */
+    const perform = (job: Job): Effect.Effect<void, StageError | LeaseGone> => {
+      switch (job.stage) {
+        case "transcription":
+          return Effect.gen(function*() {
+            const entry = yield* store.getEntry(job.userId, job.entryId)
+            const path = yield* blobs.localPath(entry.blobKey).pipe(
+              Effect.mapError((e) => new TemporaryError({ service: "blob-store", message: e.message, cause: e }))
+            )
+            const probed = yield* probe.probe(path)
+            const transcript = yield* transcriber.transcribe({ path, mimeType: entry.mimeType })
+            yield* store.completeTranscription(job, {
+              text: transcript.text,
+              engine: transcript.engine,
+              language: transcript.language,
+              durationSeconds: transcript.durationSeconds ?? probed.durationSeconds
+            })
+            yield* signal.notify("cleanup")
+          }).pipe(gone)
+        case "cleanup":
+          return Effect.gen(function*() {
+            const cleanup = yield* store.getCleanup(job.userId, job.id as never)
+            const transcription = yield* store.getTranscription(job.userId, cleanup.transcriptionId)
+            const cleaned = yield* cleaner.clean(transcription.text ?? "")
+            yield* store.completeCleanup(job, cleaned, { queueNotionSync: Option.isSome(notion) })
+            if (Option.isSome(notion)) yield* signal.notify("notion")
+          }).pipe(gone)
+        case "notion":
+          return Effect.gen(function*() {
+            if (Option.isNone(notion)) return yield* Effect.dieMessage("notion stage without a NotionPublisher")
+            const sync = yield* store.getNotionSync(job.userId, job.id as never)
+            const cleanup = yield* store.getCleanup(job.userId, sync.cleanedEntryId)
+            const transcription = yield* store.getTranscription(job.userId, cleanup.transcriptionId)
+            const entry = yield* store.getEntry(job.userId, job.entryId)
+            const { pageId } = yield* notion.value.publish(
+              {
+                syncId: sync.id,
+                entryId: entry.id,
+                title: cleanup.title ?? "Voice note",
+                text: cleanup.text ?? "",
+                transcript: transcription.text ?? "",
+                createdAt: entry.createdAt,
+                existingPageId: sync.notionPageId
+              },
+              (pageId) =>
+                store.recordNotionPage(job, pageId).pipe(
+                  Effect.mapError((e) => new TemporaryError({ service: "notion", message: `recording page id: ${e.message}`, cause: e }))
+                )
+            )
+            yield* store.completeNotionSync(job, pageId)
+          }).pipe(gone)
+      }
+    }
+
+    /** Runs one claimed job to an end state, keeping its lease alive meanwhile. */
+    const process = (job: Job) =>
+      Effect.gen(function*() {
+        const policy = config.retry[job.stage]
+        const attempt = perform(job).pipe(
+          Effect.retry(RetryPolicy.schedule(policy))
+        )
+        // a database hiccup skips one beat; only a lost lease stops the stage
+        const beat = store.heartbeat(job, leaseMillis).pipe(
+          Effect.asVoid,
+          Effect.catchTag("StoreError", (e) => Effect.logWarning("heartbeat failed", e))
+        )
+        const heartbeat = beat.pipe(Effect.delay(config.heartbeat), Effect.forever)
+        // the heartbeat ends the stage if the lease is lost (another worker owns the row now)
+        const exit = yield* Effect.raceFirst(
+          attempt,
+          heartbeat.pipe(Effect.mapError(() => new LeaseGone()))
+        ).pipe(Effect.exit)
+        if (Exit.isSuccess(exit)) return
+        const failure = Cause.failureOption(exit.cause)
+        if (Option.isSome(failure)) {
+          const error = failure.value
+          if (error._tag === "LeaseGone") return
+          if (isTemporaryError(error) && RetryPolicy.hasAttemptsLeft(policy, job.attempts)) {
+            const delay = yield* RetryPolicy.durableDelay(policy, job.attempts, error.retryAfterMillis)
+            const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+            yield* Effect.logWarning(`${job.stage} ${job.id}: will retry in ${Duration.format(delay)}: ${describe(error)}`)
+            yield* store.failTemporarily(job, {
+              error: describe(error),
+              nextAttemptAt: new Date(now + Duration.toMillis(delay))
+            }).pipe(Effect.ignore)
+          } else {
+            yield* Effect.logWarning(`${job.stage} ${job.id}: failed after ${job.attempts} attempt(s): ${describe(error)}`)
+            yield* store.failPermanently(job, { error: describe(error) }).pipe(Effect.ignore)
+          }
+          return
+        }
+        if (Cause.isInterruptedOnly(exit.cause)) return yield* Effect.interrupt
+        // a defect is a bug: keep the row, retry it durably like a temporary error
+        const message = Cause.pretty(exit.cause).split("\n")[0] ?? "unexpected error"
+        yield* Effect.logError(`${job.stage} ${job.id}: unexpected failure`, exit.cause)
+        const delay = yield* RetryPolicy.durableDelay(policy, job.attempts)
+        const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+        yield* (RetryPolicy.hasAttemptsLeft(policy, job.attempts)
+          ? store.failTemporarily(job, { error: `internal error: ${message}`, nextAttemptAt: new Date(now + Duration.toMillis(delay)) })
+          : store.failPermanently(job, { error: `internal error: ${message}` })).pipe(Effect.ignore)
+      }).pipe(
+        // interrupted (shutdown past the grace period): hand the row back at once
+        Effect.onInterrupt(() => store.releaseLease(job).pipe(Effect.ignore)),
+        Effect.annotateLogs({ stage: job.stage, jobId: job.id, entryId: job.entryId })
+      )
+
+    const stopping = yield* Ref.make(false)
+    const running = yield* FiberSet.make<void, never>()
+
+    /** One worker fiber: claim, run, repeat; wait for a signal or the poll when idle. */
+    const loop = (stage: Stage, n: number) =>
+      Effect.gen(function*() {
+        const workerId = `${config.workerId}/${stage}-${n}`
+        while (!(yield* Ref.get(stopping))) {
+          const wake = yield* signal.next(stage, config.pollInterval)
+          // claim and hand over in one uninterruptible step: a shutdown never
+          // strands a claimed row between the two; the job runs in `running`
+          // so shutdown can wait for it, then interrupt it
+          const fiber = yield* store.claimNext(stage, { workerId, leaseMillis }).pipe(
+            Effect.flatMap(Option.match({
+              onNone: () => Effect.succeed(Option.none()),
+              onSome: (job) => Effect.map(FiberSet.run(running, process(job)), Option.some)
+            })),
+            Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as(Option.none()))),
+            Effect.uninterruptible
+          )
+          if (Option.isNone(fiber)) {
+            yield* wake
+            continue
+          }
+          yield* Fiber.await(fiber.value)
+        }
+      })
+
+    const loops = yield* FiberSet.make<void, never>()
+    for (const stage of ["transcription", "cleanup", "notion"] as const) {
+      if (stage === "notion" && Option.isNone(notion)) continue
+      for (let n = 0; n < config.concurrency[stage]; n++) {
+        yield* FiberSet.run(loops, loop(stage, n))
+      }
+    }
+    yield* Effect.logInfo(`pipeline started (worker ${config.workerId})`)
+
+    // Registered last, so it runs first on shutdown: stop claiming, let
+    // in-flight stages finish within the grace period; the FiberSets then
+    // interrupt whatever is left (releasing leases).
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        yield* Ref.set(stopping, true)
+        yield* FiberSet.clear(loops) // no more claims; running jobs live on in `running`
+        yield* FiberSet.awaitEmpty(running).pipe(
+          Effect.interruptible,
+          Effect.timeout(config.shutdownGrace),
+          Effect.ignore
+        )
+        yield* FiberSet.clear(running)
+        yield* Effect.logInfo("pipeline stopped")
+      })
+    )
+  })
+
+/** The stage's row is gone or no longer ours (deleted entry, lost lease). */
+class LeaseGone {
+  readonly _tag = "LeaseGone"
+}
+
+/** Maps "this row is not ours any more" (lost lease, deleted entry) to LeaseGone; database errors become temporary. */
+const gone = <A, E extends { readonly _tag: string }, R>(self: Effect.Effect<A, E, R>) =>
+  Effect.catchAll(self, (e): Effect.Effect<never, E | LeaseGone | TemporaryError> =>
+    e._tag === "StoreError"
+      ? Effect.fail(new TemporaryError({ service: "database", message: (e as unknown as StoreError).message, cause: e }))
+      : e._tag === "LeaseLost" || e._tag === "NotFound"
+      ? Effect.fail(new LeaseGone())
+      : Effect.fail(e)) as Effect.Effect<
+      A,
+      Exclude<E, { readonly _tag: "LeaseLost" | "NotFound" | "StoreError" }> | LeaseGone | TemporaryError,
+      R
+    >

@@ -1,0 +1,281 @@
+/**
+ * The library's front door for a Node service that embeds voice-journal:
+ * ingest audio from any `Stream`, read and list entries, re-run stages, sync
+ * to Notion, and manage users and API keys. Background stages run in the
+ * layer from `Pipeline`; this service only writes rows and wakes workers.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Option, type Redacted, type Stream } from "effect"
+import * as ApiKeys from "./ApiKeys.js"
+import { BlobStore } from "./BlobStore.js"
+import type {
+  ApiKey,
+  ApiKeyId,
+  CleanedEntry,
+  CleanupId,
+  EntryId,
+  NotionSync,
+  NotionSyncId,
+  NotionSyncStatus,
+  Page,
+  PageRequest,
+  Transcription,
+  TranscriptionId,
+  User,
+  UserId,
+  VoiceEntry
+} from "./Domain.js"
+import {
+  type BlobStoreError,
+  InvalidState,
+  type InvalidUpload,
+  type NotFound,
+  type PayloadTooLarge,
+  type PrimaryConflict,
+  StoreError,
+  type UnsupportedMediaType
+} from "./Errors.js"
+import * as Ingest from "./Ingest.js"
+import { JournalStore } from "./JournalStore.js"
+import { WorkSignal } from "./WorkSignal.js"
+
+/**
+ * An entry with the state of its stages: the primary (else newest)
+ * transcription and cleanup, and the newest Notion sync.
+ * @since 0.1.0
+ */
+export interface EntryDetails {
+  readonly entry: VoiceEntry
+  readonly transcription: Transcription | null
+  readonly cleanup: CleanedEntry | null
+  readonly notionSync: NotionSync | null
+}
+
+/**
+ * Settings of the front door.
+ * @since 0.1.0
+ */
+export interface VoiceJournalConfig {
+  /** Largest accepted recording. Default 100 MiB. */
+  readonly maxUploadBytes: number
+  /** Whether Notion is configured (syncs can be queued). */
+  readonly notionEnabled: boolean
+}
+
+/** @since 0.1.0 */
+export const defaultConfig: VoiceJournalConfig = { maxUploadBytes: 100 * 1024 * 1024, notionEnabled: false }
+
+/**
+ * What can go wrong while ingesting.
+ * @since 0.1.0
+ */
+export type IngestError = PayloadTooLarge | UnsupportedMediaType | InvalidUpload | BlobStoreError | StoreError
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface VoiceJournalService {
+  readonly config: VoiceJournalConfig
+  /**
+   * Streams a recording into storage (size limit enforced while streaming,
+   * type sniffed from the content, sha256 on the way) and queues its
+   * transcription. The row is written only once the file is complete;
+   * on any failure nothing is left behind.
+   */
+  readonly ingest: <E, R>(
+    userId: UserId,
+    body: Stream.Stream<Uint8Array, E, R>,
+    options?: { readonly originalFilename?: string | undefined; readonly maxBytes?: number | undefined }
+  ) => Effect.Effect<EntryDetails, E | IngestError, R>
+  readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<EntryDetails, NotFound | StoreError>
+  readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<VoiceEntry>, StoreError>
+  /** Removes the rows, then the audio. */
+  readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<void, NotFound | StoreError>
+  /** The stored audio, with its sniffed MIME type and size. */
+  readonly readAudio: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<
+    { readonly entry: VoiceEntry; readonly body: Stream.Stream<Uint8Array, BlobStoreError> },
+    NotFound | StoreError
+  >
+  readonly listTranscriptions: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<ReadonlyArray<Transcription>, NotFound | StoreError>
+  /** Queues another transcription run. */
+  readonly retranscribe: (
+    userId: UserId,
+    entryId: EntryId,
+    options?: { readonly makePrimary?: boolean | undefined }
+  ) => Effect.Effect<Transcription, NotFound | StoreError>
+  readonly setPrimaryTranscription: (
+    userId: UserId,
+    id: TranscriptionId
+  ) => Effect.Effect<Transcription, NotFound | InvalidState | PrimaryConflict | StoreError>
+  readonly listCleanups: (
+    userId: UserId,
+    entryId: EntryId
+  ) => Effect.Effect<ReadonlyArray<CleanedEntry>, NotFound | StoreError>
+  /** Queues another cleanup (of the primary transcription unless one is named). */
+  readonly reclean: (
+    userId: UserId,
+    entryId: EntryId,
+    options?: { readonly transcriptionId?: TranscriptionId | undefined; readonly makePrimary?: boolean | undefined }
+  ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | StoreError>
+  readonly setPrimaryCleanup: (
+    userId: UserId,
+    id: CleanupId
+  ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
+  /** Queues a Notion sync of the primary cleanup (InvalidState if Notion is off or nothing is cleaned yet). */
+  readonly syncToNotion: (userId: UserId, entryId: EntryId) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
+  readonly listNotionSyncs: (
+    userId: UserId,
+    options: PageRequest & { readonly status?: NotionSyncStatus | undefined }
+  ) => Effect.Effect<Page<NotionSync>, StoreError>
+  /** Re-queues a failed sync with a fresh attempt budget. */
+  readonly retryNotionSync: (
+    userId: UserId,
+    id: NotionSyncId
+  ) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
+  /** Creates a user and a first API key (returned once, never stored). */
+  readonly createUser: (
+    name: string
+  ) => Effect.Effect<{ readonly user: User; readonly apiKey: Redacted.Redacted<string>; readonly key: ApiKey }, StoreError>
+  readonly createApiKey: (
+    userId: UserId,
+    name: string
+  ) => Effect.Effect<{ readonly apiKey: Redacted.Redacted<string>; readonly key: ApiKey }, NotFound | StoreError>
+  readonly listApiKeys: (userId: UserId) => Effect.Effect<ReadonlyArray<ApiKey>, StoreError>
+  readonly revokeApiKey: (userId: UserId, keyId: ApiKeyId) => Effect.Effect<void, NotFound | StoreError>
+  /** The user a presented key belongs to, if it is live. */
+  readonly authenticate: (apiKey: Redacted.Redacted<string>) => Effect.Effect<Option.Option<User>, StoreError>
+}
+
+/**
+ * @since 0.1.0
+ * @category tags
+ */
+export class VoiceJournal extends Context.Tag("@voice-journal/core/VoiceJournal")<VoiceJournal, VoiceJournalService>() {}
+
+const primaryOrNewest = <A extends { readonly isPrimary: boolean }>(rows: ReadonlyArray<A>): A | null =>
+  rows.find((r) => r.isPrimary) ?? rows[0] ?? null
+
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (
+  config: Partial<VoiceJournalConfig> = {}
+): Effect.Effect<VoiceJournalService, never, JournalStore | BlobStore | WorkSignal> =>
+  Effect.gen(function*() {
+    const settings: VoiceJournalConfig = { ...defaultConfig, ...config }
+    const store = yield* JournalStore
+    const blobs = yield* BlobStore
+    const signal = yield* WorkSignal
+
+    const getEntry = (userId: UserId, entryId: EntryId) =>
+      Effect.gen(function*() {
+        const entry = yield* store.getEntry(userId, entryId)
+        const [transcriptions, cleanups, syncs] = yield* Effect.all([
+          store.listTranscriptions(userId, entryId),
+          store.listCleanups(userId, entryId),
+          store.listNotionSyncsForEntry(userId, entryId)
+        ])
+        return {
+          entry,
+          transcription: primaryOrNewest(transcriptions),
+          cleanup: primaryOrNewest(cleanups),
+          notionSync: syncs[0] ?? null
+        } satisfies EntryDetails
+      })
+
+    const service: VoiceJournalService = {
+      config: settings,
+
+      ingest: (userId, body, options = {}) =>
+        Effect.gen(function*() {
+          const stored = yield* Ingest.ingest(body, {
+            maxBytes: options.maxBytes ?? settings.maxUploadBytes,
+            originalFilename: options.originalFilename
+          })
+          // the audio is complete; if the row cannot be written, the audio must go
+          const { entry } = yield* store.createEntry({ userId, ...stored }).pipe(
+            Effect.onError(() => blobs.remove(stored.blobKey).pipe(Effect.ignore))
+          )
+          yield* signal.notify("transcription")
+          return yield* getEntry(userId, entry.id).pipe(
+            Effect.catchTag("NotFound", (e) => new StoreError({ message: `entry vanished: ${e.message}` }))
+          )
+        }).pipe(Effect.provideService(BlobStore, blobs)),
+
+      getEntry,
+      listEntries: store.listEntries,
+
+      deleteEntry: (userId, entryId) =>
+        store.deleteEntry(userId, entryId).pipe(
+          Effect.tap((entry) =>
+            blobs.remove(entry.blobKey).pipe(
+              Effect.catchAll((e) => Effect.logWarning("audio of a deleted entry could not be removed", e))
+            )
+          ),
+          Effect.asVoid
+        ),
+
+      readAudio: (userId, entryId) =>
+        store.getEntry(userId, entryId).pipe(Effect.map((entry) => ({ entry, body: blobs.read(entry.blobKey) }))),
+
+      listTranscriptions: store.listTranscriptions,
+      retranscribe: (userId, entryId, options = {}) =>
+        store.addTranscription(userId, entryId, { makePrimary: options.makePrimary ?? false }).pipe(
+          Effect.tap(() => signal.notify("transcription"))
+        ),
+      setPrimaryTranscription: store.setPrimaryTranscription,
+      listCleanups: store.listCleanups,
+      reclean: (userId, entryId, options = {}) =>
+        store.addCleanup(userId, entryId, {
+          transcriptionId: options.transcriptionId,
+          makePrimary: options.makePrimary ?? false
+        }).pipe(Effect.tap(() => signal.notify("cleanup"))),
+      setPrimaryCleanup: store.setPrimaryCleanup,
+
+      syncToNotion: (userId, entryId) =>
+        settings.notionEnabled
+          ? store.addNotionSync(userId, entryId).pipe(Effect.tap(() => signal.notify("notion")))
+          : Effect.fail(new InvalidState({ message: "Notion is not configured (set NOTION_TOKEN and a database id)" })),
+      listNotionSyncs: store.listNotionSyncs,
+      retryNotionSync: (userId, id) => store.retryNotionSync(userId, id).pipe(Effect.tap(() => signal.notify("notion"))),
+
+      createUser: (name) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser(name)
+          const apiKey = ApiKeys.generate()
+          const key = yield* store.createApiKey({ userId: user.id, name: "default", keyHash: ApiKeys.hash(apiKey) }).pipe(
+            Effect.catchTag("NotFound", (e) => new StoreError({ message: e.message }))
+          )
+          return { user, apiKey, key }
+        }),
+      createApiKey: (userId, name) =>
+        Effect.gen(function*() {
+          const apiKey = ApiKeys.generate()
+          const key = yield* store.createApiKey({ userId, name, keyHash: ApiKeys.hash(apiKey) })
+          return { apiKey, key }
+        }),
+      listApiKeys: store.listApiKeys,
+      revokeApiKey: store.revokeApiKey,
+      authenticate: (apiKey) =>
+        store.findApiKeyByHash(ApiKeys.hash(apiKey)).pipe(Effect.map(Option.map(({ user }) => user)))
+    }
+    return service
+  })
+
+/**
+ * The front door, on the store, blob store and work signal in context.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (
+  config: Partial<VoiceJournalConfig> = {}
+): Layer.Layer<VoiceJournal, never, JournalStore | BlobStore | WorkSignal> => Layer.effect(VoiceJournal, make(config))
