@@ -120,6 +120,8 @@ export const StageRunFields = {
   nextAttemptAt: Schema.Date,
   leaseOwner: Schema.NullOr(Schema.String),
   leaseExpiresAt: Schema.NullOr(Schema.Date),
+  /** When the latest attempt was claimed (time in queue = startedAt - createdAt). */
+  startedAt: Schema.NullOr(Schema.Date),
   lastError: Schema.NullOr(Schema.String),
   createdAt: Schema.Date,
   updatedAt: Schema.Date

@@ -25,6 +25,7 @@ const stageColumns = `
   next_attempt_at TEXT NOT NULL,
   lease_owner TEXT,
   lease_expires_at TEXT,
+  started_at TEXT,
   last_error TEXT,
   created_at TEXT NOT NULL,
   updated_at TEXT NOT NULL`

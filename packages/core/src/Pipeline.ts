@@ -182,6 +182,7 @@ export const run = (options: PipelineOptions = {}) =>
       Effect.gen(function*() {
         const policy = config.retry[job.stage]
         const attempt = perform(job).pipe(
+          Effect.tapError((e) => Effect.logDebug(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describe(e)}`)),
           Effect.retry(RetryPolicy.schedule(policy))
         )
         // a database hiccup skips one beat; only a lost lease stops the stage
@@ -195,6 +196,7 @@ export const run = (options: PipelineOptions = {}) =>
           attempt,
           heartbeat.pipe(Effect.mapError(() => new LeaseGone()))
         ).pipe(Effect.exit)
+        yield* Effect.logDebug(`run ended: ${Exit.isSuccess(exit) ? "done" : Cause.pretty(exit.cause).split("\n")[0]}`)
         if (Exit.isSuccess(exit)) return
         const failure = Cause.failureOption(exit.cause)
         if (Option.isSome(failure)) {
@@ -244,7 +246,8 @@ export const run = (options: PipelineOptions = {}) =>
           const fiber = yield* store.claimNext(stage, { workerId, leaseMillis }).pipe(
             Effect.flatMap(Option.match({
               onNone: () => Effect.succeed(Option.none()),
-              onSome: (job) => Effect.map(FiberSet.run(running, process(job)), Option.some)
+              // (a fiber forked here would inherit uninterruptibility: give it back)
+              onSome: (job) => Effect.map(FiberSet.run(running, Effect.interruptible(process(job))), Option.some)
             })),
             Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as(Option.none()))),
             Effect.uninterruptible

@@ -91,7 +91,7 @@ export const dueCondition = (sql: SqlClient.SqlClient, now: string): Statement.F
  * @since 0.1.0
  */
 export const claimAssignments = (sql: SqlClient.SqlClient, p: ClaimParams): Statement.Fragment =>
-  sql`status = 'processing', lease_owner = ${p.owner}, lease_expires_at = ${p.leaseExpiresAt}, attempts = attempts + 1, updated_at = ${p.now}`
+  sql`status = 'processing', lease_owner = ${p.owner}, lease_expires_at = ${p.leaseExpiresAt}, attempts = attempts + 1, started_at = ${p.now}, updated_at = ${p.now}`
 
 /**
  * The RETURNING list of a claim (qualify with the table name where needed).
@@ -100,7 +100,7 @@ export const claimAssignments = (sql: SqlClient.SqlClient, p: ClaimParams): Stat
 export const claimedColumns = `id, entry_id AS "entryId", user_id AS "userId", attempts, lease_expires_at AS "leaseExpiresAt"`
 
 const stageRunColumns = `status, attempts, next_attempt_at AS "nextAttemptAt", lease_owner AS "leaseOwner",
-  lease_expires_at AS "leaseExpiresAt", last_error AS "lastError", created_at AS "createdAt", updated_at AS "updatedAt"`
+  lease_expires_at AS "leaseExpiresAt", started_at AS "startedAt", last_error AS "lastError", created_at AS "createdAt", updated_at AS "updatedAt"`
 const userColumns = `id, name, created_at AS "createdAt"`
 const apiKeyColumns =
   `id, user_id AS "userId", name, key_hash AS "keyHash", created_at AS "createdAt", revoked_at AS "revokedAt"`

@@ -31,6 +31,8 @@ export interface StoredPage {
 export interface NotionRequestRecord {
   readonly method: string
   readonly path: string
+  /** Arrival time (ms since epoch). */
+  readonly at: number
 }
 
 export interface FakeNotion {
@@ -129,7 +131,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
     const server = yield* LoopbackServer.make(async (req, res) => {
       const raw = await readBody(req)
       const url = new URL(req.url ?? "/", "http://fake")
-      requests.push({ method: req.method ?? "", path: url.pathname })
+      requests.push({ method: req.method ?? "", path: url.pathname, at: Date.now() })
       if (faults.apply(req, res)) return
       if (req.headers.authorization !== `Bearer ${token}`) return error(res, 401, "unauthorized", "API token is invalid.")
       if (req.headers["notion-version"] === undefined) return error(res, 400, "missing_version", "Notion-Version header failed validation")
