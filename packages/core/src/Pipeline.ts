@@ -133,7 +133,7 @@ export const run = (options: PipelineOptions = {}) =>
               Effect.mapError((e) => new TemporaryError({ service: "blob-store", message: e.message, cause: e }))
             )
             const probed = yield* probe.probe(path)
-            const transcript = yield* transcriber.transcribe({ path, mimeType: entry.mimeType })
+            const transcript = yield* transcriber.transcribe({ path, mimeType: entry.mimeType, entryId: entry.id })
             yield* store.completeTranscription(job, {
               text: transcript.text,
               engine: transcript.engine,

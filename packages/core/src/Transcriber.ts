@@ -42,6 +42,8 @@ import * as Command from "./internal/command.js"
 export interface AudioInput {
   readonly path: string
   readonly mimeType: string
+  /** The voice entry it belongs to, for engines that log or correlate. */
+  readonly entryId?: string | undefined
 }
 
 /** @since 0.1.0 */

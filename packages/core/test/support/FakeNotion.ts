@@ -43,6 +43,8 @@ export interface FakeNotion {
   readonly requests: ReadonlyArray<NotionRequestRecord>
   /** The next `times` requests (optionally only `METHOD /path-prefix`) get `fault`. */
   readonly failNext: (fault: Fault, times?: number, only?: string) => void
+  /** The next request starting with `only` (e.g. "POST /v1/pages") takes effect, but its answer never comes. */
+  readonly applyThenHang: (only: string) => void
   readonly down: () => Promise<void>
   readonly up: () => Promise<void>
 }
@@ -57,6 +59,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
     const databaseId = uuid()
     const dataSourceId = uuid()
     const faults = new FaultQueue()
+    const swallowAnswer: Array<string> = []
     const requests: Array<NotionRequestRecord> = []
     const blocks = new Map<string, Block>()
     const pages = new Map<string, { id: string; title: string; entryId: string; date: string | null }>()
@@ -133,6 +136,13 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       const url = new URL(req.url ?? "/", "http://fake")
       requests.push({ method: req.method ?? "", path: url.pathname, at: Date.now() })
       if (faults.apply(req, res)) return
+      const swallow = swallowAnswer.findIndex((prefix) => `${req.method} ${url.pathname}`.startsWith(prefix))
+      if (swallow >= 0) {
+        swallowAnswer.splice(swallow, 1)
+        faults.hanging.add(res)
+        res.writeHead = (() => res) as never
+        res.end = (() => res) as never
+      }
       if (req.headers.authorization !== `Bearer ${token}`) return error(res, 401, "unauthorized", "API token is invalid.")
       if (req.headers["notion-version"] === undefined) return error(res, 400, "missing_version", "Notion-Version header failed validation")
       const body = raw.length > 0 ? JSON.parse(raw.toString("utf8")) : {}
@@ -204,6 +214,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
         })),
       failNext: (fault, times, only) =>
         faults.failNext(fault, times, only === undefined ? undefined : (req) => `${req.method} ${req.url ?? ""}`.startsWith(only)),
+      applyThenHang: (only) => void swallowAnswer.push(only),
       down: server.down,
       up: server.up
     }

@@ -1,0 +1,133 @@
+/**
+ * Workers in separate processes, killed with SIGKILL at the worst moments,
+ * and many workers sharing one queue.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { Effect, Stream } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as BlobStore from "../src/BlobStore.js"
+import { audioBytes } from "./support/Audio.js"
+import { eventually, fastPipeline, type Harness, make, statusCounts, type StoreKind } from "./support/PipelineHarness.js"
+import type { WorkerConfig } from "./support/worker-process.js"
+
+const script = path.join(path.dirname(fileURLToPath(import.meta.url)), "support", "worker-process.ts")
+
+/** Starts a worker process; killed (SIGKILL) when the test's scope closes, if still alive. */
+const spawnWorker = (config: WorkerConfig) =>
+  Effect.acquireRelease(
+    Effect.async<ChildProcess>((resume) => {
+      const child = spawn(process.execPath, ["--import", "tsx", "--conditions=source", script, JSON.stringify(config)], {
+        cwd: path.dirname(script),
+        stdio: ["ignore", "pipe", "inherit"]
+      })
+      let out = ""
+      child.stdout!.on("data", (d: Buffer) => {
+        out += d.toString()
+        if (out.includes("ready")) resume(Effect.succeed(child))
+      })
+      child.on("exit", (code) => resume(Effect.dieMessage(`worker exited early (${code}): ${out}`)))
+    }),
+    (child) => Effect.sync(() => child.exitCode === null && child.kill("SIGKILL"))
+  )
+
+const killHard = (child: ChildProcess) =>
+  Effect.async<void>((resume) => {
+    child.once("exit", () => resume(Effect.void))
+    child.kill("SIGKILL")
+  })
+
+const workerConfig = (h: Harness, extra: Partial<WorkerConfig> = {}): WorkerConfig => ({
+  kind: h.kind,
+  storeLocation: h.storeLocation,
+  blobDir: h.blobDir,
+  lease: "2 seconds",
+  ollamaUrl: h.ollama.url,
+  transcribeUrl: h.transcription.url,
+  notion: { url: h.notion.url, token: h.notion.token, databaseId: h.notion.databaseId },
+  ...extra
+})
+
+for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<StoreKind>) {
+  describe(`Crash recovery on ${kind}`, () => {
+    it.scopedLive("a worker SIGKILLed mid-stage: after the lease expires another worker completes it, once", () =>
+      Effect.gen(function*() {
+        const h = yield* make({ kind, instantTranscription: true })
+        const { user } = yield* h.journal.createUser("u")
+        h.ollama.failNext({ kind: "hang" }) // the cleanup will be in flight when the worker dies
+        const worker = yield* spawnWorker(workerConfig(h))
+        const { entry } = yield* h.journal.ingest(user.id, Stream.make(audioBytes("wav")))
+        const inFlight = yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+          Effect.map((d) => d.cleanup?.status === "processing" ? d.cleanup : undefined)
+        ))
+        yield* killHard(worker)
+        expect((yield* h.journal.getEntry(user.id, entry.id)).cleanup!.status).toBe("processing") // stranded…
+        yield* h.startPipeline(fastPipeline)
+        const done = yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+          Effect.map((d) => d.notionSync?.status === "success" ? d : undefined)
+        ))
+        expect(done.cleanup!.id).toBe(inFlight.id) // …and then taken over, not re-created
+        expect(done.cleanup!.attempts).toBe(2)
+        const cleanups = yield* h.journal.listCleanups(user.id, entry.id)
+        expect(cleanups.filter((c) => c.isPrimary).length).toBe(1)
+        expect(cleanups.length).toBe(1)
+        expect(h.notion.pages().length).toBe(1)
+        expect((yield* statusCounts(h.sql, "cleaned_entries")).processing).toBeUndefined()
+      }))
+
+    it.scopedLive("a worker SIGKILLed between Notion's 'page created' and the row update: no second page", () =>
+      Effect.gen(function*() {
+        const h = yield* make({ kind, instantTranscription: true })
+        const { user } = yield* h.journal.createUser("u")
+        h.notion.applyThenHang("POST /v1/pages") // Notion creates the page; the worker never hears back
+        const worker = yield* spawnWorker(workerConfig(h))
+        const { entry } = yield* h.journal.ingest(user.id, Stream.make(audioBytes("wav")))
+        yield* eventually(Effect.sync(() => h.notion.pages().length === 1 ? true : undefined))
+        yield* killHard(worker)
+        const stranded = (yield* h.journal.getEntry(user.id, entry.id)).notionSync!
+        expect(stranded.status).toBe("processing")
+        expect(stranded.notionPageId).toBeNull() // the row never learned the page id
+        yield* h.startPipeline(fastPipeline)
+        const done = yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+          Effect.map((d) => d.notionSync?.status === "success" ? d : undefined)
+        ))
+        const pages = h.notion.pages()
+        expect(pages.length).toBe(1)
+        expect(done.notionSync!.notionPageId).toBe(pages[0]!.id)
+        expect(pages[0]!.blocks.map((b) => b.type)).toEqual(["paragraph", "toggle"])
+      }))
+  })
+}
+
+describe("Many workers on one PostgreSQL", () => {
+  it.scopedLive("three worker processes share 10,000 no-op stage runs; no row runs twice to completion", () =>
+    Effect.gen(function*() {
+      const h = yield* make({ kind: "postgres", notion: false, instantTranscription: true })
+      const { user } = yield* h.journal.createUser("u")
+      // one shared tiny recording; 10,000 entries, each with a pending transcription
+      const blobs = yield* Effect.provide(BlobStore.BlobStore, BlobStore.layerFileSystem({ directory: h.blobDir }))
+      const blobKey = BlobStore.makeKey()
+      yield* blobs.write(blobKey, Stream.make(audioBytes("wav").subarray(0, 2000)))
+      const n = 10_000
+      yield* h.sql.unsafe(`INSERT INTO voice_entries (id, user_id, blob_key, original_filename, mime_type, size_bytes, sha256, created_at, updated_at)
+        SELECT 'e' || g, '${user.id}', '${blobKey}', NULL, 'audio/wav', 2000, 'x', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z'
+        FROM generate_series(1, ${n}) g`)
+      yield* h.sql.unsafe(`INSERT INTO transcriptions (id, entry_id, user_id, make_primary, status, attempts, next_attempt_at, created_at, updated_at)
+        SELECT 't' || g, 'e' || g, '${user.id}', 1, 'pending', 0, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z'
+        FROM generate_series(1, ${n}) g`)
+      const logs = [0, 1, 2].map((i) => path.join(h.dir, `runs-${i}.log`))
+      for (const log of logs) fs.writeFileSync(log, "")
+      yield* Effect.all(logs.map((noopLog) => spawnWorker({ ...workerConfig(h), lease: "30 seconds", concurrency: 4, noopLog })), { concurrency: "unbounded" })
+      yield* eventually(statusCounts(h.sql, "cleaned_entries").pipe(Effect.map((c) => c.completed === n ? c : undefined)), "8 minutes")
+      const runs = logs.map((log) => fs.readFileSync(log, "utf8").split("\n").filter(Boolean))
+      const all = runs.flat()
+      expect(all.length).toBe(n)
+      expect(new Set(all).size).toBe(n)
+      for (const r of runs) expect(r.length).toBeGreaterThan(0) // all three took part
+      expect(yield* statusCounts(h.sql, "transcriptions")).toEqual({ completed: n })
+      const primaries = yield* h.sql.unsafe<{ n: number | string }>(`SELECT count(*) AS n FROM cleaned_entries WHERE is_primary = 1`)
+      expect(Number(primaries[0]!.n)).toBe(n)
+    }), { timeout: 600_000 })
+})

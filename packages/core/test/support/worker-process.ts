@@ -1,0 +1,71 @@
+/**
+ * A pipeline worker in its own process, for crash and many-node tests:
+ *   node --import tsx --conditions=source worker-process.ts '<json config>'
+ * It prints "ready" once its workers run, and runs until killed.
+ * With `noopLog`, stages are instant (no engines) and every transcription
+ * run appends "<entryId>\n" to that file, so tests can count executions.
+ */
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
+import { type Duration, Effect, Layer, Redacted } from "effect"
+import * as fs from "node:fs"
+import * as AudioProbe from "../../src/AudioProbe.js"
+import * as BlobStore from "../../src/BlobStore.js"
+import * as Cleaner from "../../src/Cleaner.js"
+import * as NotionPublisher from "../../src/NotionPublisher.js"
+import * as Pipeline from "../../src/Pipeline.js"
+import * as Transcriber from "../../src/Transcriber.js"
+import * as WorkSignal from "../../src/WorkSignal.js"
+import { type StoreKind, storeLayer } from "./PipelineHarness.js"
+
+export interface WorkerConfig {
+  readonly kind: StoreKind
+  readonly storeLocation: string
+  readonly blobDir: string
+  readonly lease: Duration.DurationInput
+  readonly concurrency?: number
+  readonly ollamaUrl?: string
+  readonly transcribeUrl?: string
+  readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string }
+  readonly noopLog?: string
+}
+
+const config = JSON.parse(process.argv[2]!) as WorkerConfig
+
+const engines = config.noopLog !== undefined
+  ? Layer.mergeAll(
+    Layer.succeed(Transcriber.Transcriber, {
+      transcribe: (audio) =>
+        Effect.sync(() => {
+          fs.appendFileSync(config.noopLog!, `${audio.entryId}\n`)
+          return { text: "noop", engine: "noop", language: null, durationSeconds: null, segments: null }
+        })
+    }),
+    Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
+    Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) })
+  )
+  : Layer.mergeAll(
+    Transcriber.layerOpenAi({ baseUrl: config.transcribeUrl!, model: "whisper-1" }),
+    Cleaner.layerOllama({ host: config.ollamaUrl!, model: "llama3.2" }),
+    AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
+    config.notion
+      ? NotionPublisher.layer({ token: Redacted.make(config.notion.token), databaseId: config.notion.databaseId, baseUrl: config.notion.url })
+      : Layer.empty
+  )
+
+const concurrency = config.concurrency ?? 2
+const Worker = Pipeline.layer({
+  lease: config.lease,
+  heartbeat: "500 millis",
+  pollInterval: "200 millis",
+  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency }
+}).pipe(
+  Layer.provide(Layer.mergeAll(
+    storeLayer(config.kind, config.storeLocation),
+    BlobStore.layerFileSystem({ directory: config.blobDir }),
+    WorkSignal.layer,
+    engines
+  )),
+  Layer.tap(() => Effect.sync(() => console.log("ready")))
+)
+
+Layer.launch(Worker).pipe(NodeRuntime.runMain({ disableErrorReporting: false }))
