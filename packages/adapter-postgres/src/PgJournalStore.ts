@@ -85,13 +85,13 @@ export const layerClient = (
 }
 
 /**
- * `JournalStore` (and `SqlClient`) on a PostgreSQL database.
+ * `JournalStore` (and `SqlClient`, `PgClient`) on a PostgreSQL database.
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   config: PgJournalStoreConfig
-): Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient, Errors.StoreError> =>
+): Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient | PgClient.PgClient, Errors.StoreError> =>
   Layer.effect(JournalStore.JournalStore, SqlJournalStore.make(dialect)).pipe(
     Layer.provideMerge(layerClient(config))
   )

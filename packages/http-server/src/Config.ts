@@ -1,0 +1,152 @@
+/**
+ * Server settings from the environment, read with Effect `Config` and
+ * validated at start-up: a bad value stops the server with a message that
+ * names the variable.
+ *
+ * | Variable                    | Default                          | Meaning |
+ * |-----------------------------|----------------------------------|---------|
+ * | `VJ_HOST`                   | `127.0.0.1`                      | address to listen on (loopback unless you mean it) |
+ * | `VJ_PORT`                   | `3000`                           | port |
+ * | `VJ_DATA_DIR`               | `./data`                         | SQLite file and audio live here |
+ * | `VJ_DATABASE_URL`           | `sqlite:<VJ_DATA_DIR>/journal.db`| `postgres://…` selects PostgreSQL |
+ * | `VJ_AUDIO_DIR`              | `<VJ_DATA_DIR>/audio`            | recordings (shared by all nodes) |
+ * | `VJ_MAX_UPLOAD_BYTES`       | `104857600` (100 MiB)            | largest accepted recording |
+ * | `VJ_TRANSCRIBER`            | `command`                        | `command` or `openai` |
+ * | `VJ_TRANSCRIBE_COMMAND`     | pocketsphinx (offline)           | command line, `{input}` = the audio file |
+ * | `VJ_TRANSCRIBE_CONVERT`     | `wav16k`                         | `wav16k` or `none`: convert before the command |
+ * | `VJ_TRANSCRIBE_URL`         | `http://127.0.0.1:8000`          | OpenAI-compatible server |
+ * | `VJ_TRANSCRIBE_API_KEY`     | —                                | its key (secret) |
+ * | `VJ_TRANSCRIBE_MODEL`       | `whisper-1`                      | its model |
+ * | `OLLAMA_HOST`               | `http://127.0.0.1:11434`         | Ollama |
+ * | `VJ_OLLAMA_MODEL`           | `llama3.2`                       | model for the cleanup |
+ * | `VJ_OLLAMA_NUM_CTX`         | `8192`                           | context window sent with every request |
+ * | `NOTION_TOKEN`              | — (Notion off)                   | integration token (secret) |
+ * | `VJ_NOTION_DATABASE_ID`     | —                                | required with `NOTION_TOKEN` |
+ * | `VJ_NOTION_BASE_URL`        | `https://api.notion.com`         | for proxies and tests |
+ * | `NOTION_MAX_RETRIES`        | `5`                              | attempts before a sync is `failed` |
+ * | `VJ_SHUTDOWN_GRACE_SECONDS` | `30`                             | in-flight stages may finish this long on SIGTERM |
+ * | `VJ_RATE_LIMIT_PER_MINUTE`  | `120`                            | requests per key per minute |
+ * | `VJ_UPLOADS_PER_MINUTE`     | `10`                             | uploads per key per minute |
+ * | `VJ_AUTH_FAILURES_PER_MINUTE` | `10`                           | failed authentications per client address |
+ *
+ * @since 0.1.0
+ */
+import { Config, ConfigError, Either, Option, Redacted } from "effect"
+import * as path from "node:path"
+
+/** @since 0.1.0 */
+export type Transcription =
+  | { readonly kind: "command"; readonly command: string; readonly convert: "wav16k" | "none" }
+  | {
+    readonly kind: "openai"
+    readonly url: string
+    readonly apiKey: Option.Option<Redacted.Redacted<string>>
+    readonly model: string
+  }
+
+/** @since 0.1.0 */
+export interface ServerConfig {
+  readonly host: string
+  readonly port: number
+  readonly dataDir: string
+  readonly database: { readonly kind: "sqlite"; readonly filename: string } | {
+    readonly kind: "postgres"
+    readonly url: Redacted.Redacted<string>
+  }
+  readonly audioDir: string
+  readonly maxUploadBytes: number
+  readonly transcription: Transcription
+  readonly ollama: { readonly host: string; readonly model: string; readonly numCtx: number }
+  readonly notion: Option.Option<{
+    readonly token: Redacted.Redacted<string>
+    readonly databaseId: string
+    readonly baseUrl: string
+    readonly maxRetries: number
+  }>
+  readonly shutdownGraceSeconds: number
+  readonly limits: { readonly perMinute: number; readonly uploadsPerMinute: number; readonly authFailuresPerMinute: number }
+}
+
+/** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
+export const defaultTranscribeCommand = "pocketsphinx_continuous -infile {input} -logfn /dev/null"
+
+const positive = (name: string, fallback: number) =>
+  Config.integer(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 })
+  )
+
+/**
+ * The configuration, from the environment.
+ * @since 0.1.0
+ */
+export const config: Config.Config<ServerConfig> = Config.all({
+  host: Config.string("VJ_HOST").pipe(Config.withDefault("127.0.0.1")),
+  port: Config.port("VJ_PORT").pipe(Config.withDefault(3000)),
+  dataDir: Config.string("VJ_DATA_DIR").pipe(Config.withDefault("./data")),
+  databaseUrl: Config.option(Config.redacted("VJ_DATABASE_URL")),
+  audioDir: Config.option(Config.string("VJ_AUDIO_DIR")),
+  maxUploadBytes: positive("VJ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024),
+  transcriber: Config.literal("command", "openai")("VJ_TRANSCRIBER").pipe(Config.withDefault("command" as const)),
+  transcribeCommand: Config.string("VJ_TRANSCRIBE_COMMAND").pipe(Config.withDefault(defaultTranscribeCommand)),
+  transcribeConvert: Config.literal("wav16k", "none")("VJ_TRANSCRIBE_CONVERT").pipe(Config.withDefault("wav16k" as const)),
+  transcribeUrl: Config.url("VJ_TRANSCRIBE_URL").pipe(Config.withDefault(new URL("http://127.0.0.1:8000"))),
+  transcribeApiKey: Config.option(Config.redacted("VJ_TRANSCRIBE_API_KEY")),
+  transcribeModel: Config.string("VJ_TRANSCRIBE_MODEL").pipe(Config.withDefault("whisper-1")),
+  ollamaHost: Config.url("OLLAMA_HOST").pipe(Config.withDefault(new URL("http://127.0.0.1:11434"))),
+  ollamaModel: Config.string("VJ_OLLAMA_MODEL").pipe(Config.withDefault("llama3.2")),
+  ollamaNumCtx: positive("VJ_OLLAMA_NUM_CTX", 8192),
+  notionToken: Config.option(Config.redacted("NOTION_TOKEN")),
+  notionDatabaseId: Config.option(Config.string("VJ_NOTION_DATABASE_ID")),
+  notionBaseUrl: Config.url("VJ_NOTION_BASE_URL").pipe(Config.withDefault(new URL("https://api.notion.com"))),
+  notionMaxRetries: positive("NOTION_MAX_RETRIES", 5),
+  shutdownGraceSeconds: Config.integer("VJ_SHUTDOWN_GRACE_SECONDS").pipe(
+    Config.withDefault(30),
+    Config.validate({ message: "VJ_SHUTDOWN_GRACE_SECONDS must be ≥ 0", validation: (n) => n >= 0 })
+  ),
+  perMinute: positive("VJ_RATE_LIMIT_PER_MINUTE", 120),
+  uploadsPerMinute: positive("VJ_UPLOADS_PER_MINUTE", 10),
+  authFailuresPerMinute: positive("VJ_AUTH_FAILURES_PER_MINUTE", 10)
+}).pipe(
+  Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
+    // relative to where the command was typed (pnpm runs scripts inside the package)
+    const base = process.env.INIT_CWD ?? process.cwd()
+    const dataDir = path.resolve(base, c.dataDir)
+    let database: ServerConfig["database"] = { kind: "sqlite", filename: path.join(dataDir, "journal.db") }
+    if (Option.isSome(c.databaseUrl)) {
+      const url = Redacted.value(c.databaseUrl.value)
+      if (/^postgres(ql)?:\/\//.test(url)) database = { kind: "postgres", url: c.databaseUrl.value }
+      else if (url.startsWith("sqlite:")) database = { kind: "sqlite", filename: path.resolve(base, url.slice("sqlite:".length)) }
+      else {
+        return Either.left(ConfigError.InvalidData(["VJ_DATABASE_URL"], "must start with postgres:// or sqlite:"))
+      }
+    }
+    let notion: ServerConfig["notion"] = Option.none()
+    if (Option.isSome(c.notionToken)) {
+      if (Option.isNone(c.notionDatabaseId)) {
+        return Either.left(ConfigError.MissingData(["VJ_NOTION_DATABASE_ID"], "required when NOTION_TOKEN is set"))
+      }
+      notion = Option.some({
+        token: c.notionToken.value,
+        databaseId: c.notionDatabaseId.value,
+        baseUrl: c.notionBaseUrl.toString().replace(/\/$/, ""),
+        maxRetries: c.notionMaxRetries
+      })
+    }
+    return Either.right({
+      host: c.host,
+      port: c.port,
+      dataDir,
+      database,
+      audioDir: Option.match(c.audioDir, { onNone: () => path.join(dataDir, "audio"), onSome: (d) => path.resolve(base, d) }),
+      maxUploadBytes: c.maxUploadBytes,
+      transcription: c.transcriber === "openai"
+        ? { kind: "openai", url: c.transcribeUrl.toString(), apiKey: c.transcribeApiKey, model: c.transcribeModel }
+        : { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert },
+      ollama: { host: c.ollamaHost.toString().replace(/\/$/, ""), model: c.ollamaModel, numCtx: c.ollamaNumCtx },
+      notion,
+      shutdownGraceSeconds: c.shutdownGraceSeconds,
+      limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute }
+    })
+  })
+)

@@ -1,0 +1,110 @@
+/**
+ * The whole server as one Layer, from a {@link ServerConfig}: storage
+ * (SQLite or PostgreSQL), audio directory, engines, the pipeline workers and
+ * the HTTP API. Shutdown order follows from the layers: the HTTP server stops
+ * accepting first (in-flight requests finish), then the pipeline drains its
+ * stages for the grace period and releases what is left, then the database
+ * closes.
+ *
+ * @since 0.1.0
+ */
+import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
+import { NodeContext, NodeHttpServer } from "@effect/platform-node"
+import { PgJournalStore } from "@voice-journal/adapter-postgres"
+import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
+import { AudioProbe, BlobStore, Cleaner, NotionPublisher, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
+import { Duration, Layer, Option } from "effect"
+import * as fs from "node:fs"
+import { createServer } from "node:http"
+import { VoiceJournalApi } from "./Api.js"
+import type { ServerConfig } from "./Config.js"
+import { layerHandlers } from "./Http.js"
+import * as RateLimit from "./RateLimit.js"
+
+/**
+ * Storage and wake-ups for the configured database.
+ * @since 0.1.0
+ */
+export const layerStorage = (config: ServerConfig) => {
+  if (config.database.kind === "postgres") {
+    const store = PgJournalStore.layer({ url: config.database.url })
+    // wake-ups across nodes with LISTEN/NOTIFY
+    return Layer.provideMerge(PgJournalStore.layerWorkSignal, store)
+  }
+  fs.mkdirSync(config.dataDir, { recursive: true })
+  return Layer.merge(SqliteJournalStore.layer({ filename: config.database.filename }), WorkSignal.layer)
+}
+
+/**
+ * The engines: transcriber, cleaner, audio probe and (if configured) Notion.
+ * @since 0.1.0
+ */
+export const layerEngines = (config: ServerConfig) => {
+  const t = config.transcription
+  const transcriber = t.kind === "openai"
+    ? Transcriber.layerOpenAi({
+      baseUrl: t.url,
+      model: t.model,
+      ...(Option.isSome(t.apiKey) ? { apiKey: t.apiKey.value } : {})
+    })
+    : Transcriber.layerCommand({
+      command: Transcriber.parseCommandLine(t.command),
+      ...(t.convert === "wav16k" ? { convert: "wav16k" as const } : {})
+    })
+  const notion = Option.match(config.notion, {
+    onNone: () => Layer.empty,
+    onSome: (n) => NotionPublisher.layer({ token: n.token, databaseId: n.databaseId, baseUrl: n.baseUrl })
+  })
+  return Layer.mergeAll(
+    transcriber,
+    Cleaner.layerOllama({ host: config.ollama.host, model: config.ollama.model, numCtx: config.ollama.numCtx }),
+    AudioProbe.layerFfprobe,
+    notion
+  ).pipe(Layer.provide(NodeContext.layer))
+}
+
+/**
+ * Everything but the HTTP listener: storage, audio, engines, the front door
+ * and the workers.
+ * @since 0.1.0
+ */
+export const layerApp = (config: ServerConfig) => {
+  const services = Layer.mergeAll(layerStorage(config), BlobStore.layerFileSystem({ directory: config.audioDir }), layerEngines(config))
+  const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
+  const pipeline = Pipeline.layer({
+    shutdownGrace: Duration.seconds(config.shutdownGraceSeconds),
+    ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
+  })
+  return Layer.merge(journal, pipeline).pipe(Layer.provideMerge(services))
+}
+
+/**
+ * The HTTP API (routes, OpenAPI at /openapi.json, docs at /docs) on the app.
+ * @since 0.1.0
+ */
+export const layerHttpApi = (config: ServerConfig) =>
+  HttpApiBuilder.serve((app) => RateLimit.middleware(config.limits)(HttpMiddleware.logger(app))).pipe(
+    Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes })))),
+    HttpServer.withLogAddress
+  )
+
+/**
+ * The Node listener. Node's default `requestTimeout` (300 s) would cut off
+ * a large upload on a slow link, so it allows the largest upload at 256 KiB/s.
+ * @since 0.1.0
+ */
+export const layerListener = (config: ServerConfig) =>
+  NodeHttpServer.layer(
+    () => createServer({ requestTimeout: Math.max(300_000, Math.ceil(config.maxUploadBytes / 256)) }),
+    { port: config.port, host: config.host }
+  )
+
+/**
+ * The complete server.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (config: ServerConfig) =>
+  layerHttpApi(config).pipe(Layer.provide(layerListener(config)), Layer.provide(layerApp(config)))
