@@ -96,6 +96,21 @@ const discardRest = (request: HttpServerRequest.HttpServerRequest, maxBytes: num
     incoming.resume()
   })
 
+/**
+ * Fails once the request body has ended but the multipart parser has not
+ * finished shortly after: a body cut off before its closing boundary would
+ * otherwise leave the parser waiting forever.
+ */
+const truncated = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.async<void>((resume) => {
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    if (incoming.complete) return resume(Effect.void)
+    incoming.once("end", () => resume(Effect.void))
+  }).pipe(
+    Effect.zipRight(Effect.sleep("2 seconds")),
+    Effect.zipRight(Effect.fail({ _tag: "InvalidUpload", message: "the multipart body ended before its closing boundary" } as const))
+  )
+
 const upload = (maxBytes: number) =>
   Effect.fn("Http.upload")(function*(request: HttpServerRequest.HttpServerRequest) {
     const user = yield* CurrentUser
@@ -119,7 +134,7 @@ const upload = (maxBytes: number) =>
     }
     let stored: VoiceJournal.EntryDetails | undefined
     let parts = 0
-    const consumed = yield* request.multipartStream.pipe(
+    const consumed = yield* Effect.raceFirst(request.multipartStream.pipe(
       Stream.mapEffect((part) =>
         Effect.gen(function*() {
           parts++
@@ -132,9 +147,8 @@ const upload = (maxBytes: number) =>
           }
         })
       ),
-      Stream.runDrain,
-      Effect.either
-    )
+      Stream.runDrain
+    ), truncated(request)).pipe(Effect.either)
     if (consumed._tag === "Left") {
       // the body broke after the file was stored: the upload as a whole failed, so nothing stays
       if (stored !== undefined) yield* journal.deleteEntry(user.id, stored.entry.id).pipe(Effect.ignore)

@@ -102,9 +102,9 @@ export const layerListener = (config: ServerConfig) =>
   )
 
 /**
- * The complete server.
+ * The complete server. Its output includes the `HttpServer` (for its address).
  * @since 0.1.0
  * @category layers
  */
 export const layer = (config: ServerConfig) =>
-  layerHttpApi(config).pipe(Layer.provide(layerListener(config)), Layer.provide(layerApp(config)))
+  layerHttpApi(config).pipe(Layer.provideMerge(layerListener(config)), Layer.provide(layerApp(config)))
