@@ -1,0 +1,35 @@
+/**
+ * Skeleton of a custom storage adapter. A storage adapter is any Layer that
+ * provides `JournalStore.JournalStore`. If your database speaks
+ * `@effect/sql`, you only write what differs between dialects — here, a
+ * claim query for a database without `SKIP LOCKED` but with one writer at a
+ * time (like SQLite) — and reuse the shared SQL. Then run the conformance
+ * suite against it (see `custom-adapter.test.ts`):
+ *
+ *   pnpm --filter @voice-journal/examples test
+ */
+import { NodeContext } from "@effect/platform-node"
+import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
+import { JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
+import { Layer } from "effect"
+
+/** The two things a dialect must say. */
+export const dialect: SqlJournalStore.Dialect = {
+  claimOne: (sql, table, params) =>
+    sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
+      WHERE id = (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
+                  ORDER BY next_attempt_at, id LIMIT 1)
+      RETURNING ${sql.literal(SqlJournalStore.claimedColumns)}`,
+  isUniqueViolation: (error) => String((error.cause as { code?: unknown } | undefined)?.code).startsWith("SQLITE_CONSTRAINT")
+}
+
+/** Your client + the shared migrations + the shared store. */
+export const layer = (filename: string) =>
+  Layer.effect(JournalStore.JournalStore, SqlJournalStore.make(dialect)).pipe(
+    Layer.provideMerge(
+      SqliteMigrator.layer({ loader: Migrations.loader, table: Migrations.table }).pipe(
+        Layer.provide(NodeContext.layer),
+        Layer.provideMerge(SqliteClient.layer({ filename }))
+      )
+    )
+  )
