@@ -1,31 +1,45 @@
 /**
  * Publishes a cleaned entry as a page in a Notion database with the official
- * `@notionhq/client`: title, date and an "Entry ID" property; the cleaned text
- * as paragraphs split to Notion's 2,000-character limit and sent in batches
- * of at most 100 blocks; the raw transcript inside a toggle.
+ * `@notionhq/client`: title, date and an entry-id property; the cleaned text
+ * as paragraphs split to Notion's limits (2,000 characters per text, 100
+ * blocks per request, 1,000 elements and 500 KB per request); the raw
+ * transcript inside a toggle.
  *
  * **Idempotent.** Before creating, it looks for the page this sync already
- * made: the stored page id, else a query of the database by the entry-id
- * property. The page id is recorded (`recordPageId`) right after creation,
- * before any appends. A page left half-written by an earlier attempt is
- * finished, not duplicated: the block list is a deterministic function of
- * the entry, so only the missing tail is appended.
+ * made: the stored page id (a trashed or missing page counts as absent), else
+ * a query of the database by the entry-id property. The page id is handed to
+ * `recordPageId` right after creation, before any appends, so a crash between
+ * "page created" and "row updated" never leads to a second page. A page left
+ * half-written by an earlier attempt is finished, not duplicated: the block
+ * list is a deterministic function of the entry, so only the missing tail
+ * (top-level blocks, then the toggle's children) is appended. The query is
+ * only the fallback: Notion's query index can trail a create by a moment,
+ * which is why the id is recorded at once rather than rediscovered.
  *
- * **One retry layer.** The client's own retries are off; every failure is
- * classified and handed to the pipeline's `RetryPolicy`, which records it:
+ * **One retry layer.** The client's own retries are off (`retry: false`);
+ * every failure is classified and returned to the pipeline's `RetryPolicy`,
+ * which retries and records it:
  *
- * | Failure                                                         | Class     |
- * |-----------------------------------------------------------------|-----------|
- * | 429 `rate_limited`, 529 `service_overload` (+ Retry-After)      | temporary |
- * | 409 `conflict_error`, 500, 502, 503, 504                         | temporary |
- * | connection refused / reset, client timeout                      | temporary |
- * | 400 `validation_error` (incl. the free-workspace block cap)     | permanent |
- * | 401 `unauthorized` (token)                                      | permanent |
- * | 403 `restricted_resource` (database not shared)                 | permanent |
- * | 404 `object_not_found` (database missing or not shared)         | permanent |
+ * | Failure                                                        | Class     | Note                                   |
+ * |----------------------------------------------------------------|-----------|----------------------------------------|
+ * | 429 `rate_limited`, 529 `service_overload`                     | temporary | `retryAfterMillis` from `Retry-After`  |
+ * | 409 `conflict_error`, 500, 502, 503, 504                        | temporary | `Retry-After` kept when sent           |
+ * | connection refused / reset, no answer within `timeout`         | temporary |                                        |
+ * | a 200 whose body is not JSON                                   | temporary | a proxy hiccup; the retry re-checks    |
+ * | 400 `validation_error` (and every other 4xx not listed)        | permanent | our request is wrong                   |
+ * | 401 `unauthorized`                                             | permanent | check the integration token            |
+ * | 403 `restricted_resource`                                      | permanent | share the database with the integration|
+ * | 404 `object_not_found` (database)                              | permanent | database missing or not shared         |
+ * | Free-workspace block cap (any status, message or               | permanent | upgrade the plan; Notion does not retry|
+ * | `additional_data` mentioning the block limit)                  |           | it either                              |
  *
- * All Notion calls made through one layer share one rate limiter
- * (default 3 requests/second; `Retry-After` is honoured on top of it).
+ * The token is never logged and never part of an error: the client's logger
+ * is silenced and any echo of the token in a message is masked.
+ *
+ * All Notion calls made through one layer share one rate limiter (default
+ * 3 requests per second; `Retry-After` is honoured on top of it by the retry
+ * policy). Every HTTP request — each page of a paginated listing included —
+ * takes one permit.
  *
  * @since 0.1.0
  */
@@ -33,23 +47,27 @@ import {
   APIErrorCode,
   type BlockObjectRequest,
   Client,
-  collectPaginatedAPI,
+  ClientErrorCode,
   isHTTPResponseError,
-  isNotionClientError,
-  LogLevel
+  isNotionClientError
 } from "@notionhq/client"
-import { Context, Effect, Layer, RateLimiter, Redacted, type Scope } from "effect"
+import { Chunk, Context, Duration, Effect, Layer, Option, RateLimiter, Redacted, type Scope, Stream } from "effect"
 import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, TemporaryError } from "./Errors.js"
+import { batches, limits, pageBody, requestBudget } from "./internal/notionBlocks.js"
 
 /**
- * What goes on the page.
+ * What goes on the page, plus the page id this sync already stored (if any),
+ * which is the first place the publisher looks before creating a page.
  * @since 0.1.0
+ * @category models
  */
 export interface NotionPageInput {
   readonly syncId: string
   readonly entryId: string
   readonly title: string
+  /** The cleaned text: the page body. */
   readonly text: string
+  /** The raw transcript: inside a toggle block. */
   readonly transcript: string
   readonly createdAt: Date
   /** The page id already stored for this sync, if any. */
@@ -57,6 +75,10 @@ export interface NotionPageInput {
 }
 
 /**
+ * The port the pipeline's Notion stage uses. `recordPageId` is called with
+ * the page id as soon as the page exists (before its body is complete), so
+ * the caller can persist it; a failure there fails the publish, and the next
+ * attempt finds the page again by its entry id.
  * @since 0.1.0
  * @category tags
  */
@@ -68,68 +90,39 @@ export class NotionPublisher extends Context.Tag("@voice-journal/core/NotionPubl
 }>() {}
 
 /**
+ * Where and how to publish. Property names must match the database's
+ * columns: a title property, a date property and a rich_text property for
+ * the entry id (used to find pages again after a crash).
  * @since 0.1.0
  * @category models
  */
 export interface NotionConfig {
+  /** The integration token. Never logged nor put into errors. */
   readonly token: Redacted.Redacted<string>
   readonly databaseId: string
+  /** The database's data source to write to; default: its first one. */
+  readonly dataSourceId?: string | undefined
   /** Default `https://api.notion.com`; point it at a proxy or a test server. */
   readonly baseUrl?: string | undefined
+  /** Default "Name". */
   readonly titleProperty?: string | undefined
+  /** Default "Date". */
   readonly dateProperty?: string | undefined
-  /** A rich_text property holding the voice-journal entry id (used to find pages again). */
+  /** A rich_text property holding the voice-journal entry id. Default "Entry ID". */
   readonly entryIdProperty?: string | undefined
+  /** Shared by every call through one layer. Default 3. */
   readonly requestsPerSecond?: number | undefined
-  /** Per-request timeout in milliseconds. Default 60,000. */
-  readonly timeoutMs?: number | undefined
+  /** Per HTTP request (the rate limiter's wait not included). Default 60 seconds. */
+  readonly timeout?: Duration.DurationInput | undefined
 }
 
-/** Notion's limits (https://developers.notion.com/reference/request-limits). @since 0.1.0 */
-export const limits = { richTextChars: 2000, childrenPerRequest: 100 } as const
+type Failure = TemporaryError | PermanentError
+
+/** What a call was for: decides the hint a 404 gets. */
+type Operation = "database" | "page" | "blocks"
 
 /**
- * Splits text into pieces of at most `max` characters, at paragraph breaks,
- * then whitespace, then hard. No character is lost (beyond the whitespace at
- * a split).
- * @since 0.1.0
- */
-export const splitText = (text: string, max: number = limits.richTextChars): ReadonlyArray<string> =>
-  text.split(/\n\s*\n/).map((p) => p.trim()).filter((p) => p !== "").flatMap((paragraph) => {
-    const pieces: Array<string> = []
-    let rest = paragraph
-    while (rest.length > max) {
-      const space = rest.lastIndexOf(" ", max)
-      const cut = space > max / 2 ? space : max
-      pieces.push(rest.slice(0, cut))
-      rest = rest.slice(cut).replace(/^ /, "")
-    }
-    pieces.push(rest)
-    return pieces
-  })
-
-const paragraph = (content: string): BlockObjectRequest => ({
-  object: "block",
-  type: "paragraph",
-  paragraph: { rich_text: [{ type: "text", text: { content } }] }
-})
-
-/** The page body, in order: the cleaned text, then the transcript toggle (children separate, ≤ 100 per request). */
-const bodyOf = (input: NotionPageInput) => {
-  const text = splitText(input.text).map(paragraph)
-  const transcript = splitText(input.transcript).map(paragraph)
-  const toggle = (children: ReadonlyArray<BlockObjectRequest>): BlockObjectRequest => ({
-    object: "block",
-    type: "toggle",
-    toggle: { rich_text: [{ type: "text", text: { content: "Transcript" } }], children: children as Array<never> }
-  })
-  return { text, transcript, toggle }
-}
-
-const chunks = <A>(xs: ReadonlyArray<A>, size: number): ReadonlyArray<ReadonlyArray<A>> =>
-  Array.from({ length: Math.ceil(xs.length / size) }, (_, i) => xs.slice(i * size, (i + 1) * size))
-
-/**
+ * Builds the publisher; its rate limiter lives as long as `Scope`.
  * @since 0.1.0
  * @category constructors
  */
@@ -139,30 +132,44 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
     const titleProperty = config.titleProperty ?? "Name"
     const dateProperty = config.dateProperty ?? "Date"
     const entryIdProperty = config.entryIdProperty ?? "Entry ID"
+    const timeout = Duration.decode(config.timeout ?? "60 seconds")
     const token = Redacted.value(config.token)
-    let dataSourceId: string | undefined
+    let dataSourceId = config.dataSourceId
 
-    /** One Notion call: rate-limited, interruptible (aborts the HTTP request), classified. */
-    const call = <A>(what: string, f: (client: Client) => Promise<A>): Effect.Effect<A, TemporaryError | PermanentError> =>
-      limiter(Effect.tryPromise({
-        try: (signal) =>
-          f(
-            new Client({
-              auth: token,
-              ...(config.baseUrl !== undefined ? { baseUrl: config.baseUrl } : {}),
-              timeoutMs: config.timeoutMs ?? 60_000,
-              retry: false,
-              logLevel: LogLevel.ERROR,
-              fetch: (url, init) => fetch(url, { ...init, signal })
-            })
-          ),
-        catch: (error) => classify(what, error)
-      }))
+    /**
+     * One HTTP request: takes a rate-limiter permit, times out on Effect's
+     * clock, aborts the request when interrupted, and is classified. A client
+     * per request because that is how its `fetch` gets this request's abort
+     * signal; constructing one is cheap (no connection state of its own).
+     */
+    const call = <A>(what: string, operation: Operation, f: (client: Client) => Promise<A>): Effect.Effect<A, Failure> =>
+      limiter(
+        Effect.tryPromise({
+          try: (signal) =>
+            f(
+              new Client({
+                auth: token,
+                ...(config.baseUrl !== undefined ? { baseUrl: config.baseUrl } : {}),
+                // our timeout below is the one that counts; the client's is a backstop
+                timeoutMs: Duration.toMillis(timeout) + 1_000,
+                retry: false,
+                logger: () => {},
+                fetch: (url, init) => fetch(url, { ...init, signal })
+              })
+            ),
+          catch: (error) => classify(what, operation, error, token)
+        }).pipe(
+          Effect.timeoutFail({
+            duration: timeout,
+            onTimeout: () => new TemporaryError({ service: "notion", message: `Notion ${what}: no answer within ${Duration.format(timeout)}` })
+          })
+        )
+      )
 
     const resolveDataSource = Effect.suspend(() =>
       dataSourceId !== undefined
         ? Effect.succeed(dataSourceId)
-        : call("retrieving the database", (c) => c.databases.retrieve({ database_id: config.databaseId })).pipe(
+        : call("retrieving the database", "database", (c) => c.databases.retrieve({ database_id: config.databaseId })).pipe(
           Effect.flatMap((db) => {
             const first = "data_sources" in db ? db.data_sources[0]?.id : undefined
             return first === undefined
@@ -172,17 +179,18 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
         )
     )
 
+    /** The stored page if it still exists (not trashed), else the page carrying this entry id, if any. */
     const findPage = (input: NotionPageInput) =>
       Effect.gen(function*() {
         if (input.existingPageId !== null) {
-          const page = yield* call("retrieving the page", (c) => c.pages.retrieve({ page_id: input.existingPageId! })).pipe(
+          const stored = yield* call("retrieving the page", "page", (c) => c.pages.retrieve({ page_id: input.existingPageId! })).pipe(
             Effect.map((p) => ("in_trash" in p && p.in_trash) || ("archived" in p && p.archived) ? undefined : p.id),
             Effect.catchIf((e) => e.status === 404, () => Effect.succeed(undefined))
           )
-          if (page !== undefined) return page
+          if (stored !== undefined) return stored
         }
         const source = yield* resolveDataSource
-        const found = yield* call("finding the page", (c) =>
+        const found = yield* call("finding the page by entry id", "database", (c) =>
           c.dataSources.query({
             data_source_id: source,
             filter: { property: entryIdProperty, rich_text: { equals: input.entryId } },
@@ -191,33 +199,88 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
         return found.results[0]?.id
       })
 
+    /** Every child of a block, one rate-limited request per page of results. */
     const listChildren = (blockId: string) =>
-      call("listing blocks", (c) => collectPaginatedAPI(c.blocks.children.list, { block_id: blockId }))
+      Stream.paginateChunkEffect(undefined as string | undefined, (cursor) =>
+        call("listing blocks", "blocks", (c) =>
+          c.blocks.children.list({ block_id: blockId, page_size: 100, ...(cursor !== undefined ? { start_cursor: cursor } : {}) })).pipe(
+            Effect.map((r) =>
+              [
+                Chunk.fromIterable(r.results),
+                r.has_more && r.next_cursor !== null ? Option.some<string | undefined>(r.next_cursor) : Option.none()
+              ] as const
+            )
+          )).pipe(Stream.runCollect, Effect.map(Chunk.toReadonlyArray))
 
     const append = (blockId: string, blocks: ReadonlyArray<BlockObjectRequest>) =>
-      Effect.forEach(chunks(blocks, limits.childrenPerRequest), (batch) =>
-        call("appending blocks", (c) => c.blocks.children.append({ block_id: blockId, children: batch as Array<BlockObjectRequest> })), { discard: true })
+      call("appending blocks", "blocks", (c) => c.blocks.children.append({ block_id: blockId, children: blocks as Array<BlockObjectRequest> }))
 
-    /** Appends whatever an earlier attempt did not (the body is deterministic). */
+    /**
+     * Appends what is missing, given what the page already has: `top`
+     * top-level blocks, and (once the toggle exists) `toggleChildren` of the
+     * transcript's paragraphs. `toggleId` may be unknown (it is then looked up).
+     */
+    const complete = (
+      pageId: string,
+      input: NotionPageInput,
+      have: { readonly top: number; readonly toggleId: string | undefined; readonly toggleChildren: number }
+    ) =>
+      Effect.gen(function*() {
+        const body = pageBody(input)
+        let { toggleChildren, toggleId } = have
+        const toggleIndex = body.text.length
+        for (const batch of batches(body.top.slice(have.top))) {
+          const added = yield* append(pageId, batch)
+          if (batch.includes(body.top[toggleIndex]!)) {
+            toggleId = [...added.results].reverse().find((b) => "type" in b && b.type === "toggle")?.id
+            toggleChildren = body.toggleInitial
+          }
+        }
+        if (toggleChildren >= body.transcript.length) return
+        if (toggleId === undefined) {
+          const top = yield* listChildren(pageId)
+          const block = top[toggleIndex]
+          if (block === undefined || !("type" in block) || block.type !== "toggle") return // not our layout: leave the page alone
+          toggleId = block.id
+        }
+        for (const batch of batches(body.transcript.slice(toggleChildren))) yield* append(toggleId, batch)
+      })
+
+    /** Finishes a page an earlier attempt made: counts what exists, appends the rest. */
     const finish = (pageId: string, input: NotionPageInput) =>
       Effect.gen(function*() {
-        const { text, toggle, transcript } = bodyOf(input)
-        const existing = yield* listChildren(pageId)
-        const missingText = text.slice(Math.min(existing.length, text.length))
-        yield* append(pageId, missingText)
-        let toggleBlock = existing[text.length]
-        if (toggleBlock === undefined) {
-          yield* append(pageId, [toggle(transcript.slice(0, limits.childrenPerRequest))])
-          toggleBlock = (yield* listChildren(pageId))[text.length]
+        const body = pageBody(input)
+        const top = yield* listChildren(pageId)
+        const toggle = top.length > body.text.length ? top[body.text.length] : undefined
+        if (toggle === undefined) return yield* complete(pageId, input, { top: top.length, toggleId: undefined, toggleChildren: 0 })
+        if (!("type" in toggle) || toggle.type !== "toggle") return // not our layout (edited by hand?): leave it alone
+        const inToggle = "has_children" in toggle && toggle.has_children && body.transcript.length > 0 ? (yield* listChildren(toggle.id)).length : 0
+        yield* complete(pageId, input, { top: top.length, toggleId: toggle.id, toggleChildren: inToggle })
+      })
+
+    const create = (input: NotionPageInput) =>
+      Effect.gen(function*() {
+        const source = yield* resolveDataSource
+        const body = pageBody(input)
+        const properties = {
+          [titleProperty]: { title: [{ type: "text" as const, text: { content: truncate(input.title, limits.richTextChars) } }] },
+          [dateProperty]: { date: { start: input.createdAt.toISOString() } },
+          [entryIdProperty]: { rich_text: [{ type: "text" as const, text: { content: input.entryId } }] }
         }
-        if (toggleBlock === undefined) return
-        const inToggle = yield* listChildren(toggleBlock.id)
-        yield* append(toggleBlock.id, transcript.slice(inToggle.length))
+        // the first request carries what fits beside the properties; the rest is appended
+        const first = batches(body.top, { ...requestBudget, bytes: requestBudget.bytes - Buffer.byteLength(JSON.stringify(properties)) })[0] ?? []
+        const page = yield* call("creating the page", "database", (c) =>
+          c.pages.create({
+            parent: { type: "data_source_id", data_source_id: source },
+            properties,
+            children: first as Array<BlockObjectRequest>
+          }))
+        return { pageId: page.id, top: first.length, toggleChildren: first.length === body.top.length ? body.toggleInitial : 0 }
       })
 
     const publish = (
       input: NotionPageInput,
-      recordPageId: (pageId: string) => Effect.Effect<void, TemporaryError | PermanentError>
+      recordPageId: (pageId: string) => Effect.Effect<void, Failure>
     ) =>
       Effect.gen(function*() {
         const existing = yield* findPage(input)
@@ -226,46 +289,68 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
           yield* finish(existing, input)
           return { pageId: existing }
         }
-        const source = yield* resolveDataSource
-        const { text, toggle, transcript } = bodyOf(input)
-        // the first request carries what fits; everything else is appended by `finish`
-        const firstBlocks = text.length < limits.childrenPerRequest
-          ? [...text, toggle(transcript.slice(0, limits.childrenPerRequest))]
-          : text.slice(0, limits.childrenPerRequest)
-        const page = yield* call("creating the page", (c) =>
-          c.pages.create({
-            parent: { type: "data_source_id", data_source_id: source },
-            properties: {
-              [titleProperty]: { title: [{ type: "text", text: { content: input.title.slice(0, limits.richTextChars) } }] },
-              [dateProperty]: { date: { start: input.createdAt.toISOString() } },
-              [entryIdProperty]: { rich_text: [{ type: "text", text: { content: input.entryId } }] }
-            },
-            children: firstBlocks as Array<BlockObjectRequest>
-          }))
-        yield* recordPageId(page.id)
-        yield* finish(page.id, input)
-        return { pageId: page.id }
+        const made = yield* create(input)
+        // recorded before anything else, so a crash from here on never makes a second page
+        yield* recordPageId(made.pageId)
+        yield* complete(made.pageId, input, { top: made.top, toggleId: undefined, toggleChildren: made.toggleChildren })
+        return { pageId: made.pageId }
       })
 
     return NotionPublisher.of({ publish })
   })
 
-const classify = (what: string, error: unknown): TemporaryError | PermanentError => {
+/** Cuts a string to `max` UTF-16 units without splitting a surrogate pair. */
+const truncate = (s: string, max: number) => {
+  if (s.length <= max) return s
+  const code = s.charCodeAt(max - 1)
+  return s.slice(0, code >= 0xd800 && code <= 0xdbff ? max - 1 : max)
+}
+
+const blockLimitPattern = /block[\s_-]?limit/i
+
+/**
+ * Maps anything the client throws to a typed failure (the table in the
+ * module doc). The token is masked wherever a message could echo it.
+ */
+const classify = (what: string, operation: Operation, error: unknown, token: string): Failure => {
+  const mask = (s: string) => (token === "" ? s : s.split(token).join("[redacted]"))
   if (isHTTPResponseError(error)) {
-    const headers = error.headers as { get?: (name: string) => string | null } | Record<string, string> | undefined
-    const retryAfter = typeof headers?.get === "function" ? headers.get("retry-after") : (headers as Record<string, string> | undefined)?.["retry-after"]
-    const retryAfterMillis = parseRetryAfter(retryAfter)
-    const base = `Notion ${what}: ${error.status} ${error.code}: ${error.message}`
+    const retryAfterMillis = parseRetryAfter(headerOf(error.headers, "retry-after"))
+    const base = `Notion ${what}: ${error.status} ${error.code}: ${mask(error.message)}`
+    const details = `${error.code} ${error.message} ${JSON.stringify(error.additional_data ?? {})}`
+    // Notion stops block-creating writes once a Free workspace passes its lifetime
+    // block cap; retrying cannot help, whatever status it arrives with
+    if (blockLimitPattern.test(details)) {
+      return new PermanentError({
+        service: "notion",
+        status: error.status,
+        message: `${base} (the Notion workspace reached the Free plan's block limit: upgrade the workspace or use one where the integration may create blocks)`
+      })
+    }
     const hint = error.code === APIErrorCode.Unauthorized
-      ? " (check NOTION_TOKEN)"
-      : error.code === APIErrorCode.RestrictedResource || error.code === APIErrorCode.ObjectNotFound
+      ? " (check the integration token, e.g. NOTION_TOKEN)"
+      : error.code === APIErrorCode.RestrictedResource
+      ? " (share the database with the integration and give it the insert-content capability)"
+      : error.code === APIErrorCode.ObjectNotFound && operation === "database"
       ? " (does the database exist, and is it shared with the integration?)"
       : ""
-    // 529 service_overload is Notion's "slow down", like 429
     return fromHttpStatus("notion", error.status, base + hint, { retryAfterMillis })
   }
-  if (isNotionClientError(error)) return new TemporaryError({ service: "notion", message: `Notion ${what}: ${error.message}` })
-  return fromTransportError("notion", error)
+  if (isNotionClientError(error)) {
+    return error.code === ClientErrorCode.InvalidPathParameter
+      ? new PermanentError({ service: "notion", message: `Notion ${what}: ${mask(error.message)} (check the configured database id)` })
+      : new TemporaryError({ service: "notion", message: `Notion ${what}: ${mask(error.message)}` })
+  }
+  const transport = fromTransportError("notion", error)
+  return new TemporaryError({ service: "notion", message: `Notion ${what}: ${mask(transport.message)}`, cause: transport.cause })
+}
+
+/** Reads a response header whether the fetch in use gave a `Headers` or a plain record. */
+const headerOf = (headers: unknown, name: string): string | undefined => {
+  if (headers === null || typeof headers !== "object") return undefined
+  if (typeof (headers as Headers).get === "function") return (headers as Headers).get(name) ?? undefined
+  const hit = Object.entries(headers as Record<string, unknown>).find(([k]) => k.toLowerCase() === name)
+  return typeof hit?.[1] === "string" ? hit[1] : undefined
 }
 
 /**

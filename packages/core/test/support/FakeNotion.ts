@@ -3,9 +3,25 @@
  * what voice-journal uses — databases retrieve, data source query, pages
  * create/retrieve, block children append/list — with Notion's error bodies
  * (`{"object":"error","status","code","message"}`) and its validation limits
- * (2,000 characters per text, 100 children per request, two nesting levels),
- * so tests prove the splitting instead of trusting it. Pages and blocks live
- * in memory; driven through the official `@notionhq/client`.
+ * (2,000 characters per text, 100 elements per array, two nesting levels,
+ * 1,000 block elements and 500 KB per request), so tests prove the splitting
+ * instead of trusting it. Pages and blocks live in memory; it answers at once
+ * (no artificial latency, so benchmarks can use it too). Driven through the
+ * official `@notionhq/client`.
+ *
+ * Usage: `const notion = yield* FakeNotion.make()` inside a scope (the server
+ * closes with it), then point the publisher at `notion.url` with
+ * `notion.token` and `notion.databaseId`. It checks the bearer token (401),
+ * the `Notion-Version` header (400) and the database / data source id (404).
+ * Property names are the publisher's defaults ("Name", "Date", "Entry ID").
+ *
+ * Scripting failures: `failNext(fault, times?, only?)` answers the next
+ * `times` requests (only those starting with `only`, e.g. "PATCH /v1/blocks/")
+ * with `fault` — a status with headers/body, a reset ("refuse"), no answer
+ * ("hang") or a malformed 200. `applyThenHang(only)` performs the next
+ * matching request but never answers it (the client sees a timeout after the
+ * effect happened). `down()`/`up()` refuse connections for a while.
+ * `trash(pageId)` moves a page to the trash as a person would.
  */
 import { Effect, type Scope } from "effect"
 import type * as http from "node:http"
@@ -31,6 +47,8 @@ export interface StoredPage {
 export interface NotionRequestRecord {
   readonly method: string
   readonly path: string
+  /** Size of the request body in bytes. */
+  readonly bytes: number
   /** Arrival time (ms since epoch). */
   readonly at: number
 }
@@ -47,6 +65,8 @@ export interface FakeNotion {
   readonly applyThenHang: (only: string) => void
   readonly down: () => Promise<void>
   readonly up: () => Promise<void>
+  /** Moves a page to the trash: retrieve says `in_trash`, queries no longer find it. */
+  readonly trash: (pageId: string) => void
 }
 
 const uuid = () => globalThis.crypto.randomUUID()
@@ -63,6 +83,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
     const requests: Array<NotionRequestRecord> = []
     const blocks = new Map<string, Block>()
     const pages = new Map<string, { id: string; title: string; entryId: string; date: string | null }>()
+    const trashed = new Set<string>()
 
     const send = (res: http.ServerResponse, status: number, body: unknown) =>
       res.writeHead(status, { "content-type": "application/json" }).end(JSON.stringify(body))
@@ -106,6 +127,14 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       }
     }
 
+    /** At most 1,000 block elements per request, nested ones included. */
+    const checkElements = (children: unknown) => {
+      const count = (cs: unknown): number =>
+        Array.isArray(cs) ? cs.reduce((n: number, c: Record<string, { children?: unknown }> & { type: string }) => n + 1 + count(c[c.type]?.children), 0) : 0
+      const n = count(children)
+      if (n > 1000) throw new Invalid(`The request contains ${n} block elements; the limit is 1000.`)
+    }
+
     const blockJson = (b: Block) => ({
       object: "block",
       id: b.id,
@@ -120,8 +149,8 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       return {
         object: "page",
         id,
-        in_trash: false,
-        archived: false,
+        in_trash: trashed.has(id),
+        archived: trashed.has(id),
         url: `https://www.notion.so/${id.replace(/-/g, "")}`,
         parent: { type: "data_source_id", data_source_id: dataSourceId, database_id: databaseId },
         properties: {
@@ -134,7 +163,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
     const server = yield* LoopbackServer.make(async (req, res) => {
       const raw = await readBody(req)
       const url = new URL(req.url ?? "/", "http://fake")
-      requests.push({ method: req.method ?? "", path: url.pathname, at: Date.now() })
+      requests.push({ method: req.method ?? "", path: url.pathname, bytes: raw.length, at: Date.now() })
       if (faults.apply(req, res)) return
       const swallow = swallowAnswer.findIndex((prefix) => `${req.method} ${url.pathname}`.startsWith(prefix))
       if (swallow >= 0) {
@@ -145,6 +174,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       }
       if (req.headers.authorization !== `Bearer ${token}`) return error(res, 401, "unauthorized", "API token is invalid.")
       if (req.headers["notion-version"] === undefined) return error(res, 400, "missing_version", "Notion-Version header failed validation")
+      if (raw.length > 500_000) return error(res, 400, "validation_error", `Request body too large: ${raw.length} bytes, the limit is 500KB.`)
       const body = raw.length > 0 ? JSON.parse(raw.toString("utf8")) : {}
       const parts = url.pathname.split("/").filter(Boolean) // ["v1", resource, id, sub]
       try {
@@ -155,7 +185,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
         if (req.method === "POST" && parts[1] === "data_sources" && parts[3] === "query") {
           if (parts[2] !== dataSourceId) return error(res, 404, "object_not_found", "Could not find data source")
           const wanted = body.filter?.rich_text?.equals
-          const results = [...pages.values()].filter((p) => wanted === undefined || p.entryId === wanted).map((p) => pageJson(p.id))
+          const results = [...pages.values()].filter((p) => !trashed.has(p.id) && (wanted === undefined || p.entryId === wanted)).map((p) => pageJson(p.id))
           return send(res, 200, { object: "list", results, has_more: false, next_cursor: null, type: "page_or_data_source", page_or_data_source: {} })
         }
         if (req.method === "POST" && parts[1] === "pages") {
@@ -165,6 +195,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
           const title = textOf(body.properties?.Name?.title ?? [])
           const entryId = textOf(body.properties?.["Entry ID"]?.rich_text ?? [])
           validateOnly(body.children ?? [], 1)
+          checkElements(body.children ?? [])
           const page: Block = { id: uuid(), type: "page", text: title, children: [] }
           blocks.set(page.id, page)
           addChildren(page, body.children ?? [], 1)
@@ -181,6 +212,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
           if (req.method === "PATCH") {
             const depth = parent.type === "page" ? 1 : 2
             validateOnly(body.children, depth)
+            checkElements(body.children)
             const added = addChildren(parent, body.children, depth)
             return send(res, 200, { object: "list", results: added.map(blockJson), has_more: false, next_cursor: null })
           }
@@ -215,6 +247,7 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       failNext: (fault, times, only) =>
         faults.failNext(fault, times, only === undefined ? undefined : (req) => `${req.method} ${req.url ?? ""}`.startsWith(only)),
       applyThenHang: (only) => void swallowAnswer.push(only),
+      trash: (pageId) => void trashed.add(pageId),
       down: server.down,
       up: server.up
     }
