@@ -197,6 +197,43 @@ describe("NotionPublisher (official client against a loopback Notion)", () => {
       expect(toggleOf(done).length).toBe(1)
     }))
 
+  it.scoped("a create that Notion applied but never answered: the retry finds the page by entry id and records it", () =>
+    Effect.gen(function*() {
+      const notion = yield* FakeNotion.make()
+      const page = input()
+      const recorded: Array<string> = []
+      const record: Record = (id) => Effect.sync(() => recorded.push(id))
+      notion.applyThenHang("POST /v1/pages")
+      const attempt = yield* Effect.fork(publish(notion, page, record, { timeout: "30 seconds" }))
+      yield* untilRequests(notion, 3) // retrieve db, query, the create that hangs
+      yield* settle
+      yield* TestClock.adjust("30 seconds")
+      expect((yield* Effect.flip(Fiber.join(attempt)))._tag).toBe("TemporaryError")
+      expect(recorded).toEqual([]) // the page exists, but nobody knows its id
+      const { pageId } = yield* publish(notion, page, record, { timeout: "30 seconds" })
+      expect(notion.pages().map((p) => p.id)).toEqual([pageId])
+      expect(recorded).toEqual([pageId])
+      expect(notion.pages()[0]!.blocks.map((b) => b.text)).toEqual(["Today I went to the market.", "The weather was nice.", "Transcript"])
+      expect(notion.requests.filter((r) => r.method === "PATCH")).toEqual([])
+    }))
+
+  it.scopedLive("an empty text and transcript give a page with an empty transcript toggle", () =>
+    Effect.gen(function*() {
+      const notion = yield* FakeNotion.make()
+      yield* publish(notion, input({ text: " \n\n ", transcript: "" }))
+      expect(notion.pages()[0]!.blocks).toEqual([{ type: "toggle", text: "Transcript", children: [] }])
+    }))
+
+  it.scopedLive("a configured data source id is used as is (no database lookup)", () =>
+    Effect.gen(function*() {
+      const notion = yield* FakeNotion.make()
+      yield* publish(notion, input()) // learn the fake's data source id from the requests it gets
+      const source = notion.requests.find((r) => r.path.startsWith("/v1/data_sources/"))!.path.split("/")[3]!
+      const { pageId } = yield* publish(notion, input(), undefined, { dataSourceId: source, databaseId: "not-used" })
+      expect(notion.pages().map((p) => p.id)).toContain(pageId)
+      expect(notion.requests.filter((r) => r.path.startsWith("/v1/databases/")).length).toBe(1) // the first publish's only
+    }))
+
   it.scopedLive("a stored page that was trashed counts as absent: a new page is made and recorded", () =>
     Effect.gen(function*() {
       const notion = yield* FakeNotion.make()
