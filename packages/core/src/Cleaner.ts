@@ -150,10 +150,8 @@ class Overflow extends Data.TaggedClass("Overflow")<{}> {}
 /** The model answered, but not something usable. */
 class MalformedAnswer extends Data.TaggedError("MalformedAnswer")<{ readonly reason: string }> {}
 
-const preview = (s: string, max = 200) => {
-  const clean = sanitizeTitle(s, max)
-  return clean.length < s.length ? `${clean}…` : clean
-}
+/** A short, one-line, control-free excerpt of something the server said, for error messages. */
+const preview = (s: string, max = 200) => Array.from(s).length > max ? `${sanitizeTitle(s, max)}…` : sanitizeTitle(s, max)
 
 /**
  * Builds the Ollama cleaner. The scope owns the HTTP connection pool.
