@@ -28,6 +28,7 @@
 import { HttpClient, HttpClientRequest } from "@effect/platform"
 import type { CommandExecutor } from "@effect/platform/CommandExecutor"
 import { FetchHttpClient } from "@effect/platform"
+import { Agent, FormData as UndiciFormData, fetch as undiciFetch } from "@effect/platform-node/Undici"
 import { Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -132,12 +133,13 @@ export const makeOpenAi = (config: OpenAiTranscriberConfig) =>
           try: () => fs.openAsBlob(audio.path, { type: audio.mimeType }),
           catch: (cause) => new PermanentError({ service: "transcriber", message: `cannot read the recording: ${String(cause)}`, cause })
         })
-        const form = new FormData()
+        // undici's own FormData: the fetch below is undici's, not Node's bundled one
+        const form = new UndiciFormData()
         form.append("file", file, `audio${extensionOf(audio.mimeType)}`)
         form.append("model", config.model)
         form.append("response_format", "verbose_json")
         if (config.language !== undefined) form.append("language", config.language)
-        let request = HttpClientRequest.post(url).pipe(HttpClientRequest.bodyFormData(form))
+        let request = HttpClientRequest.post(url).pipe(HttpClientRequest.bodyFormData(form as unknown as FormData))
         if (config.apiKey !== undefined) request = HttpClientRequest.bearerToken(request, Redacted.value(config.apiKey))
         const response = yield* client.execute(request).pipe(
           Effect.timeoutFail({
@@ -194,12 +196,29 @@ const extensionOf = (mimeType: string): string =>
   } as Record<string, string>)[mimeType] ?? ""
 
 /**
- * An OpenAI-compatible transcription server (uses `fetch`).
+ * An HTTP client without undici's 5-minute header and body timeouts: a CPU
+ * whisper server answers a long recording only when it is done, and the
+ * configured `timeout` must be the one deadline.
+ */
+const patientHttpClient = FetchHttpClient.layer.pipe(
+  Layer.provide(Layer.scoped(
+    FetchHttpClient.Fetch,
+    Effect.acquireRelease(
+      Effect.sync(() => new Agent({ headersTimeout: 0, bodyTimeout: 0 })),
+      (agent) => Effect.promise(() => agent.destroy())
+    ).pipe(Effect.map((dispatcher) =>
+      ((input: any, init: any) => undiciFetch(input, { ...init, dispatcher })) as unknown as typeof globalThis.fetch
+    ))
+  ))
+)
+
+/**
+ * An OpenAI-compatible transcription server.
  * @since 0.1.0
  * @category layers
  */
 export const layerOpenAi = (config: OpenAiTranscriberConfig): Layer.Layer<Transcriber> =>
-  Layer.effect(Transcriber, makeOpenAi(config)).pipe(Layer.provide(FetchHttpClient.layer))
+  Layer.effect(Transcriber, makeOpenAi(config)).pipe(Layer.provide(patientHttpClient))
 
 // --- local command ----------------------------------------------------------
 
