@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
+import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
 import * as os from "node:os"
 import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
@@ -97,15 +97,33 @@ const describe = (error: StageError): string =>
   }: ${error.message}`
 
 /**
- * Runs the workers for as long as the layer is alive. Notion syncs run only
- * when a `NotionPublisher` is provided.
+ * Whether the workers are running (for readiness checks).
+ * @since 0.1.0
+ * @category tags
+ */
+export class PipelineStatus extends Context.Tag("@voice-journal/core/PipelineStatus")<PipelineStatus, {
+  readonly running: Effect.Effect<boolean>
+}>() {}
+
+/**
+ * Runs the workers for as long as the layer is alive, and reports it as
+ * `PipelineStatus`. Notion syncs run only when a `NotionPublisher` is provided.
  * @since 0.1.0
  * @category layers
  */
 export const layer = (
   options: PipelineOptions = {}
-): Layer.Layer<never, never, JournalStore | BlobStore | Transcriber | Cleaner | AudioProbe | WorkSignal> =>
-  Layer.scopedDiscard(run(options))
+): Layer.Layer<PipelineStatus, never, JournalStore | BlobStore | Transcriber | Cleaner | AudioProbe | WorkSignal> =>
+  Layer.scoped(
+    PipelineStatus,
+    Effect.gen(function*() {
+      const running = yield* Ref.make(false)
+      yield* Effect.addFinalizer(() => Ref.set(running, false))
+      yield* run(options)
+      yield* Ref.set(running, true)
+      return { running: Ref.get(running) }
+    })
+  )
 
 /**
  * The workers as a scoped effect (what {@link layer} runs).

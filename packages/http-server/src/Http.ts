@@ -9,7 +9,7 @@
  */
 import { HttpApiBuilder, type HttpServerRequest, HttpServerResponse, Multipart } from "@effect/platform"
 import { NodeHttpServerRequest, NodeStream } from "@effect/platform-node"
-import { Domain, JournalStore, VoiceJournal } from "@voice-journal/core"
+import { Domain, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
 import { Effect, Layer, Option, Redacted, Schema, Stream } from "effect"
 import { type ApiError, Authentication, CurrentUser, EntryView, VoiceJournalApi } from "./Api.js"
 
@@ -241,12 +241,15 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
   const health = HttpApiBuilder.group(VoiceJournalApi, "health", (handlers) =>
     Effect.gen(function*() {
       const store = yield* JournalStore.JournalStore
+      const pipeline = yield* Pipeline.PipelineStatus
       return handlers
         .handle("alive", () => Effect.succeed({ status: "ok" } as const))
         .handle("ready", () =>
           store.ping.pipe(
-            Effect.as({ status: "ready" } as const),
-            Effect.mapError(() => ({ error: "unavailable", message: "the database is not reachable" } as const))
+            Effect.mapError(() => ({ error: "unavailable", message: "the database is not reachable" } as const)),
+            Effect.zipRight(pipeline.running),
+            Effect.filterOrFail((running) => running, () => ({ error: "unavailable", message: "the pipeline workers are not running" } as const)),
+            Effect.as({ status: "ready" } as const)
           ))
     }))
 
