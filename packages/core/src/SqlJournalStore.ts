@@ -272,6 +272,34 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       )
     }
 
+    /**
+     * Finishes a transcription or cleanup run in one transaction: writes the
+     * result (fenced by the lease); makes it primary if asked to or if the
+     * entry has none; and, when it is primary, queues what comes next.
+     */
+    const completeAndPromote = (
+      job: Job,
+      table: "transcriptions" | "cleaned_entries",
+      result: (now: string) => Statement.Fragment,
+      next: (now: string) => Effect.Effect<unknown, StoreError>
+    ) =>
+      Effect.gen(function*() {
+        const now = yield* isoNow
+        yield* lockEntry(job.userId, job.entryId, now).pipe(
+          Effect.catchTag("NotFound", () => new LeaseLost({ table, id: job.id }))
+        )
+        const row = yield* fenced(
+          job,
+          sql`status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, ${result(now)}`
+        )
+        const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary(table, job.entryId))
+        if (!primary) return
+        yield* switchPrimary(table, job.entryId, job.id, now).pipe(
+          Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
+        )
+        yield* next(now)
+      }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
+
     const page = <A>(
       items: Effect.Effect<ReadonlyArray<A>, StoreError>,
       count: Statement.Statement<{ total: number | string }>,
@@ -532,48 +560,26 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         }),
 
       completeTranscription: (job, result) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          yield* lockEntry(job.userId, job.entryId, now).pipe(
-            Effect.catchTag("NotFound", () => new LeaseLost({ table: "transcriptions", id: job.id }))
-          )
-          const row = yield* fenced(
-            job,
-            sql`status = 'completed', text = ${result.text}, engine = ${result.engine}, language = ${result.language},
-              duration_seconds = ${result.durationSeconds}, lease_owner = NULL, lease_expires_at = NULL, last_error = NULL,
-              updated_at = ${now}`
-          )
-          const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary("transcriptions", job.entryId))
-          if (!primary) return
-          yield* switchPrimary("transcriptions", job.entryId, job.id, now).pipe(
-            Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
-          )
-          yield* insertCleanup(
-            { entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true },
-            now
-          )
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+        completeAndPromote(
+          job,
+          "transcriptions",
+          (now) =>
+            sql`text = ${result.text}, engine = ${result.engine}, language = ${result.language},
+              duration_seconds = ${result.durationSeconds}, updated_at = ${now}`,
+          (now) =>
+            insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now)
+        ),
 
       completeCleanup: (job, result, { queueNotionSync }) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          yield* lockEntry(job.userId, job.entryId, now).pipe(
-            Effect.catchTag("NotFound", () => new LeaseLost({ table: "cleaned_entries", id: job.id }))
-          )
-          const row = yield* fenced(
-            job,
-            sql`status = 'completed', title = ${result.title}, text = ${result.text}, model = ${result.model},
-              lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = ${now}`
-          )
-          const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary("cleaned_entries", job.entryId))
-          if (!primary) return
-          yield* switchPrimary("cleaned_entries", job.entryId, job.id, now).pipe(
-            Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
-          )
-          if (queueNotionSync) {
-            yield* ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)
-          }
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+        completeAndPromote(
+          job,
+          "cleaned_entries",
+          (now) => sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, updated_at = ${now}`,
+          (now) =>
+            queueNotionSync
+              ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)
+              : Effect.void
+        ),
 
       recordNotionPage: (job, pageId) =>
         Effect.gen(function*() {
