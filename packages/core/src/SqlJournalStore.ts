@@ -272,6 +272,25 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       )
     }
 
+    /** Moves the primary flag to a completed row, atomically (the entry row is locked first). */
+    const setPrimary = <Id extends string, A extends { readonly entryId: EntryId; readonly status: string }>(
+      table: "transcriptions" | "cleaned_entries",
+      get: (id: Id) => Effect.Effect<A, NotFound | StoreError>,
+      userId: UserId,
+      id: Id
+    ) =>
+      Effect.gen(function*() {
+        const now = yield* isoNow
+        const row = yield* get(id)
+        yield* lockEntry(userId, row.entryId, now)
+        const current = yield* get(id) // re-read under the lock
+        if (current.status !== "completed") {
+          return yield* new InvalidState({ message: `${table} row ${id} is ${current.status}, not completed` })
+        }
+        yield* switchPrimary(table, row.entryId, id, now)
+        return yield* get(id)
+      }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
+
     /**
      * Finishes a transcription or cleanup run in one transaction: writes the
      * result (fenced by the lease); makes it primary if asked to or if the
@@ -424,18 +443,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
 
       getTranscription,
 
-      setPrimaryTranscription: (userId, id) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          const t = yield* getTranscription(userId, id)
-          yield* lockEntry(userId, t.entryId, now)
-          const current = yield* getTranscription(userId, id)
-          if (current.status !== "completed") {
-            return yield* new InvalidState({ message: `transcription ${id} is ${current.status}, not completed` })
-          }
-          yield* switchPrimary("transcriptions", t.entryId, id, now)
-          return yield* getTranscription(userId, id)
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+      setPrimaryTranscription: (userId, id) => setPrimary("transcriptions", (i) => getTranscription(userId, i), userId, id),
 
       addCleanup: (userId, entryId, options) =>
         Effect.gen(function*() {
@@ -469,18 +477,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
 
       getCleanup,
 
-      setPrimaryCleanup: (userId, id) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          const c = yield* getCleanup(userId, id)
-          yield* lockEntry(userId, c.entryId, now)
-          const current = yield* getCleanup(userId, id)
-          if (current.status !== "completed") {
-            return yield* new InvalidState({ message: `cleanup ${id} is ${current.status}, not completed` })
-          }
-          yield* switchPrimary("cleaned_entries", c.entryId, id, now)
-          return yield* getCleanup(userId, id)
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+      setPrimaryCleanup: (userId, id) => setPrimary("cleaned_entries", (i) => getCleanup(userId, i), userId, id),
 
       addNotionSync: (userId, entryId) =>
         Effect.gen(function*() {
