@@ -6,9 +6,11 @@ import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import * as fs from "node:fs"
+import { spawn } from "node:child_process"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
+import { fileURLToPath } from "node:url"
 import { type AudioFormat, audioBytes, elfBytes, pngBytes, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
 import * as FakeNotion from "../../core/test/support/FakeNotion.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
@@ -209,6 +211,33 @@ describe("HTTP server", () => {
       })
       expect(cut.status).toBe(400)
       yield* expectNothingStored
+    }))
+
+  it.scopedLive("the CLI uploads a file with progress and follows it through every stage", () =>
+    Effect.gen(function*() {
+      const s = yield* start()
+      const key = yield* s.key("alice")
+      const file = path.join(s.dir, "note.m4a")
+      fs.writeFileSync(file, audioBytes("m4a"))
+      const { code, stderr, stdout } = yield* Effect.promise(() =>
+        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const child = spawn(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "upload", file], {
+            cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."),
+            env: { ...process.env, VJ_URL: s.url, VJ_API_KEY: key }
+          })
+          let stdout = ""
+          let stderr = ""
+          child.stdout.on("data", (d) => (stdout += d))
+          child.stderr.on("data", (d) => (stderr += d))
+          child.on("exit", (code) => resolve({ code, stdout, stderr }))
+        })
+      )
+      expect(code).toBe(0)
+      expect(stderr).toContain("note.m4a: 100%")
+      expect(stdout).toMatch(/note\.m4a → entry [0-9a-f-]{36} \(audio\/mp4\)/)
+      expect(stdout).toContain("transcription completed, cleanup completed, notion success")
+      expect(s.notion.pages().length).toBe(1)
+      expect(stdout + stderr).not.toContain(key)
     }))
 
   it.scopedLive("authentication: no key or a wrong key is 401; health, OpenAPI and docs are open", () =>
