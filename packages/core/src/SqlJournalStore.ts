@@ -168,33 +168,40 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.flatMap(first("entry", entryId))
       )
 
-    const getEntry = (userId: UserId, entryId: EntryId) =>
-      sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE id = ${entryId} AND user_id = ${userId}`.pipe(
+    /** One row of `table` by id, only if `userId` owns it. */
+    const getOwned = <A>(
+      table: string,
+      columns: string,
+      decode: (rows: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>, StoreError>,
+      resource: string
+    ) =>
+    (userId: UserId, id: string): Effect.Effect<A, NotFound | StoreError> =>
+      sql`SELECT ${cols(columns)} FROM ${sql(table)} WHERE id = ${id} AND user_id = ${userId}`.pipe(
         Effect.mapError(storeError),
-        Effect.flatMap(decodeEntries),
-        Effect.flatMap(first("entry", entryId))
+        Effect.flatMap(decode),
+        Effect.flatMap(first(resource, id))
       )
 
-    const getTranscription = (userId: UserId, id: TranscriptionId) =>
-      sql`SELECT ${cols(transcriptionColumns)} FROM transcriptions WHERE id = ${id} AND user_id = ${userId}`.pipe(
-        Effect.mapError(storeError),
-        Effect.flatMap(decodeTranscriptions),
-        Effect.flatMap(first("transcription", id))
-      )
-
-    const getCleanup = (userId: UserId, id: CleanupId) =>
-      sql`SELECT ${cols(cleanupColumns)} FROM cleaned_entries WHERE id = ${id} AND user_id = ${userId}`.pipe(
-        Effect.mapError(storeError),
-        Effect.flatMap(decodeCleanups),
-        Effect.flatMap(first("cleanup", id))
-      )
-
-    const getNotionSync = (userId: UserId, id: NotionSyncId) =>
-      sql`SELECT ${cols(notionSyncColumns)} FROM notion_syncs WHERE id = ${id} AND user_id = ${userId}`.pipe(
-        Effect.mapError(storeError),
-        Effect.flatMap(decodeNotionSyncs),
-        Effect.flatMap(first("notion sync", id))
-      )
+    const getEntry: (userId: UserId, id: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError> = getOwned(
+      "voice_entries",
+      entryColumns,
+      decodeEntries,
+      "entry"
+    )
+    const getTranscription: (userId: UserId, id: TranscriptionId) => Effect.Effect<Transcription, NotFound | StoreError> =
+      getOwned("transcriptions", transcriptionColumns, decodeTranscriptions, "transcription")
+    const getCleanup: (userId: UserId, id: CleanupId) => Effect.Effect<CleanedEntry, NotFound | StoreError> = getOwned(
+      "cleaned_entries",
+      cleanupColumns,
+      decodeCleanups,
+      "cleanup"
+    )
+    const getNotionSync: (userId: UserId, id: NotionSyncId) => Effect.Effect<NotionSync, NotFound | StoreError> = getOwned(
+      "notion_syncs",
+      notionSyncColumns,
+      decodeNotionSyncs,
+      "notion sync"
+    )
 
     const insertTranscription = (
       row: { readonly entryId: EntryId; readonly userId: UserId; readonly makePrimary: boolean },
