@@ -182,6 +182,20 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.flatMap(first(resource, id))
       )
 
+    /** The rows of `table` for one of `userId`'s entries, newest first (NotFound if the entry is not theirs). */
+    const listForEntry = <A>(
+      table: string,
+      columns: string,
+      decode: (rows: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>, StoreError>
+    ) =>
+    (userId: UserId, entryId: EntryId): Effect.Effect<ReadonlyArray<A>, NotFound | StoreError> =>
+      getEntry(userId, entryId).pipe(
+        Effect.zipRight(
+          sql`SELECT ${cols(columns)} FROM ${sql(table)} WHERE entry_id = ${entryId} AND user_id = ${userId}
+            ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decode))
+        )
+      )
+
     const getEntry: (userId: UserId, id: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError> = getOwned(
       "voice_entries",
       entryColumns,
@@ -440,13 +454,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return yield* getTranscription(userId, id)
         }),
 
-      listTranscriptions: (userId, entryId) =>
-        getEntry(userId, entryId).pipe(
-          Effect.zipRight(
-            sql`SELECT ${cols(transcriptionColumns)} FROM transcriptions WHERE entry_id = ${entryId} AND user_id = ${userId}
-              ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeTranscriptions))
-          )
-        ),
+      listTranscriptions: listForEntry("transcriptions", transcriptionColumns, decodeTranscriptions),
 
       getTranscription,
 
@@ -474,13 +482,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return yield* getCleanup(userId, id)
         }),
 
-      listCleanups: (userId, entryId) =>
-        getEntry(userId, entryId).pipe(
-          Effect.zipRight(
-            sql`SELECT ${cols(cleanupColumns)} FROM cleaned_entries WHERE entry_id = ${entryId} AND user_id = ${userId}
-              ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeCleanups))
-          )
-        ),
+      listCleanups: listForEntry("cleaned_entries", cleanupColumns, decodeCleanups),
 
       getCleanup,
 
@@ -514,13 +516,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           request
         ),
 
-      listNotionSyncsForEntry: (userId, entryId) =>
-        getEntry(userId, entryId).pipe(
-          Effect.zipRight(
-            sql`SELECT ${cols(notionSyncColumns)} FROM notion_syncs WHERE entry_id = ${entryId} AND user_id = ${userId}
-              ORDER BY created_at DESC, id DESC`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeNotionSyncs))
-          )
-        ),
+      listNotionSyncsForEntry: listForEntry("notion_syncs", notionSyncColumns, decodeNotionSyncs),
 
       retryNotionSync: (userId, id) =>
         Effect.gen(function*() {
