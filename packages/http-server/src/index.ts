@@ -3,6 +3,8 @@
  */
 export * as Api from "./Api.js"
 /** @since 0.1.0 */
+export * as ApiErrors from "./ApiErrors.js"
+/** @since 0.1.0 */
 export * as Cli from "./Cli.js"
 /** @since 0.1.0 */
 export * as Config from "./Config.js"
@@ -12,3 +14,5 @@ export * as Http from "./Http.js"
 export * as RateLimit from "./RateLimit.js"
 /** @since 0.1.0 */
 export * as Server from "./Server.js"
+/** @since 0.1.0 */
+export * as Upload from "./Upload.js"

@@ -2,110 +2,14 @@
  * The server over real HTTP: real SQLite, real audio, pocketsphinx behind
  * the OpenAI-compatible loopback server, loopback Ollama and Notion.
  */
-import { HttpServer } from "@effect/platform"
 import { describe, expect, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Redacted } from "effect"
-import * as fs from "node:fs"
+import { Effect } from "effect"
 import { spawn } from "node:child_process"
+import * as fs from "node:fs"
 import * as http from "node:http"
-import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { type AudioFormat, audioBytes, elfBytes, pngBytes, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
-import * as FakeNotion from "../../core/test/support/FakeNotion.js"
-import * as FakeOllama from "../../core/test/support/FakeOllama.js"
-import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
-import type { ServerConfig } from "../src/Config.js"
-import * as Server from "../src/Server.js"
-
-const maxUploadBytes = 2 * 1024 * 1024
-
-interface Running {
-  readonly url: string
-  readonly dir: string
-  readonly notion: FakeNotion.FakeNotion
-  readonly key: (name: string) => Effect.Effect<string>
-}
-
-/** Starts the real server on a free port with everything on loopback. */
-const start = (overrides: Partial<ServerConfig> = {}) =>
-  Effect.gen(function*() {
-    const dir = yield* Effect.acquireRelease(
-      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "vj-server-"))),
-      (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-    )
-    const transcription = yield* FakeOpenAi.make()
-    const ollama = yield* FakeOllama.make()
-    const notion = yield* FakeNotion.make()
-    const config: ServerConfig = {
-      host: "127.0.0.1",
-      port: 0,
-      dataDir: dir,
-      database: { kind: "sqlite", filename: path.join(dir, "journal.db") },
-      audioDir: path.join(dir, "audio"),
-      maxUploadBytes,
-      transcription: { kind: "openai", url: transcription.url, apiKey: Option.none(), model: "whisper-1" },
-      ollama: { host: ollama.url, model: "llama3.2", numCtx: 4096 },
-      notion: Option.some({ token: Redacted.make(notion.token), databaseId: notion.databaseId, baseUrl: notion.url, maxRetries: 3 }),
-      shutdownGraceSeconds: 2,
-      limits: { perMinute: 1000, uploadsPerMinute: 1000, authFailuresPerMinute: 1000 },
-      ...overrides
-    }
-    const ctx = yield* Layer.build(Server.layer(config))
-    const address = Context.get(ctx, HttpServer.HttpServer).address
-    const url = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
-    const key = (name: string) => Effect.promise(() => createUserKey(config, name)).pipe(Effect.map((r) => r.apiKey))
-    return { url, dir, notion, key } satisfies Running
-  })
-
-/** Creates a user through the CLI's own code path (users create). */
-const createUserKey = async (config: ServerConfig, name: string) => {
-  const { VoiceJournal } = await import("@voice-journal/core")
-  const { SqliteJournalStore } = await import("@voice-journal/adapter-sqlite")
-  const { BlobStore, WorkSignal } = await import("@voice-journal/core")
-  const layer = VoiceJournal.layer().pipe(Layer.provide(Layer.mergeAll(
-    SqliteJournalStore.layer({ filename: (config.database as { filename: string }).filename }),
-    BlobStore.layerFileSystem({ directory: config.audioDir }),
-    WorkSignal.layer
-  )))
-  const { apiKey } = await Effect.runPromise(Effect.flatMap(VoiceJournal.VoiceJournal, (j) => j.createUser(name)).pipe(Effect.provide(layer)))
-  return { apiKey: Redacted.value(apiKey) }
-}
-
-const call = (url: string, key: string | undefined, pathname: string, init: RequestInit = {}) =>
-  Effect.promise(async () => {
-    const response = await fetch(url + pathname, {
-      ...init,
-      headers: { ...(key !== undefined ? { authorization: `Bearer ${key}` } : {}), ...init.headers }
-    })
-    const text = await response.text()
-    let body: any = text
-    try {
-      body = JSON.parse(text)
-    } catch {
-      // not JSON
-    }
-    return { status: response.status, headers: response.headers, body }
-  })
-
-const multipart = (bytes: Uint8Array, field = "file", filename = "note.bin") => {
-  const form = new FormData()
-  form.append(field, new Blob([bytes]), filename)
-  return form
-}
-
-const filesIn = (dir: string) => (fs.existsSync(dir) ? fs.readdirSync(dir) : [])
-
-const waitFor = <A>(check: () => Promise<A | undefined>, timeoutMs = 60_000) =>
-  Effect.promise(async () => {
-    const until = Date.now() + timeoutMs
-    while (Date.now() < until) {
-      const a = await check()
-      if (a !== undefined) return a
-      await new Promise((r) => setTimeout(r, 100))
-    }
-    throw new Error("condition not met in time")
-  })
+import { call, filesIn, maxUploadBytes, multipart, packageDir, start, waitFor } from "./support/TestServer.js"
 
 describe("HTTP server", () => {
   for (const format of ["mp3", "m4a", "wav"] as const) {
@@ -222,7 +126,7 @@ describe("HTTP server", () => {
       const { code, stderr, stdout } = yield* Effect.promise(() =>
         new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
           const child = spawn(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "upload", file], {
-            cwd: path.resolve(path.dirname(fileURLToPath(import.meta.url)), ".."),
+            cwd: packageDir,
             env: { ...process.env, VJ_URL: s.url, VJ_API_KEY: key }
           })
           let stdout = ""

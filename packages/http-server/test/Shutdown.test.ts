@@ -5,55 +5,18 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import * as fs from "node:fs"
-import * as net from "node:net"
-import * as os from "node:os"
 import * as path from "node:path"
-import { fileURLToPath } from "node:url"
 import { SqlClient } from "@effect/sql"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import { audioBytes } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
-
-const packageDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..")
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as net.AddressInfo
-      s.close(() => resolve(port))
-    })
-  })
-
-const cli = (env: NodeJS.ProcessEnv, args: Array<string>) =>
-  execFileSync(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", ...args], { cwd: packageDir, env, encoding: "utf8" })
-
-const serve = (env: NodeJS.ProcessEnv, port: number) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const child = spawn(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "serve"], { cwd: packageDir, env, stdio: "ignore" })
-      for (let i = 0; i < 300; i++) {
-        const up = await fetch(`http://127.0.0.1:${port}/healthz`).then(() => true, () => false)
-        if (up) return child
-        await new Promise((r) => setTimeout(r, 100))
-      }
-      throw new Error("server did not start")
-    }),
-    (child) => Effect.sync(() => child.exitCode === null && child.kill("SIGKILL"))
-  )
-
-const exitOf = (child: ChildProcess) =>
-  new Promise<number | null>((resolve) => child.exitCode !== null ? resolve(child.exitCode) : child.once("exit", (code) => resolve(code)))
+import { cli, exitOf, freePort, serve, tempDir } from "./support/TestServer.js"
 
 describe("server process", () => {
   it.scopedLive("SIGTERM during a slow stage: exit 0 within the grace period, nothing left processing, a restart finishes the entry", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "vj-shutdown-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* tempDir("vj-shutdown-")
       const ollama = yield* FakeOllama.make()
       const transcription = yield* FakeOpenAi.make({ instantText: "hello world this is a test" })
       const port = yield* Effect.promise(freePort)
