@@ -39,16 +39,31 @@ export const makeFfprobe = Effect.gen(function*() {
     Command.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "stream=codec_name:format=duration", "-of", "json", path]).pipe(
       Effect.provide(executor),
       Effect.mapError((cause) =>
-        new PermanentError({ service: "transcriber", message: "cannot run ffprobe: install ffmpeg (it provides ffprobe)", cause })
+        new PermanentError({
+          service: "transcriber",
+          message: "the server cannot run ffprobe: install ffmpeg (it provides ffprobe)",
+          detail: String(cause),
+          cause
+        })
       ),
-      Effect.flatMap((result) => {
-        if (result.exitCode !== 0) {
-          return Effect.fail(new PermanentError({ service: "transcriber", message: `undecodable audio: ${Command.tail(result.stderr)}` }))
-        }
-        const parsed = JSON.parse(result.stdout) as { streams?: Array<{ codec_name?: string }>; format?: { duration?: string } }
+      Effect.flatMap((result) =>
+        result.exitCode !== 0
+          // ffprobe's stderr names the blob's path and memory addresses: log it, don't show it
+          ? Effect.fail(undecodable(`ffprobe exited with ${result.exitCode}: ${Command.tail(result.stderr)}`))
+          : Effect.try({
+            try: () => JSON.parse(result.stdout) as { streams?: Array<{ codec_name?: string }>; format?: { duration?: string } },
+            catch: (cause) => undecodable(`ffprobe printed no JSON: ${Command.tail(result.stdout)}`, cause)
+          })
+      ),
+      Effect.flatMap((parsed) => {
         const stream = parsed.streams?.[0]
         if (stream === undefined) {
-          return Effect.fail(new PermanentError({ service: "transcriber", message: "no audio stream in the recording" }))
+          return Effect.fail(
+            new PermanentError({
+              service: "transcriber",
+              message: "the recording has no audio stream: upload a recording with sound (not a video-only file)"
+            })
+          )
         }
         const duration = Number(parsed.format?.duration)
         return Effect.succeed({ codec: stream.codec_name ?? "unknown", durationSeconds: Number.isFinite(duration) ? duration : null })
@@ -56,6 +71,19 @@ export const makeFfprobe = Effect.gen(function*() {
     )
   return AudioProbe.of({ probe })
 })
+
+/**
+ * What a user is told when a recording cannot be decoded; `detail` (the
+ * decoder's own words, with paths and addresses) is only logged.
+ * @since 0.1.0
+ */
+export const undecodable = (detail: string, cause?: unknown): PermanentError =>
+  new PermanentError({
+    service: "transcriber",
+    message: "the recording could not be decoded (damaged, incomplete or not really audio): upload it again or convert it to another format",
+    detail,
+    ...(cause !== undefined ? { cause } : {})
+  })
 
 /**
  * `AudioProbe` backed by ffprobe.

@@ -20,6 +20,7 @@ export type Service = typeof Service.Type
  * A failure that may go away on its own: connection refused or reset,
  * timeouts, 408/409/429/5xx/529. `retryAfterMillis` carries a server's
  * `Retry-After`, which the retry policy honours over its own backoff.
+ * As for {@link PermanentError}, `message` is for users and `detail` for the log.
  *
  * @since 0.1.0
  * @category errors
@@ -29,6 +30,8 @@ export class TemporaryError extends Schema.TaggedError<TemporaryError>()("Tempor
   message: Schema.String,
   status: Schema.optional(Schema.Number),
   retryAfterMillis: Schema.optional(Schema.Number),
+  /** What only the operator should see (a program's stderr, a path): logged, never stored or answered. */
+  detail: Schema.optional(Schema.String),
   cause: Schema.optional(Schema.Defect)
 }) {}
 
@@ -36,6 +39,8 @@ export class TemporaryError extends Schema.TaggedError<TemporaryError>()("Tempor
  * A failure that retrying cannot fix: bad credentials, a missing model or
  * database, validation errors, undecodable audio. The message says what a
  * person must do about it when that is known (e.g. `ollama pull <model>`).
+ * `message` may be shown to users (it is stored as a stage's `lastError`):
+ * paths, blob keys and a program's raw output go in `detail`, which is only logged.
  *
  * @since 0.1.0
  * @category errors
@@ -44,6 +49,8 @@ export class PermanentError extends Schema.TaggedError<PermanentError>()("Perman
   service: Service,
   message: Schema.String,
   status: Schema.optional(Schema.Number),
+  /** What only the operator should see (a program's stderr, a path): logged, never stored or answered. */
+  detail: Schema.optional(Schema.String),
   cause: Schema.optional(Schema.Defect)
 }) {}
 
@@ -57,6 +64,29 @@ export type StageError = TemporaryError | PermanentError
 export const isTemporaryError = (u: unknown): u is TemporaryError => Predicate.isTagged(u, "TemporaryError")
 /** @since 0.1.0 */
 export const isPermanentError = (u: unknown): u is PermanentError => Predicate.isTagged(u, "PermanentError")
+
+/**
+ * Removes what must never reach a user from a message: absolute paths
+ * (`/srv/data/audio/…`, `C:\\…`, `~/…`), UUIDs (blob keys and the temp files
+ * named after them) and memory addresses (ffmpeg's `[ogg @ 0x55bb…]`). The
+ * last line of defence before a stage's reason is stored as `lastError`;
+ * integrations already keep such detail in `detail`, which is only logged.
+ *
+ * @since 0.1.0
+ */
+export const redactInternals = (text: string): string =>
+  text
+    // ffmpeg's log context: "[ogg @ 0x55bb…] CRC mismatch!" → "CRC mismatch!"
+    .replace(/\[[^\]\n]*? @ 0x[0-9a-f]+\]\s*/gi, "")
+    // quoted paths may hold spaces: '/tmp/my notes.wav'
+    .replace(/(['"`])(?:\/|~\/|[A-Za-z]:\\)[^'"`\n]*\1/g, "<path>")
+    // a path starts a word (not "and/or", not a URL's "//host/x")
+    .replace(/(?<![\w.:/~\\-])(?:~?\/)[^\s'"`,;:()<>[\]{}]+/g, "<path>")
+    .replace(/\b[A-Za-z]:\\[^\s'"`,;()<>[\]{}]*/g, "<path>")
+    .replace(/\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b/gi, "<id>")
+    .replace(/\b0x[0-9a-f]{4,}\b/gi, "<address>")
+    .replace(/\s+/g, " ")
+    .trim()
 
 /**
  * The thing asked for does not exist *for this user*. Rows owned by another
@@ -122,13 +152,26 @@ export class LeaseLost extends Schema.TaggedError<LeaseLost>()("LeaseLost", {
  * The database failed in a way the caller cannot fix (connection lost,
  * constraint the API should have prevented, …).
  *
+ * `busy: true` means the database stayed locked by another process for the
+ * adapter's whole retry budget (SQLite: a backup or a `sqlite3` shell holding
+ * a write lock). Nothing was written; the same call may succeed shortly, so
+ * the HTTP server answers `503` with `Retry-After`.
+ *
  * @since 0.1.0
  * @category errors
  */
 export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
   message: Schema.String,
+  busy: Schema.optional(Schema.Boolean),
   cause: Schema.optional(Schema.Defect)
 }) {}
+
+/**
+ * True for a {@link StoreError} that reports a database busy (locked) for the
+ * whole retry budget.
+ * @since 0.1.0
+ */
+export const isStoreBusy = (u: unknown): u is StoreError => Predicate.isTagged(u, "StoreError") && (u as StoreError).busy === true
 
 /**
  * An upload was larger than the configured limit. Nothing was stored.
@@ -196,17 +239,26 @@ export const fromHttpStatus = (
   service: Service,
   status: number,
   message: string,
-  options: { readonly retryAfterMillis?: number | undefined; readonly cause?: unknown } = {}
-): TemporaryError | PermanentError =>
-  isTemporaryStatus(status)
+  options: {
+    readonly retryAfterMillis?: number | undefined
+    readonly detail?: string | undefined
+    readonly cause?: unknown
+  } = {}
+): TemporaryError | PermanentError => {
+  const extra = {
+    ...(options.detail !== undefined ? { detail: options.detail } : {}),
+    ...(options.cause !== undefined ? { cause: options.cause } : {})
+  }
+  return isTemporaryStatus(status)
     ? new TemporaryError({
       service,
       status,
       message,
       ...(options.retryAfterMillis !== undefined ? { retryAfterMillis: options.retryAfterMillis } : {}),
-      ...(options.cause !== undefined ? { cause: options.cause } : {})
+      ...extra
     })
-    : new PermanentError({ service, status, message, ...(options.cause !== undefined ? { cause: options.cause } : {}) })
+    : new PermanentError({ service, status, message, ...extra })
+}
 
 /**
  * Parses a `Retry-After` header (delta-seconds or an HTTP date) into

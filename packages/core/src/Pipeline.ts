@@ -11,19 +11,21 @@
  * - **failing**: a `TemporaryError` is retried in-process by the
  *   `RetryPolicy` schedule, then durably (`retrying` + `next_attempt_at`),
  *   then `failed`; a `PermanentError` fails at once; the reason is stored;
- * - **shutdown**: closing the scope stops claiming, gives in-flight stages
- *   `shutdownGrace` to finish, then interrupts them — interruption releases
- *   their leases, so the next process resumes them at once.
+ * - **shutdown**: closing the scope (or `PipelineStatus.shutdown`) stops
+ *   claiming, hands back at once the rows of stages sleeping in a retry
+ *   backoff, gives stages that are working `shutdownGrace` to finish, then
+ *   interrupts them — interruption releases their leases, so the next
+ *   process resumes them at once.
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
 import * as os from "node:os"
 import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
 import type { Job, Stage } from "./Domain.js"
-import { isTemporaryError, type StageError, type StoreError, TemporaryError } from "./Errors.js"
+import { isTemporaryError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore } from "./JournalStore.js"
 import { NotionPublisher } from "./NotionPublisher.js"
 import * as RetryPolicy from "./RetryPolicy.js"
@@ -90,11 +92,21 @@ const resolve = (options: PipelineOptions): PipelineConfig => {
   }
 }
 
-/** A readable one-line reason for the row's `last_error`. */
-const describe = (error: StageError): string =>
+/** The reason as the log shows it: the message plus the detail only the operator sees. */
+const describeForLog = (error: StageError): string =>
   `${error._tag === "TemporaryError" ? "temporary" : "permanent"} ${error.service} error${
     error.status !== undefined ? ` (HTTP ${error.status})` : ""
-  }: ${error.message}`
+  }: ${error.message}${error.detail !== undefined ? ` [detail: ${error.detail}]` : ""}`
+
+/**
+ * A readable one-line reason for the row's `last_error`, which users see:
+ * the message only (never the detail), and whatever an integration let
+ * through of paths, blob keys or addresses is redacted.
+ */
+const describe = (error: StageError): string =>
+  redactInternals(`${error._tag === "TemporaryError" ? "temporary" : "permanent"} ${error.service} error${
+    error.status !== undefined ? ` (HTTP ${error.status})` : ""
+  }: ${error.message}`)
 
 /**
  * Whether the workers are running (for readiness checks).
@@ -103,6 +115,12 @@ const describe = (error: StageError): string =>
  */
 export class PipelineStatus extends Context.Tag("@voice-journal/core/PipelineStatus")<PipelineStatus, {
   readonly running: Effect.Effect<boolean>
+  /**
+   * Begins the graceful stop now (what closing the layer does; idempotent),
+   * so a server can drain its HTTP connections and the stages within one
+   * grace period. Completes when every stage has ended or been released.
+   */
+  readonly shutdown: Effect.Effect<void>
 }>() {}
 
 /**
@@ -119,9 +137,9 @@ export const layer = (
     Effect.gen(function*() {
       const running = yield* Ref.make(false)
       yield* Effect.addFinalizer(() => Ref.set(running, false))
-      yield* run(options)
+      const { shutdown } = yield* run(options)
       yield* Ref.set(running, true)
-      return { running: Ref.get(running) }
+      return { running: Ref.get(running), shutdown: Effect.zipRight(Ref.set(running, false), shutdown) }
     })
   )
 
@@ -140,6 +158,8 @@ export const run = (options: PipelineOptions = {}) =>
     const signal = yield* WorkSignal
     const notion = yield* Effect.serviceOption(NotionPublisher)
     const leaseMillis = Duration.toMillis(config.lease)
+    /** Completed when shutdown begins: retry backoffs end then, their rows handed back. */
+    const released = yield* Deferred.make<void>()
 
     /** The work of one stage. Failures are StageErrors; lost leases and vanished rows end it quietly. */
     const perform = (job: Job): Effect.Effect<void, StageError | LeaseGone> => {
@@ -148,7 +168,9 @@ export const run = (options: PipelineOptions = {}) =>
           return Effect.gen(function*() {
             const entry = yield* store.getEntry(job.userId, job.entryId)
             const path = yield* blobs.localPath(entry.blobKey).pipe(
-              Effect.mapError((e) => new TemporaryError({ service: "blob-store", message: e.message, cause: e }))
+              Effect.mapError((e) =>
+                new TemporaryError({ service: "blob-store", message: "the recording's audio cannot be read from storage", detail: e.message, cause: e })
+              )
             )
             const probed = yield* probe.probe(path)
             const transcript = yield* transcriber.transcribe({ path, mimeType: entry.mimeType, entryId: entry.id })
@@ -200,8 +222,8 @@ export const run = (options: PipelineOptions = {}) =>
       Effect.gen(function*() {
         const policy = config.retry[job.stage]
         const attempt = perform(job).pipe(
-          Effect.tapError((e) => Effect.logDebug(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describe(e)}`)),
-          Effect.retry(RetryPolicy.schedule(policy))
+          Effect.tapError((e) => Effect.logDebug(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
+          (self) => RetryPolicy.retry(self, policy, Deferred.await(released))
         )
         // a database hiccup skips one beat; only a lost lease stops the stage
         const beat = store.heartbeat(job, leaseMillis).pipe(
@@ -220,16 +242,23 @@ export const run = (options: PipelineOptions = {}) =>
         if (Option.isSome(failure)) {
           const error = failure.value
           if (error._tag === "LeaseGone") return
+          if (error._tag === "RetryReleased") {
+            // shutdown during a backoff sleep: due again at once, this claim not counted
+            yield* Effect.logInfo(`${job.stage} ${job.id}: handed back during its retry backoff (shutdown)`)
+            return yield* store.releaseLease(job).pipe(
+              Effect.catchAll((e) => Effect.logWarning(`${job.stage} ${job.id}: releasing the lease failed; it expires instead`, e))
+            )
+          }
           if (isTemporaryError(error) && RetryPolicy.hasAttemptsLeft(policy, job.attempts)) {
             const delay = yield* RetryPolicy.durableDelay(policy, job.attempts, error.retryAfterMillis)
             const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
-            yield* Effect.logWarning(`${job.stage} ${job.id}: will retry in ${Duration.format(delay)}: ${describe(error)}`)
+            yield* Effect.logWarning(`${job.stage} ${job.id}: will retry in ${Duration.format(delay)}: ${describeForLog(error)}`)
             yield* store.failTemporarily(job, {
               error: describe(error),
               nextAttemptAt: new Date(now + Duration.toMillis(delay))
             }).pipe(Effect.ignore)
           } else {
-            yield* Effect.logWarning(`${job.stage} ${job.id}: failed after ${job.attempts} attempt(s): ${describe(error)}`)
+            yield* Effect.logWarning(`${job.stage} ${job.id}: failed after ${job.attempts} attempt(s): ${describeForLog(error)}`)
             yield* store.failPermanently(job, { error: describe(error) }).pipe(Effect.ignore)
           }
           return
@@ -241,8 +270,8 @@ export const run = (options: PipelineOptions = {}) =>
         const delay = yield* RetryPolicy.durableDelay(policy, job.attempts)
         const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
         yield* (RetryPolicy.hasAttemptsLeft(policy, job.attempts)
-          ? store.failTemporarily(job, { error: `internal error: ${message}`, nextAttemptAt: new Date(now + Duration.toMillis(delay)) })
-          : store.failPermanently(job, { error: `internal error: ${message}` })).pipe(Effect.ignore)
+          ? store.failTemporarily(job, { error: redactInternals(`internal error: ${message}`), nextAttemptAt: new Date(now + Duration.toMillis(delay)) })
+          : store.failPermanently(job, { error: redactInternals(`internal error: ${message}`) })).pipe(Effect.ignore)
       }).pipe(
         // interrupted (shutdown past the grace period): hand the row back at once
         Effect.onInterrupt(() => store.releaseLease(job).pipe(Effect.ignore)),
@@ -287,13 +316,17 @@ export const run = (options: PipelineOptions = {}) =>
     }
     yield* Effect.logInfo(`pipeline started (worker ${config.workerId})`)
 
-    // Registered last, so it runs first on shutdown: stop claiming, let
-    // in-flight stages finish within the grace period; the FiberSets then
-    // interrupt whatever is left (releasing leases).
-    yield* Effect.addFinalizer(() =>
+    // Stop claiming, hand back the stages sleeping in a backoff, let the
+    // working ones finish within the grace period, then interrupt whatever
+    // is left (releasing leases). Cached: a server may begin it before the
+    // scope closes; the finalizer then finds it done.
+    const shutdown = yield* Effect.cached(
       Effect.gen(function*() {
         yield* Ref.set(stopping, true)
+        yield* Deferred.succeed(released, undefined)
         yield* FiberSet.clear(loops) // no more claims; running jobs live on in `running`
+        // interruptible inside the timeout: finalizers run uninterruptibly, and
+        // an uninterruptible wait would never be cut off (notes/effect3.md)
         yield* FiberSet.awaitEmpty(running).pipe(
           Effect.interruptible,
           Effect.timeout(config.shutdownGrace),
@@ -303,6 +336,9 @@ export const run = (options: PipelineOptions = {}) =>
         yield* Effect.logInfo("pipeline stopped")
       })
     )
+    // registered last, so it runs first when the scope closes
+    yield* Effect.addFinalizer(() => shutdown)
+    return { shutdown }
   })
 
 /** The stage's row is gone or no longer ours (deleted entry, lost lease). */

@@ -23,6 +23,9 @@
  * | ffmpeg cannot decode the input                        | permanent |
  * | command prints nothing (no speech recognised)         | permanent |
  *
+ * Messages say what happened and what to do; a program's stderr, a server's
+ * raw answer and paths go in the error's `detail`, which is only logged.
+ *
  * @since 0.1.0
  */
 import { HttpClient, HttpClientRequest } from "@effect/platform"
@@ -33,7 +36,8 @@ import { Context, Duration, Effect, Layer, Redacted, Schema } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, TemporaryError } from "./Errors.js"
+import { undecodable } from "./AudioProbe.js"
+import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, redactInternals, TemporaryError } from "./Errors.js"
 import * as Command from "./internal/command.js"
 
 /**
@@ -131,7 +135,8 @@ export const makeOpenAi = (config: OpenAiTranscriberConfig) =>
         // a file-backed Blob: the body streams from disk
         const file = yield* Effect.tryPromise({
           try: () => fs.openAsBlob(audio.path, { type: audio.mimeType }),
-          catch: (cause) => new PermanentError({ service: "transcriber", message: `cannot read the recording: ${String(cause)}`, cause })
+          catch: (cause) =>
+            new PermanentError({ service: "transcriber", message: "the recording could not be read from storage", detail: String(cause), cause })
         })
         // undici's own FormData: the fetch below is undici's, not Node's bundled one
         const form = new UndiciFormData()
@@ -153,12 +158,18 @@ export const makeOpenAi = (config: OpenAiTranscriberConfig) =>
                 Effect.orElseSucceed(() => ""),
                 Effect.flatMap((body) => {
                   const status = e.response.status
-                  const detail = errorMessage(body)
+                  // the server's own words help (e.g. "Incorrect API key"), but may echo its paths
+                  const said = redactInternals(errorMessage(body)).slice(0, 200)
                   const message = status === 404
-                    ? `model '${config.model}' is not available on ${url.origin}: install or load it on the server (${detail})`
-                    : `transcription server answered ${status}: ${detail}`
+                    ? `model '${config.model}' is not available on the transcription server: install or load it there (${said})`
+                    : status === 401 || status === 403
+                    ? `the transcription server refused the API key (${said}): check the configured key`
+                    : status === 400 || status === 413 || status === 415 || status === 422
+                    ? `the transcription server could not use the recording (${said}): upload it again or convert it to another format`
+                    : `the transcription server answered ${status}: ${said}`
                   return Effect.fail(fromHttpStatus("transcriber", status, message, {
-                    retryAfterMillis: parseRetryAfter(e.response.headers["retry-after"])
+                    retryAfterMillis: parseRetryAfter(e.response.headers["retry-after"]),
+                    detail: `${url.href} answered ${status}: ${body.slice(0, 2000)}`
                   }))
                 })
               )
@@ -168,7 +179,12 @@ export const makeOpenAi = (config: OpenAiTranscriberConfig) =>
         const parsed = yield* Effect.try(() => JSON.parse(body) as unknown).pipe(
           Effect.flatMap(Schema.decodeUnknown(VerboseTranscription)),
           Effect.mapError((cause) =>
-            new PermanentError({ service: "transcriber", message: `the server's answer is not a transcription: ${body.slice(0, 200)}`, cause })
+            new PermanentError({
+              service: "transcriber",
+              message: "the transcription server's answer is not a transcription: is it an OpenAI-compatible server?",
+              detail: `${url.href} answered: ${body.slice(0, 2000)}`,
+              cause
+            })
           )
         )
         return {
@@ -255,7 +271,12 @@ export const makeCommand = (config: CommandTranscriberConfig) =>
     const engine = config.engine ?? path.basename(config.command[0]!)
     const timeout = Duration.decode(config.timeout ?? "10 minutes")
     const notRunnable = (program: string) => (cause: unknown) =>
-      new PermanentError({ service: "transcriber", message: `cannot run ${program}: is it installed and on PATH?`, cause })
+      new PermanentError({
+        service: "transcriber",
+        message: `the server cannot run ${path.basename(program)}: is it installed and on PATH?`,
+        detail: `${program}: ${String(cause)}`,
+        cause
+      })
 
     /** A temp 16 kHz WAV of the input, removed when the scope closes. */
     const wav16k = (input: string) =>
@@ -269,7 +290,8 @@ export const makeCommand = (config: CommandTranscriberConfig) =>
               Effect.mapError(notRunnable("ffmpeg")),
               Effect.filterOrFail(
                 (r) => r.exitCode === 0,
-                (r) => new PermanentError({ service: "transcriber", message: `undecodable audio: ${Command.tail(r.stderr)}` })
+                // ffmpeg's stderr names paths and memory addresses: log it, don't show it
+                (r) => undecodable(`ffmpeg exited with ${r.exitCode}: ${Command.tail(r.stderr)}`)
               )
             )
         )
@@ -284,7 +306,8 @@ export const makeCommand = (config: CommandTranscriberConfig) =>
           if (result.exitCode !== 0) {
             return yield* new PermanentError({
               service: "transcriber",
-              message: `${engine} exited with ${result.exitCode}: ${Command.tail(result.stderr)}`
+              message: `${engine} failed (exit code ${result.exitCode}): the transcription engine could not process the recording; the server log has the details`,
+              detail: `${argv.join(" ")}: ${Command.tail(result.stderr)}`
             })
           }
           const text = result.stdout.replace(/\s+/g, " ").trim()
