@@ -103,7 +103,22 @@ const channel = "voice_journal_work"
 const stages: ReadonlyArray<string> = ["transcription", "cleanup", "notion"]
 
 /**
- * Wake-ups across nodes: `notify` also sends `NOTIFY voice_journal_work`,
+ * Sends one "work queued" hint to every node. `pg_notify($1, $2)` because
+ * `NOTIFY channel, $1` (what `PgClient.notify` sends) is a syntax error in
+ * PostgreSQL, and a failed `pool.query` also destroys its connection. It
+ * goes through the client's normal query path, where a failure returns the
+ * connection to the pool. A failure is logged at warning and never fails
+ * the caller: the row is already committed and polling will find it.
+ * @since 0.1.0
+ */
+export const sendWorkHint = (sql: SqlClient.SqlClient, payload: string): Effect.Effect<void> =>
+  sql`SELECT pg_notify(${channel}, ${payload})`.pipe(
+    Effect.asVoid,
+    Effect.catchAll((e) => Effect.logWarning("NOTIFY voice_journal_work failed; other nodes will find the work by polling", e))
+  )
+
+/**
+ * Wake-ups across nodes: `notify` also sends a hint on `voice_journal_work`,
  * and every node LISTENs and wakes its own idle workers. A hint only —
  * polling stays the source of truth, so a dropped notification (or a
  * listener reconnecting) costs latency, never work.
@@ -122,13 +137,6 @@ export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )
-    return {
-      next: local.next,
-      notify: (stage) =>
-        Effect.zipRight(
-          local.notify(stage),
-          sql.notify(channel, stage).pipe(Effect.catchAll((e) => Effect.logDebug("NOTIFY failed", e)))
-        )
-    }
+    return { next: local.next, notify: (stage) => Effect.zipRight(local.notify(stage), sendWorkHint(sql, stage)) }
   })
 )
