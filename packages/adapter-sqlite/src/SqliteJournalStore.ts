@@ -1,19 +1,31 @@
 /**
  * `JournalStore` on SQLite (`@effect/sql-sqlite-node`, better-sqlite3): the
- * embedded default. WAL journal, `synchronous = NORMAL` (durable across
- * process crashes; the last transactions may roll back on power loss), a
- * busy timeout so several processes can share one file, foreign keys on.
+ * embedded default, for ONE server process (several nodes: use PostgreSQL).
+ * WAL journal (readers never wait for a writer), `synchronous = NORMAL`
+ * (durable across process crashes; the last transactions may roll back on
+ * power loss), foreign keys on.
  *
  * SQLite serialises writers, so one `UPDATE … WHERE id = (SELECT … LIMIT 1)
  * RETURNING` claims a row atomically without `SKIP LOCKED`.
  *
+ * **Another process holding the lock** (a backup, a `sqlite3` shell in
+ * `BEGIN EXCLUSIVE`). better-sqlite3 is synchronous: while SQLite's busy
+ * handler waits, the whole event loop waits with it. So the busy timeout is
+ * tiny ({@link SqliteJournalStoreConfig.busyTimeout}) and a store call that
+ * meets `SQLITE_BUSY`/`SQLITE_LOCKED` is retried with an Effect `Schedule`
+ * that sleeps between attempts (the loop keeps serving) until
+ * {@link SqliteJournalStoreConfig.busyWait} has passed; then it fails with a
+ * `StoreError` marked `busy`. Every store call runs as one transaction, so a
+ * retry repeats all of it, never half of one.
+ *
  * @since 0.1.0
  */
 import { NodeContext } from "@effect/platform-node"
-import type { SqlClient } from "@effect/sql"
+import { SqlClient } from "@effect/sql"
+import type { SqlError } from "@effect/sql"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
 import { Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
-import { Duration, Effect, Layer } from "effect"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
 
 /**
  * @since 0.1.0
@@ -22,8 +34,18 @@ import { Duration, Effect, Layer } from "effect"
 export interface SqliteJournalStoreConfig {
   /** A file path, or `:memory:` (one connection, gone when the layer closes). */
   readonly filename: string
-  /** How long a writer waits for another process's lock. Default 10 seconds. */
+  /**
+   * How long ONE statement waits, synchronously, for another process's lock
+   * before SQLite reports it busy. It blocks the event loop, so keep it to
+   * tens of milliseconds. Default 20 ms.
+   */
   readonly busyTimeout?: Duration.DurationInput | undefined
+  /**
+   * How long a store call keeps retrying (asynchronously) while the database
+   * is locked by another process, before it fails with a busy `StoreError`.
+   * Also how long start-up migrations wait for a lock. Default 5 seconds.
+   */
+  readonly busyWait?: Duration.DurationInput | undefined
 }
 
 /**
@@ -45,6 +67,21 @@ export const dialect: SqlJournalStore.Dialect = {
 const toStoreError = (e: { readonly message: string }) =>
   new Errors.StoreError({ message: `SQLite: ${e.message}`, cause: e })
 
+const millis = (d: Duration.DurationInput) => Math.round(Duration.toMillis(Duration.decode(d)))
+
+/**
+ * True if `u` (or one of its causes) is SQLite's "database is busy/locked":
+ * another connection holds a lock we need (`SQLITE_BUSY`, `SQLITE_BUSY_SNAPSHOT`,
+ * `SQLITE_LOCKED`, …).
+ * @since 0.1.0
+ */
+export const isBusy = (u: unknown, depth = 0): boolean => {
+  if (depth > 6 || typeof u !== "object" || u === null) return false
+  const code = (u as { code?: unknown }).code
+  if (typeof code === "string" && (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED"))) return true
+  return isBusy((u as { cause?: unknown }).cause, depth + 1)
+}
+
 /**
  * The SQLite client with voice-journal's connection settings, schema
  * migrated. Also provides `SqlClient` for callers that need raw SQL.
@@ -54,22 +91,82 @@ const toStoreError = (e: { readonly message: string }) =>
 export const layerClient = (
   config: SqliteJournalStoreConfig
 ): Layer.Layer<SqliteClient.SqliteClient | SqlClient.SqlClient, Errors.StoreError> => {
-  const busyMillis = Duration.toMillis(Duration.decode(config.busyTimeout ?? "10 seconds"))
   const client = SqliteClient.layer({ filename: config.filename })
-  const pragmas = Layer.effectDiscard(
+  const setup = Layer.effectDiscard(
     Effect.gen(function*() {
       const sql = yield* SqliteClient.SqliteClient
-      yield* sql.unsafe(`PRAGMA busy_timeout = ${Math.round(busyMillis)}`)
       yield* sql.unsafe("PRAGMA foreign_keys = ON")
       yield* sql.unsafe("PRAGMA synchronous = NORMAL")
+      // nothing is served yet, so migrations may wait for a lock synchronously
+      yield* sql.unsafe(`PRAGMA busy_timeout = ${millis(config.busyWait ?? "5 seconds")}`)
+      yield* SqliteMigrator.run({ loader: Migrations.loader, table: Migrations.table }).pipe(Effect.provide(NodeContext.layer))
+      yield* sql.unsafe(`PRAGMA busy_timeout = ${millis(config.busyTimeout ?? "20 millis")}`)
     })
   )
-  const migrations = SqliteMigrator.layer({ loader: Migrations.loader, table: Migrations.table }).pipe(
-    Layer.provide(NodeContext.layer)
+  return Layer.provideMerge(setup, client).pipe(Layer.mapError(toStoreError))
+}
+
+/**
+ * The busy retries: short waits growing from 10 ms to at most 200 ms
+ * (jittered), for `budget` in total.
+ */
+const busySchedule = (budget: Duration.DurationInput) =>
+  Schedule.exponential("10 millis", 2).pipe(
+    Schedule.union(Schedule.spaced("200 millis")),
+    Schedule.jittered,
+    Schedule.upTo(budget)
   )
-  return Layer.provideMerge(migrations.pipe(Layer.provideMerge(pragmas)), client).pipe(
-    Layer.mapError(toStoreError)
-  )
+
+const busyMessage = "the database is busy (locked by another process)"
+
+/**
+ * Wraps every method of `store`: each call runs as one transaction, retried
+ * while SQLite reports it busy, then failed with a busy `StoreError`.
+ *
+ * - `ping` is not retried: readiness must answer at once. It takes the write
+ *   lock for an instant (`BEGIN IMMEDIATE` … `ROLLBACK`), since a plain
+ *   `SELECT 1` succeeds while another process holds the lock.
+ * - `claimNext` is not retried: the worker's next poll is its retry.
+ * - inside a caller's own transaction nothing is retried (that would repeat
+ *   half of it); the busy failure goes up to whoever owns the transaction.
+ */
+const withBusyRetry = (
+  store: JournalStore.JournalStoreService,
+  sql: SqlClient.SqlClient,
+  budget: Duration.DurationInput
+): JournalStore.JournalStoreService => {
+  const schedule = busySchedule(budget)
+  const markBusy = <E>(e: E): E | Errors.StoreError =>
+    isBusy(e) ? new Errors.StoreError({ message: busyMessage, busy: true, cause: e }) : e
+  const once = <A, E, R>(self: Effect.Effect<A, E, R>) =>
+    sql.withTransaction(self).pipe(
+      Effect.catchIf((e): e is SqlError.SqlError => (e as { _tag?: unknown })._tag === "SqlError", (e) => Effect.fail(toStoreError(e)))
+    ) as Effect.Effect<A, E | Errors.StoreError, R>
+  const wrap = <A, E, R>(self: Effect.Effect<A, E, R>, retry: boolean) =>
+    Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (outer) =>
+      (retry && Option.isNone(outer) ? Effect.retry(once(self), { schedule, while: isBusy }) : once(self)).pipe(
+        Effect.mapError(markBusy)
+      ))
+
+  const wrapped: Record<string, unknown> = {}
+  for (const [name, member] of Object.entries(store)) {
+    wrapped[name] = Effect.isEffect(member)
+      ? wrap(member, name !== "ping")
+      : typeof member === "function"
+      ? (...args: Array<unknown>) => wrap((member as (...a: Array<unknown>) => Effect.Effect<unknown, unknown>)(...args), name !== "claimNext")
+      : member
+  }
+  const ping = Effect.scoped(
+    Effect.gen(function*() {
+      const conn = yield* sql.reserve
+      yield* Effect.acquireRelease(
+        conn.executeUnprepared("BEGIN IMMEDIATE", [], undefined),
+        // a ROLLBACK of an empty transaction cannot fail unless the connection is broken: that is a defect
+        () => Effect.orDie(conn.executeUnprepared("ROLLBACK", [], undefined))
+      )
+    })
+  ).pipe(Effect.mapError((e) => (isBusy(e) ? new Errors.StoreError({ message: busyMessage, busy: true, cause: e }) : toStoreError(e))))
+  return { ...(wrapped as unknown as JournalStore.JournalStoreService), ping }
 }
 
 /**
@@ -80,6 +177,11 @@ export const layerClient = (
 export const layer = (
   config: SqliteJournalStoreConfig
 ): Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient, Errors.StoreError> =>
-  Layer.effect(JournalStore.JournalStore, SqlJournalStore.make(dialect)).pipe(
-    Layer.provideMerge(layerClient(config))
-  ) as Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient, Errors.StoreError>
+  Layer.effect(
+    JournalStore.JournalStore,
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const store = yield* SqlJournalStore.make(dialect)
+      return withBusyRetry(store, sql, config.busyWait ?? "5 seconds")
+    })
+  ).pipe(Layer.provideMerge(layerClient(config))) as Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient, Errors.StoreError>
