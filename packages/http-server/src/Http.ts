@@ -8,10 +8,10 @@
  * @since 0.1.0
  */
 import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
-import { Domain, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
+import { Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
 import { Effect, Layer, Option, Redacted, Schema } from "effect"
 import { Authentication, CurrentUser, EntryView, VoiceJournalApi } from "./Api.js"
-import { orApiError, toApiError } from "./ApiErrors.js"
+import { databaseBusy, orApiError, toApiError } from "./ApiErrors.js"
 import * as Upload from "./Upload.js"
 
 const PageParams = Schema.Struct({
@@ -111,8 +111,11 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
       return handlers
         .handle("alive", () => Effect.succeed({ status: "ok" } as const))
         .handle("ready", () =>
+          // SQLite's ping fails at once (busy) while another process holds the lock: 503 + Retry-After, quickly
           store.ping.pipe(
-            Effect.mapError(() => ({ error: "unavailable", message: "the database is not reachable" } as const)),
+            Effect.catchAll((e) =>
+              Errors.isStoreBusy(e) ? databaseBusy : Effect.fail({ error: "unavailable", message: "the database is not reachable" } as const)
+            ),
             Effect.zipRight(pipeline.running),
             Effect.filterOrFail((running) => running, () => ({ error: "unavailable", message: "the pipeline workers are not running" } as const)),
             Effect.as({ status: "ready" } as const)
