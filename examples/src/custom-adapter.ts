@@ -7,6 +7,11 @@
  * suite against it (see `custom-adapter.test.ts`):
  *
  *   pnpm --filter @voice-journal/examples test
+ *
+ * The shared SQL covers the whole port, including `existingBlobKeys` (the
+ * audio sweep's "which of these blobs does an entry point to", an indexed
+ * `blob_key IN (…)` in batches). A store written from scratch must answer it
+ * too: a key it wrongly leaves out is audio the sweep deletes.
  */
 import { NodeContext } from "@effect/platform-node"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"

@@ -7,7 +7,7 @@
  */
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
-import { Context, Effect, Layer, Ref, Sink, Stream } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, Ref, Sink, Stream } from "effect"
 import * as path from "node:path"
 import { BlobStoreError } from "./Errors.js"
 
@@ -16,6 +16,17 @@ import { BlobStoreError } from "./Errors.js"
  * @since 0.1.0
  */
 export type BlobKey = string
+
+/**
+ * A stored blob as {@link BlobStoreService.list} reports it.
+ * @since 0.1.0
+ * @category models
+ */
+export interface BlobInfo {
+  readonly key: BlobKey
+  /** When its content was last written: a blob is complete once it is listed, so this is when it was stored. */
+  readonly modifiedAt: Date
+}
 
 /**
  * @since 0.1.0
@@ -37,6 +48,11 @@ export interface BlobStoreService {
   /** Removes the blob; removing a missing blob is not an error. */
   readonly remove: (key: BlobKey) => Effect.Effect<void, BlobStoreError>
   readonly exists: (key: BlobKey) => Effect.Effect<boolean, BlobStoreError>
+  /**
+   * Every complete blob with its age (never an in-progress write), for the
+   * orphan sweep (`BlobSweeper`). A blob removed while listing is skipped.
+   */
+  readonly list: Stream.Stream<BlobInfo, BlobStoreError>
 }
 
 /**
@@ -53,25 +69,57 @@ const keyPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
  */
 export const makeKey = (): BlobKey => globalThis.crypto.randomUUID()
 
-/** Prefix of in-progress files; anything with it is garbage after a crash. */
+/** Prefix of in-progress files; one untouched for long is garbage from a crash. */
 const tempPrefix = ".partial-"
 
 /**
- * Blobs as files in one directory (created if missing). Leftover temp files
- * from a crashed process are removed at start-up.
+ * How long a `.partial-*` file must go unwritten before start-up removes it
+ * (default 1 hour). Several nodes may share the directory, so a partial may
+ * be another node's upload in progress: its file is written chunk by chunk,
+ * so its mtime stays fresh while the upload lives. The bundled server cuts
+ * every request off after at most its `requestTimeout` (5–7 min by default),
+ * so an hour is far beyond any live upload and absorbs clock skew between
+ * nodes on a shared file system.
+ * @since 0.1.0
+ */
+export const defaultStaleAfter: Duration.DurationInput = "1 hour"
+
+/**
+ * Blobs as files in one directory (created if missing). Temp files no one
+ * has written for `staleAfter` (a crashed upload's) are removed at start-up;
+ * fresher ones may be another node's live upload and stay.
  * @since 0.1.0
  * @category constructors
  */
-export const makeFileSystem = (options: { readonly directory: string }) =>
+export const makeFileSystem = (options: { readonly directory: string; readonly staleAfter?: Duration.DurationInput | undefined }) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const directory = path.resolve(options.directory)
     const fail = (operation: string, key: string) => (cause: unknown) =>
       new BlobStoreError({ operation, key, message: `blob ${operation} failed for ${key}`, cause })
     yield* fs.makeDirectory(directory, { recursive: true }).pipe(Effect.mapError(fail("init", directory)))
+    /** When `name` was last written; None if it is gone (another node removed it meanwhile). */
+    const modifiedAt = (name: string): Effect.Effect<Option.Option<Date>, BlobStoreError> =>
+      fs.stat(path.join(directory, name)).pipe(
+        Effect.map((info) => Option.some(Option.getOrElse(info.mtime, () => new Date(0)))),
+        Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "NotFound", () => Effect.succeed(Option.none<Date>())),
+        Effect.mapError(fail("list", name))
+      )
+
+    const staleBefore = (yield* Clock.currentTimeMillis) - Duration.toMillis(options.staleAfter ?? defaultStaleAfter)
     const leftovers = yield* fs.readDirectory(directory).pipe(Effect.mapError(fail("init", directory)))
     yield* Effect.forEach(leftovers.filter((name) => name.startsWith(tempPrefix)), (name) =>
-      fs.remove(path.join(directory, name), { force: true }).pipe(Effect.ignore))
+      modifiedAt(name).pipe(
+        Effect.flatMap(Option.match({
+          onNone: () => Effect.void,
+          onSome: (mtime) =>
+            mtime.getTime() < staleBefore
+              ? fs.remove(path.join(directory, name), { force: true }).pipe(Effect.mapError(fail("remove", name)))
+              : Effect.void
+        })),
+        // a leftover that cannot be removed costs disk space, not correctness: start anyway, but say so
+        Effect.catchAll((e) => Effect.logWarning("could not remove a stale partial upload", e))
+      ))
 
     const pathOf = (key: BlobKey) =>
       keyPattern.test(key)
@@ -103,7 +151,12 @@ export const makeFileSystem = (options: { readonly directory: string }) =>
             Effect.as(p)
           )),
       remove: (key) => Effect.flatMap(pathOf(key), (p) => fs.remove(p, { force: true }).pipe(Effect.mapError(fail("remove", key)))),
-      exists: (key) => Effect.flatMap(pathOf(key), (p) => fs.exists(p).pipe(Effect.mapError(fail("read", key))))
+      exists: (key) => Effect.flatMap(pathOf(key), (p) => fs.exists(p).pipe(Effect.mapError(fail("read", key)))),
+      list: Stream.fromIterableEffect(fs.readDirectory(directory).pipe(Effect.mapError(fail("list", directory)))).pipe(
+        Stream.filter((name) => keyPattern.test(name)),
+        Stream.mapEffect((key) => Effect.map(modifiedAt(key), Option.map((modifiedAt): BlobInfo => ({ key, modifiedAt }))), { concurrency: 8 }),
+        Stream.filterMap((info) => info)
+      )
     }
     return service
   })
@@ -113,5 +166,7 @@ export const makeFileSystem = (options: { readonly directory: string }) =>
  * @since 0.1.0
  * @category layers
  */
-export const layerFileSystem = (options: { readonly directory: string }): Layer.Layer<BlobStore, BlobStoreError> =>
+export const layerFileSystem = (
+  options: { readonly directory: string; readonly staleAfter?: Duration.DurationInput | undefined }
+): Layer.Layer<BlobStore, BlobStoreError> =>
   Layer.effect(BlobStore, makeFileSystem(options)).pipe(Layer.provide(NodeFileSystem.layer))

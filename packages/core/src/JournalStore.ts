@@ -220,6 +220,11 @@ export interface JournalStoreService {
   // --- operations -----------------------------------------------------------
   /** Cheap round trip to the database, for readiness checks. */
   readonly ping: Effect.Effect<void, StoreError>
+  /**
+   * Which of `keys` a voice entry (of any user) points to — what the audio
+   * sweep (`BlobSweeper`) must keep. Any number of keys; indexed lookups.
+   */
+  readonly existingBlobKeys: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, StoreError>
 }
 
 /**

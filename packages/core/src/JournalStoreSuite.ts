@@ -402,5 +402,23 @@ export const run = (name: string, harness: Harness): void => {
           expect(yield* store.ping).toBeUndefined()
         })
       ))
+
+    it.scoped("existingBlobKeys: the keys some entry points to (any user, any number of keys); a deleted entry's key is not", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          const kept = (yield* newEntry(store, alice.id, 1)).entry
+          const other = (yield* newEntry(store, bob.id, 2)).entry
+          const deleted = (yield* newEntry(store, alice.id, 3)).entry
+          yield* store.deleteEntry(alice.id, deleted.id)
+          // more keys than any one statement should bind (SQLite's old limit is 999)
+          const unknown = Array.from({ length: 1500 }, (_, i) => `no-such-blob-${i}`)
+          const asked = [...unknown.slice(0, 700), kept.blobKey, deleted.blobKey, ...unknown.slice(700), other.blobKey]
+          const found = yield* store.existingBlobKeys(asked)
+          expect([...found].sort()).toEqual([kept.blobKey, other.blobKey].sort())
+          expect((yield* store.existingBlobKeys([])).size).toBe(0)
+        })
+      ))
   })
 }

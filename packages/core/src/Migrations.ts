@@ -118,5 +118,7 @@ const run = (statements: ReadonlyArray<string>) =>
  * @since 0.1.0
  */
 export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord({
-  "0001_initial": run(initial)
+  "0001_initial": run(initial),
+  // the audio sweep asks "which of these blob keys have an entry" for every stored blob
+  "0002_voice_entries_blob_key": run([`CREATE INDEX voice_entries_blob_key_idx ON voice_entries (blob_key)`])
 })

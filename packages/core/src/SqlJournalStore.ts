@@ -17,7 +17,7 @@
 import type { SqlError } from "@effect/sql"
 import { SqlClient } from "@effect/sql"
 import type { Statement } from "@effect/sql"
-import { Clock, Effect, Option, Schema } from "effect"
+import { Array as Arr, Clock, Effect, Option, Schema } from "effect"
 import {
   ApiKey,
   CleanedEntry,
@@ -629,7 +629,14 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           )
         }),
 
-      ping: sql`SELECT 1 AS ok`.pipe(Effect.mapError(storeError), Effect.asVoid)
+      ping: sql`SELECT 1 AS ok`.pipe(Effect.mapError(storeError), Effect.asVoid),
+
+      existingBlobKeys: (keys) =>
+        // batches keep every statement well under the drivers' bound-parameter limits
+        Effect.forEach(Arr.chunksOf(keys, 500), (batch) =>
+          sql<{ blobKey: string }>`SELECT blob_key AS "blobKey" FROM voice_entries WHERE ${sql.in("blob_key", batch)}`.pipe(
+            Effect.mapError(storeError)
+          )).pipe(Effect.map((results) => new Set(results.flat().map((r) => r.blobKey))))
     }
     return store
   })

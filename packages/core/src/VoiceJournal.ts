@@ -201,9 +201,15 @@ export const make = (
             maxBytes: options.maxBytes ?? settings.maxUploadBytes,
             originalFilename: options.originalFilename
           })
-          // the audio is complete; if the row cannot be written, the audio must go
+          // Blob first, row second: a row never points at missing audio. If the
+          // row's write fails we cannot know it did not commit (a lost
+          // connection or an interruption during COMMIT), so removing the blob
+          // here could orphan a row; the BlobSweeper removes it later, and only
+          // if no row points to it.
           const { entry } = yield* store.createEntry({ userId, ...stored }).pipe(
-            Effect.onError(() => blobs.remove(stored.blobKey).pipe(Effect.ignore))
+            Effect.onError(() =>
+              Effect.logWarning(`entry row not written; its audio ${stored.blobKey} is left to the orphan sweep`)
+            )
           )
           yield* signal.notify("transcription")
           return yield* getEntry(userId, entry.id).pipe(

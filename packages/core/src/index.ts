@@ -7,6 +7,8 @@ export * as AudioProbe from "./AudioProbe.js"
 /** @since 0.1.0 */
 export * as BlobStore from "./BlobStore.js"
 /** @since 0.1.0 */
+export * as BlobSweeper from "./BlobSweeper.js"
+/** @since 0.1.0 */
 export * as Cleaner from "./Cleaner.js"
 /** @since 0.1.0 */
 export * as Domain from "./Domain.js"
