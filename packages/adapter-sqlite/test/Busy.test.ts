@@ -8,14 +8,14 @@
 import { SqlClient } from "@effect/sql"
 import { describe, expect, it } from "@effect/vitest"
 import { Errors, JournalStore } from "@voice-journal/core"
-import { Context, Effect, Fiber, Layer } from "effect"
+import { Context, type Duration, Effect, Fiber, Layer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { SqliteJournalStore } from "../src/index.js"
 
 /** A store on a fresh file, and an outside connection to the same file. */
-const setup = (busyWait: string) =>
+const setup = (busyWait: Duration.DurationInput) =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "vj-sqlite-busy-"))),

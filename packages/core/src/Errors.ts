@@ -296,8 +296,11 @@ export const fromTransportError = (service: Service, cause: unknown): TemporaryE
   })
 }
 
-/** Finds a Node/undici error code (`ECONNREFUSED`, …) on an error or its causes. */
-const networkErrorCode = (u: unknown, depth = 0): string | undefined => {
+/**
+ * Finds a Node/undici error code (`ECONNREFUSED`, …) on an error or its causes.
+ * @since 0.1.0
+ */
+export const networkErrorCode = (u: unknown, depth = 0): string | undefined => {
   if (depth > 5 || typeof u !== "object" || u === null) return undefined
   const code = (u as { code?: unknown }).code
   if (typeof code === "string") return code

@@ -7,9 +7,9 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Domain, JournalStore, VoiceJournal } from "@voice-journal/core"
+import { Domain, Errors, JournalStore, VoiceJournal } from "@voice-journal/core"
 import { BlobStore } from "@voice-journal/core"
-import { Config, Console, Duration, Effect, Layer, Option, Redacted } from "effect"
+import { Config, Console, Data, Duration, Effect, Layer, Option, Redacted, Schedule, ScheduleDecision } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { config as serverConfig, type ServerConfig } from "./Config.js"
@@ -73,19 +73,102 @@ const apiKey = Options.redacted("key").pipe(
   Options.withDescription("API key (or VJ_API_KEY)")
 )
 
-const request = (url: string, key: Redacted.Redacted<string>, pathname: string, init: RequestInit = {}) =>
+/** The server said "not now" (429 rate limited, 503 busy): wait for its `Retry-After`, then try again. */
+class ServerBusy extends Data.TaggedError("ServerBusy")<{
+  readonly status: number
+  readonly retryAfterMillis: number | undefined
+  readonly message: string
+}> {}
+/** No answer: the connection was refused or reset (e.g. the server is restarting). Retried a few times. */
+class ServerUnreachable extends Data.TaggedError("ServerUnreachable")<{ readonly code: string; readonly message: string }> {}
+/** Anything else (a 4xx, a 5xx other than 503, a local read error): final, never retried. */
+class RequestFailed extends Data.TaggedError("RequestFailed")<{ readonly message: string }> {}
+type CallError = ServerBusy | ServerUnreachable | RequestFailed
+
+/** Codes of a connection that never got an answer from a live server. */
+const unreachableCodes = new Set(["ECONNREFUSED", "ECONNRESET", "ECONNABORTED", "EPIPE", "UND_ERR_SOCKET", "UND_ERR_CLOSED"])
+
+/** How long to wait when a busy answer has no (usable) `Retry-After`, and the longest wait honoured. */
+const defaultBusyWait = Duration.seconds(5)
+const longestBusyWait = Duration.minutes(10)
+const seconds = (d: Duration.Duration) => `${Math.ceil(Duration.toMillis(d) / 1000)} s`
+
+/**
+ * Retries for one call, told apart by what went wrong: 429/503 wait for the
+ * server's `Retry-After` (up to 30 times); a refused or reset connection is
+ * retried after 1, 2, 4, 8, 16 s. Each wait is announced on stderr. Every
+ * other failure is final.
+ */
+const withRetries = <A>(label: string, attempt: Effect.Effect<A, CallError>): Effect.Effect<A, CallError> =>
+  attempt.pipe(
+    Effect.retry(
+      Schedule.exponential("1 second").pipe(
+        Schedule.intersect(Schedule.recurs(5)),
+        Schedule.intersect(Schedule.identity<CallError>()),
+        Schedule.whileInput((e: CallError) => e._tag === "ServerUnreachable"),
+        Schedule.onDecision(([[delay], e], decision) =>
+          ScheduleDecision.isContinue(decision) && e._tag === "ServerUnreachable"
+            ? Console.error(`server unreachable (${e.code}): retrying ${label} in ${seconds(delay)}`)
+            : Effect.void
+        )
+      )
+    ),
+    Effect.retry(
+      Schedule.identity<CallError>().pipe(
+        Schedule.whileInput((e: CallError) => e._tag === "ServerBusy"),
+        Schedule.addDelay(busyWait),
+        Schedule.intersect(Schedule.recurs(30)),
+        Schedule.onDecision(([e], decision) =>
+          ScheduleDecision.isContinue(decision) && e._tag === "ServerBusy"
+            ? Console.error(`server busy (${e.status}): waiting ${seconds(busyWait(e))} before retrying ${label}`)
+            : Effect.void
+        )
+      )
+    )
+  )
+
+const busyWait = (e: CallError): Duration.Duration =>
+  e._tag === "ServerBusy" && e.retryAfterMillis !== undefined
+    ? Duration.min(Duration.millis(e.retryAfterMillis), longestBusyWait)
+    : defaultBusyWait
+
+/**
+ * One HTTP call to the server, its JSON answer or a {@link CallError}.
+ * `init` is called for every attempt, so a streamed body is fresh each time.
+ */
+const callOnce = (url: string, key: Redacted.Redacted<string>, pathname: string, init: () => RequestInit) =>
   Effect.tryPromise({
-    try: async () => {
+    try: async (signal) => {
+      const options = init()
       const response = await fetch(new URL(pathname, url), {
-        ...init,
-        headers: { ...init.headers, authorization: `Bearer ${Redacted.value(key)}` }
+        ...options,
+        signal,
+        headers: { ...options.headers, authorization: `Bearer ${Redacted.value(key)}` }
       })
       const body = await response.json().catch(() => ({})) as Record<string, unknown>
-      if (!response.ok) throw new Error(`${response.status} ${String(body.error ?? "")}: ${String(body.message ?? "")}`)
-      return body
+      return { response, body }
     },
-    catch: (e) => (e instanceof Error ? e : new Error(String(e)))
-  })
+    catch: (e): CallError => {
+      const code = Errors.networkErrorCode(e)
+      return code !== undefined && unreachableCodes.has(code)
+        ? new ServerUnreachable({ code, message: `server unreachable (${code}) at ${url}` })
+        : new RequestFailed({ message: `request to ${url} failed: ${e instanceof Error ? e.message : String(e)}` })
+    }
+  }).pipe(
+    Effect.flatMap(({ body, response }): Effect.Effect<Record<string, unknown>, CallError> => {
+      if (response.ok) return Effect.succeed(body)
+      const message = `${response.status} ${String(body.error ?? "")}: ${String(body.message ?? "")}`
+      return response.status === 429 || response.status === 503
+        ? Effect.fail(
+          new ServerBusy({ status: response.status, retryAfterMillis: Errors.parseRetryAfter(response.headers.get("retry-after")), message })
+        )
+        : Effect.fail(new RequestFailed({ message }))
+    })
+  )
+
+/** A GET (or other idempotent call) with the retries of {@link withRetries}. */
+const request = (url: string, key: Redacted.Redacted<string>, pathname: string, label: string = pathname) =>
+  withRetries(label, callOnce(url, key, pathname, () => ({})))
 
 const stageLine = (entry: Record<string, unknown>) => {
   const state = (k: string) => (entry[k] as { status?: string } | null)?.status ?? "—"
@@ -97,35 +180,59 @@ const finished = (entry: Record<string, unknown>) => {
     (entry.transcription as { status?: string } | null)?.status === "failed"
 }
 
+/**
+ * The file's upload, retried as {@link withRetries} says: every attempt opens
+ * the file again (a stream read once cannot be sent twice) and shows its own
+ * progress on stderr.
+ */
+const uploadFile = (url: string, key: Redacted.Redacted<string>, file: string) => {
+  const name = path.basename(file)
+  const size = fs.statSync(file).size
+  let body: fs.ReadStream | undefined
+  let lineOpen = false
+  const endLine = Effect.sync(() => {
+    if (lineOpen) process.stderr.write("\n")
+    lineOpen = false
+  })
+  const init = (): RequestInit => {
+    let sent = 0
+    let shown = -1
+    body = fs.createReadStream(file)
+    body.on("data", (chunk) => {
+      sent += chunk.length
+      const pct = size === 0 ? 100 : Math.floor((sent / size) * 100)
+      if (pct !== shown && (pct % 10 === 0 || sent === size)) {
+        shown = pct
+        lineOpen = true
+        process.stderr.write(`\r${name}: ${pct}% of ${(size / 1048576).toFixed(1)} MiB`)
+      }
+    })
+    return {
+      method: "POST",
+      headers: { "content-type": "application/octet-stream", "content-length": String(size), "x-filename": name },
+      body: body as unknown as RequestInit["body"],
+      duplex: "half"
+    } as RequestInit
+  }
+  const attempt = callOnce(url, key, "/entries", init).pipe(
+    // whatever the answer, this attempt's file handle is done; its progress line too
+    Effect.ensuring(Effect.zipRight(Effect.sync(() => body?.destroy()), endLine))
+  )
+  return withRetries(name, attempt)
+}
+
 const files = Args.file({ name: "file", exists: "yes" }).pipe(Args.repeated)
 const follow = Options.boolean("no-follow").pipe(Options.map((b) => !b), Options.withDescription("do not wait for the pipeline"))
 const upload = Command.make("upload", { files, url: serverUrl, key: apiKey, follow }, ({ files, follow, key, url }) =>
   Effect.forEach(files, (file) =>
     Effect.gen(function*() {
-      const size = fs.statSync(file).size
-      let sent = 0
-      let shown = -1
-      const body = fs.createReadStream(file)
-      body.on("data", (chunk) => {
-        sent += chunk.length
-        const pct = Math.floor((sent / size) * 100)
-        if (pct !== shown && (pct % 10 === 0 || sent === size)) {
-          shown = pct
-          process.stderr.write(`\r${path.basename(file)}: ${pct}% of ${(size / 1048576).toFixed(1)} MiB`)
-        }
-      })
-      const entry = yield* request(url, key, "/entries", {
-        method: "POST",
-        headers: { "content-type": "application/octet-stream", "content-length": String(size), "x-filename": path.basename(file) },
-        body: body as unknown as RequestInit["body"],
-        duplex: "half"
-      } as RequestInit)
-      process.stderr.write("\n")
-      yield* Console.log(`${path.basename(file)} → entry ${String(entry.id)} (${String(entry.mimeType)})`)
+      const name = path.basename(file)
+      const entry = yield* uploadFile(url, key, file)
+      yield* Console.log(`${name} → entry ${String(entry.id)} (${String(entry.mimeType)})`)
       if (!follow) return
       let last = ""
       while (true) {
-        const current = yield* request(url, key, `/entries/${String(entry.id)}`)
+        const current = yield* request(url, key, `/entries/${String(entry.id)}`, name)
         const line = stageLine(current)
         if (line !== last) yield* Console.log(`  ${line}`)
         last = line
@@ -136,7 +243,11 @@ const upload = Command.make("upload", { files, url: serverUrl, key: apiKey, foll
         }
         yield* Effect.sleep(Duration.seconds(1))
       }
-    }), { discard: true })).pipe(Command.withDescription("Upload recordings to a running server and follow them through the pipeline."))
+    }), { discard: true })).pipe(
+    Command.withDescription(
+      "Upload recordings to a running server and follow them through the pipeline. Waits and retries when the server answers 429 or 503 (honouring Retry-After) or is restarting."
+    )
+  )
 
 const listEntries = Command.make("list", {
   url: serverUrl,

@@ -25,6 +25,10 @@
  * | `VJ_NOTION_BASE_URL`        | `https://api.notion.com`         | for proxies and tests |
  * | `NOTION_MAX_RETRIES`        | `5`                              | attempts before a sync is `failed` |
  * | `VJ_SHUTDOWN_GRACE_SECONDS` | `30`                             | in-flight stages may finish this long on SIGTERM |
+ * | `VJ_LEASE_SECONDS`          | `30`                             | a killed node's stage is taken over after at most this long |
+ * | `VJ_HEARTBEAT_SECONDS`      | lease / 3                        | how often a running stage renews its lease (< lease) |
+ * | `VJ_AUDIO_SWEEP_AGE_SECONDS` | `3600`                          | audio with no entry, and unfinished uploads, are removed once this old |
+ * | `VJ_AUDIO_SWEEP_INTERVAL_SECONDS` | `3600`                     | how often each node sweeps such audio (also at start-up) |
  * | `VJ_RATE_LIMIT_PER_MINUTE`  | `120`                            | requests per key per minute |
  * | `VJ_UPLOADS_PER_MINUTE`     | `10`                             | uploads per key per minute |
  * | `VJ_AUTH_FAILURES_PER_MINUTE` | `10`                           | failed authentications per client address |
@@ -64,11 +68,22 @@ export interface ServerConfig {
     readonly maxRetries: number
   }>
   readonly shutdownGraceSeconds: number
+  /** Stage leases (default {@link defaultLeaseSeconds}, heartbeat a third of it). */
+  readonly lease?: { readonly seconds: number; readonly heartbeatSeconds: number } | undefined
+  /** Orphaned audio and stale partial uploads (default: older than 1 h, swept hourly). */
+  readonly audioSweep?: { readonly minAgeSeconds: number; readonly intervalSeconds: number } | undefined
   readonly limits: { readonly perMinute: number; readonly uploadsPerMinute: number; readonly authFailuresPerMinute: number }
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
 export const defaultTranscribeCommand = "pocketsphinx_continuous -infile {input} -logfn /dev/null"
+
+/**
+ * How long a stage's lease lasts unless renewed: the longest a killed node's
+ * work waits before another node takes it over. See `bench/src/lease.ts`.
+ * @since 0.1.0
+ */
+export const defaultLeaseSeconds = 30
 
 const positive = (name: string, fallback: number) =>
   Config.integer(name).pipe(
@@ -104,6 +119,10 @@ export const config: Config.Config<ServerConfig> = Config.all({
     Config.withDefault(30),
     Config.validate({ message: "VJ_SHUTDOWN_GRACE_SECONDS must be ≥ 0", validation: (n) => n >= 0 })
   ),
+  leaseSeconds: positive("VJ_LEASE_SECONDS", defaultLeaseSeconds),
+  heartbeatSeconds: Config.option(Config.number("VJ_HEARTBEAT_SECONDS")),
+  audioSweepAgeSeconds: positive("VJ_AUDIO_SWEEP_AGE_SECONDS", 3600),
+  audioSweepIntervalSeconds: positive("VJ_AUDIO_SWEEP_INTERVAL_SECONDS", 3600),
   perMinute: positive("VJ_RATE_LIMIT_PER_MINUTE", 120),
   uploadsPerMinute: positive("VJ_UPLOADS_PER_MINUTE", 10),
   authFailuresPerMinute: positive("VJ_AUTH_FAILURES_PER_MINUTE", 10)
@@ -133,6 +152,14 @@ export const config: Config.Config<ServerConfig> = Config.all({
         maxRetries: c.notionMaxRetries
       })
     }
+    // a heartbeat at or past the lease lets the lease lapse under a live stage: another node would run it too
+    const heartbeatSeconds = Option.getOrElse(c.heartbeatSeconds, () => c.leaseSeconds / 3)
+    if (!(heartbeatSeconds > 0 && heartbeatSeconds < c.leaseSeconds)) {
+      return Either.left(ConfigError.InvalidData(
+        ["VJ_HEARTBEAT_SECONDS"],
+        `must be more than 0 and less than VJ_LEASE_SECONDS (${c.leaseSeconds})`
+      ))
+    }
     return Either.right({
       host: c.host,
       port: c.port,
@@ -146,6 +173,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
       ollama: { host: c.ollamaHost.toString().replace(/\/$/, ""), model: c.ollamaModel, numCtx: c.ollamaNumCtx },
       notion,
       shutdownGraceSeconds: c.shutdownGraceSeconds,
+      lease: { seconds: c.leaseSeconds, heartbeatSeconds },
+      audioSweep: { minAgeSeconds: c.audioSweepAgeSeconds, intervalSeconds: c.audioSweepIntervalSeconds },
       limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute }
     })
   })

@@ -12,12 +12,22 @@ import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effe
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore } from "@voice-journal/adapter-postgres"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
-import { AudioProbe, BlobStore, Cleaner, NotionPublisher, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
+import {
+  AudioProbe,
+  BlobStore,
+  BlobSweeper,
+  Cleaner,
+  NotionPublisher,
+  Pipeline,
+  Transcriber,
+  VoiceJournal,
+  WorkSignal
+} from "@voice-journal/core"
 import { Duration, Layer, Option } from "effect"
 import * as fs from "node:fs"
 import { createServer } from "node:http"
 import { VoiceJournalApi } from "./Api.js"
-import type { ServerConfig } from "./Config.js"
+import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
 import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
 
@@ -64,18 +74,27 @@ export const layerEngines = (config: ServerConfig) => {
 }
 
 /**
- * Everything but the HTTP listener: storage, audio, engines, the front door
- * and the workers.
+ * Everything but the HTTP listener: storage, audio, engines, the front door,
+ * the workers and the audio sweep (orphaned blobs, stale partial uploads).
  * @since 0.1.0
  */
 export const layerApp = (config: ServerConfig) => {
-  const services = Layer.mergeAll(layerStorage(config), BlobStore.layerFileSystem({ directory: config.audioDir }), layerEngines(config))
+  const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
+  const services = Layer.mergeAll(
+    layerStorage(config),
+    BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }),
+    layerEngines(config)
+  )
   const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
+  const leaseSeconds = config.lease?.seconds ?? defaultLeaseSeconds
   const pipeline = Pipeline.layer({
+    lease: Duration.seconds(leaseSeconds),
+    heartbeat: Duration.seconds(config.lease?.heartbeatSeconds ?? leaseSeconds / 3),
     shutdownGrace: Duration.seconds(config.shutdownGraceSeconds),
     ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
   })
-  return Layer.merge(journal, pipeline).pipe(Layer.provideMerge(services))
+  const sweeper = BlobSweeper.layer({ minAge: sweepAge, interval: Duration.seconds(config.audioSweep?.intervalSeconds ?? 3600) })
+  return Layer.mergeAll(journal, pipeline, sweeper).pipe(Layer.provideMerge(services))
 }
 
 /**
