@@ -29,6 +29,17 @@ export interface BlobInfo {
 }
 
 /**
+ * A slice of a blob: `length` bytes starting at byte `offset` (an HTTP
+ * `Range` once resolved against the size; see `VoiceJournal.readAudio`).
+ * @since 0.1.0
+ * @category models
+ */
+export interface ByteRange {
+  readonly offset: number
+  readonly length: number
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -41,8 +52,10 @@ export interface BlobStoreService {
     key: BlobKey,
     body: Stream.Stream<Uint8Array, E, R>
   ) => Effect.Effect<{ readonly sizeBytes: number }, E | BlobStoreError, R>
-  /** The blob's bytes, streamed. */
-  readonly read: (key: BlobKey) => Stream.Stream<Uint8Array, BlobStoreError>
+  /** The blob's bytes (or only `range` of them), streamed. */
+  readonly read: (key: BlobKey, range?: ByteRange | undefined) => Stream.Stream<Uint8Array, BlobStoreError>
+  /** The blob's size, or None if there is no such blob (check before answering with its bytes). */
+  readonly stat: (key: BlobKey) => Effect.Effect<Option.Option<{ readonly sizeBytes: number }>, BlobStoreError>
   /** A local file holding the blob, for engines that read files. */
   readonly localPath: (key: BlobKey) => Effect.Effect<string, BlobStoreError>
   /** Removes the blob; removing a missing blob is not an error. */
@@ -141,8 +154,19 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
           )
           return { sizeBytes: yield* Ref.get(size) }
         }),
-      read: (key) =>
-        Stream.unwrap(Effect.map(pathOf(key), (p) => fs.stream(p).pipe(Stream.mapError(fail("read", key))))),
+      read: (key, range) =>
+        Stream.unwrap(Effect.map(pathOf(key), (p) =>
+          fs.stream(p, range === undefined ? {} : { offset: range.offset, bytesToRead: range.length }).pipe(
+            Stream.mapError(fail("read", key))
+          ))),
+      stat: (key) =>
+        Effect.flatMap(pathOf(key), (p) =>
+          fs.stat(p).pipe(
+            Effect.map((info) => Option.some({ sizeBytes: Number(info.size) })),
+            // a missing blob is an answer (the caller decides what it means), not a failure
+            Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "NotFound", () => Effect.succeedNone),
+            Effect.mapError(fail("stat", key))
+          )),
       localPath: (key) =>
         Effect.flatMap(pathOf(key), (p) =>
           fs.exists(p).pipe(

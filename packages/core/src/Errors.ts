@@ -318,3 +318,31 @@ export class BlobStoreError extends Schema.TaggedError<BlobStoreError>()("BlobSt
   message: Schema.String,
   cause: Schema.optional(Schema.Defect)
 }) {}
+
+/**
+ * The entry exists but its audio is gone from the blob store (deleted by
+ * hand, a lost volume). The message is for users; the blob key is not in it.
+ * @since 0.1.0
+ * @category errors
+ */
+export class AudioMissing extends Schema.TaggedError<AudioMissing>()("AudioMissing", {
+  entryId: Schema.String
+}) {
+  override get message() {
+    return "the recording's audio is missing"
+  }
+}
+
+/**
+ * A byte range that lies wholly outside a recording of `sizeBytes` bytes
+ * (HTTP 416).
+ * @since 0.1.0
+ * @category errors
+ */
+export class RangeNotSatisfiable extends Schema.TaggedError<RangeNotSatisfiable>()("RangeNotSatisfiable", {
+  sizeBytes: Schema.Number
+}) {
+  override get message() {
+    return `the requested range lies outside the recording (${this.sizeBytes} bytes)`
+  }
+}

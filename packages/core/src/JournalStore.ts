@@ -126,9 +126,14 @@ export interface JournalStoreService {
     userId: UserId,
     id: TranscriptionId
   ) => Effect.Effect<Transcription, NotFound | StoreError>
-  /** Atomically moves the primary flag to this (completed) transcription. */
+  /**
+   * Atomically moves the primary flag of entry `entryId` to this (completed)
+   * transcription. A transcription of another entry is NotFound, and then
+   * nothing changes: ownership is checked through the parent.
+   */
   readonly setPrimaryTranscription: (
     userId: UserId,
+    entryId: EntryId,
     id: TranscriptionId
   ) => Effect.Effect<Transcription, NotFound | InvalidState | PrimaryConflict | StoreError>
   /** Queues a cleanup of `transcriptionId` (default: the primary transcription). */
@@ -143,9 +148,13 @@ export interface JournalStoreService {
     entryId: EntryId
   ) => Effect.Effect<ReadonlyArray<CleanedEntry>, NotFound | StoreError>
   readonly getCleanup: (userId: UserId, id: CleanupId) => Effect.Effect<CleanedEntry, NotFound | StoreError>
-  /** Atomically moves the primary flag to this (completed) cleanup. */
+  /**
+   * Atomically moves the primary flag of entry `entryId` to this (completed)
+   * cleanup. A cleanup of another entry is NotFound, and then nothing changes.
+   */
   readonly setPrimaryCleanup: (
     userId: UserId,
+    entryId: EntryId,
     id: CleanupId
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
 

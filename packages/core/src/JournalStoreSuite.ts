@@ -162,11 +162,11 @@ export const run = (name: string, harness: Harness): void => {
             store.listTranscriptions(mallory.id, entry.id),
             store.getTranscription(mallory.id, t!.id),
             store.addTranscription(mallory.id, entry.id, { makePrimary: true }),
-            store.setPrimaryTranscription(mallory.id, t!.id),
+            store.setPrimaryTranscription(mallory.id, entry.id, t!.id),
             store.listCleanups(mallory.id, entry.id),
             store.getCleanup(mallory.id, c!.id),
             store.addCleanup(mallory.id, entry.id, { makePrimary: true }),
-            store.setPrimaryCleanup(mallory.id, c!.id),
+            store.setPrimaryCleanup(mallory.id, entry.id, c!.id),
             store.addNotionSync(mallory.id, entry.id),
             store.getNotionSync(mallory.id, sync.id),
             store.listNotionSyncsForEntry(mallory.id, entry.id),
@@ -345,12 +345,12 @@ export const run = (name: string, harness: Harness): void => {
             countRows(sql, `SELECT count(*) AS n FROM transcriptions WHERE is_primary = 1 AND entry_id = '${entry.id}'`)
           expect(yield* primaries()).toBe(1)
           const unfinished = yield* store.addTranscription(user.id, entry.id, { makePrimary: false })
-          expect((yield* Effect.flip(store.setPrimaryTranscription(user.id, unfinished.id)))._tag).toBe("InvalidState")
+          expect((yield* Effect.flip(store.setPrimaryTranscription(user.id, entry.id, unfinished.id)))._tag).toBe("InvalidState")
           const others = yield* Effect.all([connect(layer), connect(layer)])
           const stores = [store, ...others.map((o) => o.store)]
           const results = yield* Effect.forEach(
             Array.from({ length: 12 }, (_, i) => i),
-            (i) => Effect.either(stores[i % stores.length]!.setPrimaryTranscription(user.id, ids[i % ids.length]! as never)),
+            (i) => Effect.either(stores[i % stores.length]!.setPrimaryTranscription(user.id, entry.id, ids[i % ids.length]! as never)),
             { concurrency: "unbounded" }
           )
           expect(results.some((r) => r._tag === "Right")).toBe(true)
@@ -358,9 +358,39 @@ export const run = (name: string, harness: Harness): void => {
             if (r._tag === "Left") expect(["PrimaryConflict", "StoreError"]).toContain(r.left._tag)
           }
           expect(yield* primaries()).toBe(1)
-          const chosen = yield* store.setPrimaryTranscription(user.id, ids[0]! as never)
+          const chosen = yield* store.setPrimaryTranscription(user.id, entry.id, ids[0]! as never)
           expect(chosen.isPrimary).toBe(true)
           expect(yield* primaries()).toBe(1)
+        })
+      ))
+
+    it.scoped("primary switches check the parent: another entry's transcription or cleanup is NotFound and nothing changes", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const a = yield* cleanedEntry(store, user.id)
+          const b = yield* cleanedEntry(store, user.id)
+          // a second completed, not primary, transcription and cleanup on b
+          yield* store.addTranscription(user.id, b.id, { makePrimary: false })
+          yield* store.completeTranscription(yield* claim(store, "transcription"), { text: "again", engine: "e", language: null, durationSeconds: null })
+          yield* store.addCleanup(user.id, b.id, { makePrimary: false })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m" }, { queueNotionSync: false })
+          const t2 = (yield* store.listTranscriptions(user.id, b.id)).find((t) => !t.isPrimary)!
+          const c2 = (yield* store.listCleanups(user.id, b.id)).find((c) => !c.isPrimary)!
+          expect([t2.status, c2.status]).toEqual(["completed", "completed"])
+          const snapshot = Effect.all([
+            sql.unsafe(`SELECT id, is_primary, updated_at FROM transcriptions ORDER BY id`),
+            sql.unsafe(`SELECT id, is_primary, updated_at FROM cleaned_entries ORDER BY id`),
+            sql.unsafe(`SELECT id, updated_at FROM voice_entries ORDER BY id`)
+          ]).pipe(Effect.orDie)
+          const before = yield* snapshot
+          expect((yield* Effect.flip(store.setPrimaryTranscription(user.id, a.id, t2.id)))._tag).toBe("NotFound")
+          expect((yield* Effect.flip(store.setPrimaryCleanup(user.id, a.id, c2.id)))._tag).toBe("NotFound")
+          expect(yield* snapshot).toEqual(before)
+          // through its own entry the switch works
+          expect((yield* store.setPrimaryTranscription(user.id, b.id, t2.id)).isPrimary).toBe(true)
+          expect((yield* store.setPrimaryCleanup(user.id, b.id, c2.id)).isPrimary).toBe(true)
+          expect((yield* store.listTranscriptions(user.id, a.id)).map((t) => t.isPrimary)).toEqual([true])
         })
       ))
 

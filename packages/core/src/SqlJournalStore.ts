@@ -268,7 +268,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
     const switchPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string, id: string, now: string) =>
       Effect.zipRight(
         sql`UPDATE ${sql(table)} SET is_primary = 0, updated_at = ${now} WHERE entry_id = ${entryId} AND is_primary = 1 AND id <> ${id}`,
-        sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE id = ${id}`
+        sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE id = ${id} AND entry_id = ${entryId}`
       ).pipe(Effect.mapError(primaryConflict(table, entryId)))
 
     const hasPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string) =>
@@ -293,23 +293,35 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       )
     }
 
-    /** Moves the primary flag to a completed row, atomically (the entry row is locked first). */
-    const setPrimary = <Id extends string, A extends { readonly entryId: EntryId; readonly status: string }>(
+    /**
+     * Moves the primary flag of one of `userId`'s entries to a completed row
+     * of that entry, atomically. The entry row is locked first (owner check
+     * and per-entry serialisation) and every statement is scoped by the
+     * entry, so a row of another entry is NotFound and nothing is written
+     * (the transaction rolls back the lock's touch too).
+     */
+    const setPrimary = <A extends { readonly status: string }>(
       table: "transcriptions" | "cleaned_entries",
-      get: (id: Id) => Effect.Effect<A, NotFound | StoreError>,
-      userId: UserId,
-      id: Id
+      columns: string,
+      decode: (rows: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<A>, StoreError>,
+      resource: string
     ) =>
+    (userId: UserId, entryId: EntryId, id: string): Effect.Effect<A, NotFound | InvalidState | PrimaryConflict | StoreError> =>
       Effect.gen(function*() {
         const now = yield* isoNow
-        const row = yield* get(id)
-        yield* lockEntry(userId, row.entryId, now)
-        const current = yield* get(id) // re-read under the lock
+        yield* lockEntry(userId, entryId, now)
+        const inEntry = sql`SELECT ${cols(columns)} FROM ${sql(table)}
+          WHERE id = ${id} AND entry_id = ${entryId} AND user_id = ${userId}`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decode),
+          Effect.flatMap(first(resource, id))
+        )
+        const current = yield* inEntry
         if (current.status !== "completed") {
-          return yield* new InvalidState({ message: `${table} row ${id} is ${current.status}, not completed` })
+          return yield* new InvalidState({ message: `${resource} ${id} is ${current.status}, not completed` })
         }
-        yield* switchPrimary(table, row.entryId, id, now)
-        return yield* get(id)
+        yield* switchPrimary(table, entryId, id, now)
+        return yield* inEntry
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
 
     /**
@@ -458,7 +470,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
 
       getTranscription,
 
-      setPrimaryTranscription: (userId, id) => setPrimary("transcriptions", (i) => getTranscription(userId, i), userId, id),
+      setPrimaryTranscription: setPrimary("transcriptions", transcriptionColumns, decodeTranscriptions, "transcription"),
 
       addCleanup: (userId, entryId, options) =>
         Effect.gen(function*() {
@@ -486,7 +498,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
 
       getCleanup,
 
-      setPrimaryCleanup: (userId, id) => setPrimary("cleaned_entries", (i) => getCleanup(userId, i), userId, id),
+      setPrimaryCleanup: setPrimary("cleaned_entries", cleanupColumns, decodeCleanups, "cleanup"),
 
       addNotionSync: (userId, entryId) =>
         Effect.gen(function*() {

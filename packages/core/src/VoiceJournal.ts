@@ -8,7 +8,7 @@
  */
 import { Context, Effect, Layer, Option, type Redacted, type Stream } from "effect"
 import * as ApiKeys from "./ApiKeys.js"
-import { BlobStore } from "./BlobStore.js"
+import { BlobStore, type ByteRange } from "./BlobStore.js"
 import type {
   ApiKey,
   ApiKeyId,
@@ -27,12 +27,14 @@ import type {
   VoiceEntry
 } from "./Domain.js"
 import {
+  AudioMissing,
   type BlobStoreError,
   InvalidState,
   type InvalidUpload,
   type NotFound,
   type PayloadTooLarge,
   type PrimaryConflict,
+  RangeNotSatisfiable,
   StoreError,
   type UnsupportedMediaType
 } from "./Errors.js"
@@ -50,6 +52,46 @@ export interface EntryDetails {
   readonly transcription: Transcription | null
   readonly cleanup: CleanedEntry | null
   readonly notionSync: NotionSync | null
+}
+
+/**
+ * Which bytes of a recording to read, as an HTTP `Range` names them: from
+ * `start` to `end` inclusive (no `end`: to the last byte), or the last
+ * `suffixLength` bytes.
+ * @since 0.1.0
+ */
+export type AudioRange =
+  | { readonly start: number; readonly end?: number | undefined }
+  | { readonly suffixLength: number }
+
+/**
+ * Resolves `range` against a recording of `sizeBytes` (RFC 9110 §14.1.2):
+ * an `end` past the last byte is clamped, a suffix longer than the file is
+ * the whole file; None when no byte of it exists (a `start` at or past the
+ * end, an empty suffix) — HTTP's 416.
+ * @since 0.1.0
+ */
+export const resolveRange = (range: AudioRange, sizeBytes: number): Option.Option<ByteRange> => {
+  if ("suffixLength" in range) {
+    const length = Math.min(range.suffixLength, sizeBytes)
+    return length > 0 ? Option.some({ offset: sizeBytes - length, length }) : Option.none()
+  }
+  const last = Math.min(range.end ?? sizeBytes - 1, sizeBytes - 1)
+  return range.start < sizeBytes && last >= range.start
+    ? Option.some({ offset: range.start, length: last - range.start + 1 })
+    : Option.none()
+}
+
+/**
+ * A recording being read: the whole of it (`range` null) or one range.
+ * @since 0.1.0
+ */
+export interface AudioRead {
+  readonly entry: VoiceEntry
+  /** The stored size, as the blob store reports it. */
+  readonly sizeBytes: number
+  readonly range: ByteRange | null
+  readonly body: Stream.Stream<Uint8Array, BlobStoreError>
 }
 
 /**
@@ -93,14 +135,16 @@ export interface VoiceJournalService {
   readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<VoiceEntry>, StoreError>
   /** Removes the rows, then the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<void, NotFound | StoreError>
-  /** The stored audio, with its sniffed MIME type and size. */
+  /**
+   * The stored audio (all of it, or `range`), with its entry (sniffed MIME
+   * type) and size. The blob is checked first: a recording whose audio is
+   * gone fails with AudioMissing instead of streaming nothing.
+   */
   readonly readAudio: (
     userId: UserId,
-    entryId: EntryId
-  ) => Effect.Effect<
-    { readonly entry: VoiceEntry; readonly body: Stream.Stream<Uint8Array, BlobStoreError> },
-    NotFound | StoreError
-  >
+    entryId: EntryId,
+    options?: { readonly range?: AudioRange | undefined }
+  ) => Effect.Effect<AudioRead, NotFound | AudioMissing | RangeNotSatisfiable | BlobStoreError | StoreError>
   readonly listTranscriptions: (
     userId: UserId,
     entryId: EntryId
@@ -111,8 +155,10 @@ export interface VoiceJournalService {
     entryId: EntryId,
     options?: { readonly makePrimary?: boolean | undefined }
   ) => Effect.Effect<Transcription, NotFound | StoreError>
+  /** Makes a completed transcription of this entry primary (one of another entry is NotFound). */
   readonly setPrimaryTranscription: (
     userId: UserId,
+    entryId: EntryId,
     id: TranscriptionId
   ) => Effect.Effect<Transcription, NotFound | InvalidState | PrimaryConflict | StoreError>
   readonly listCleanups: (
@@ -125,8 +171,10 @@ export interface VoiceJournalService {
     entryId: EntryId,
     options?: { readonly transcriptionId?: TranscriptionId | undefined; readonly makePrimary?: boolean | undefined }
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | StoreError>
+  /** Makes a completed cleanup of this entry primary (one of another entry is NotFound). */
   readonly setPrimaryCleanup: (
     userId: UserId,
+    entryId: EntryId,
     id: CleanupId
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
   /** Queues a Notion sync of the primary cleanup (InvalidState if Notion is off or nothing is cleaned yet). */
@@ -230,8 +278,21 @@ export const make = (
           Effect.asVoid
         ),
 
-      readAudio: (userId, entryId) =>
-        store.getEntry(userId, entryId).pipe(Effect.map((entry) => ({ entry, body: blobs.read(entry.blobKey) }))),
+      readAudio: (userId, entryId, options = {}) =>
+        Effect.gen(function*() {
+          const entry = yield* store.getEntry(userId, entryId)
+          const stat = yield* blobs.stat(entry.blobKey)
+          if (Option.isNone(stat)) {
+            // data loss the operator must hear about; the user only learns the audio is gone
+            yield* Effect.logWarning(`entry ${entry.id}: its audio (blob ${entry.blobKey}) is missing from the blob store`)
+            return yield* new AudioMissing({ entryId: entry.id })
+          }
+          const { sizeBytes } = stat.value
+          if (options.range === undefined) return { entry, sizeBytes, range: null, body: blobs.read(entry.blobKey) } satisfies AudioRead
+          const range = resolveRange(options.range, sizeBytes)
+          if (Option.isNone(range)) return yield* new RangeNotSatisfiable({ sizeBytes })
+          return { entry, sizeBytes, range: range.value, body: blobs.read(entry.blobKey, range.value) } satisfies AudioRead
+        }),
 
       listTranscriptions: store.listTranscriptions,
       retranscribe: (userId, entryId, options = {}) =>

@@ -49,15 +49,16 @@ describe("Transcriber: local command (pocketsphinx)", () => {
       expect(error.message).toContain("no-such-stt-program")
     }))
 
-  it.live("a non-zero exit is permanent and carries the program's stderr", () =>
+  it.live("a non-zero exit is permanent; the program's stderr is in the detail (logged), not the message (shown)", () =>
     Effect.gen(function*() {
       const error = yield* Effect.flip(transcribe(
         layerCommand({ command: ["sh", "-c", "echo model file missing >&2; exit 3", "{input}"] }).pipe(Layer.provide(NodeContext.layer)),
         "wav"
       ))
       expect(error._tag).toBe("PermanentError")
-      expect(error.message).toContain("exited with 3")
-      expect(error.message).toContain("model file missing")
+      expect(error.message).toContain("exit code 3")
+      expect(error.message).not.toContain("model file missing")
+      expect(error.detail).toContain("model file missing")
     }))
 
   it.live("no output is permanent: no speech recognised", () =>
@@ -75,7 +76,10 @@ describe("Transcriber: local command (pocketsphinx)", () => {
         Effect.provide(pocketsphinxCommand)
       ))
       expect(error._tag).toBe("PermanentError")
-      expect(error.message).toContain("undecodable")
+      expect(error.message).toContain("could not be decoded")
+      // ffmpeg's words (with the path) are for the log
+      expect(error.message).not.toContain(bogus)
+      expect(error.detail).toContain("ffmpeg")
     }))
 
   it.live("a program that runs past the timeout is temporary", () =>

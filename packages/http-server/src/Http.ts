@@ -28,6 +28,24 @@ const paging = (params: { readonly limit?: string | undefined; readonly offset?:
 const entryId = (id: string) => id as Domain.EntryId
 
 /**
+ * A `Range: bytes=…` header as `VoiceJournal.readAudio` takes it. One range
+ * only: several ranges, another unit or a malformed value are ignored (the
+ * whole recording is sent), as RFC 9110 allows.
+ */
+const parseRange = (header: string | undefined): VoiceJournal.AudioRange | undefined => {
+  const spec = header === undefined ? null : /^\s*bytes\s*=\s*([^,]*?)\s*$/i.exec(header)?.[1]
+  if (spec === undefined || spec === null) return undefined
+  const fromTo = /^(\d+)-(\d*)$/.exec(spec)
+  if (fromTo !== null) {
+    const start = Number(fromTo[1])
+    const end = fromTo[2] === "" ? undefined : Number(fromTo[2])
+    return end !== undefined && end < start ? undefined : { start, end }
+  }
+  const suffix = /^-(\d+)$/.exec(spec)
+  return suffix !== null ? { suffixLength: Number(suffix[1]) } : undefined
+}
+
+/**
  * The handlers, on `VoiceJournal` and `JournalStore` in context.
  * @since 0.1.0
  * @category layers
@@ -52,16 +70,30 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
           Effect.flatMap(current, (user) =>
             orApiError(journal.getEntry(user.id, entryId(path.id))).pipe(Effect.map((d) => ({ ...d.entry, ...d })))))
         .handle("delete", ({ path }) => Effect.flatMap(current, (user) => orApiError(journal.deleteEntry(user.id, entryId(path.id)))))
-        .handleRaw("audio", ({ path }) =>
+        // Range support is what lets browsers (Safari above all) play and seek
+        .handleRaw("audio", ({ path, request }) =>
           Effect.flatMap(current, (user) =>
-            orApiError(journal.readAudio(user.id, entryId(path.id))).pipe(
-              Effect.map(({ body, entry }) =>
+            journal.readAudio(user.id, entryId(path.id), { range: parseRange(request.headers["range"]) }).pipe(
+              Effect.map(({ body, entry, range, sizeBytes }) =>
                 HttpServerResponse.stream(body, {
+                  status: range === null ? 200 : 206,
                   contentType: entry.mimeType,
-                  contentLength: entry.sizeBytes,
-                  headers: { "x-content-type-options": "nosniff" }
+                  contentLength: range === null ? sizeBytes : range.length,
+                  headers: {
+                    "x-content-type-options": "nosniff",
+                    "accept-ranges": "bytes",
+                    ...(range === null ? {} : { "content-range": `bytes ${range.offset}-${range.offset + range.length - 1}/${sizeBytes}` })
+                  }
                 })
-              )
+              ),
+              Effect.catchTag("RangeNotSatisfiable", (e) =>
+                Effect.succeed(HttpServerResponse.unsafeJson({ error: "range_not_satisfiable", message: e.message }, {
+                  status: 416,
+                  headers: { "content-range": `bytes */${e.sizeBytes}`, "accept-ranges": "bytes" }
+                }))),
+              // the entry is there, its audio is not: 404 as for a missing entry, saying which is gone
+              Effect.catchTag("AudioMissing", (e) => Effect.fail({ _tag: "NotFound", message: e.message })),
+              orApiError
             )))
         .handle("listTranscriptions", ({ path }) =>
           Effect.flatMap(current, (user) => orApiError(journal.listTranscriptions(user.id, entryId(path.id)))))
@@ -70,11 +102,8 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
             orApiError(journal.retranscribe(user.id, entryId(path.id), { makePrimary: payload.makePrimary ?? false }))))
         .handle("primaryTranscription", ({ path }) =>
           Effect.flatMap(current, (user) =>
-            orApiError(Effect.gen(function*() {
-              const t = yield* journal.setPrimaryTranscription(user.id, path.childId as Domain.TranscriptionId)
-              if (t.entryId !== path.id) return yield* Effect.fail({ _tag: "NotFound", message: `transcription ${path.childId} not found` })
-              return t
-            }))))
+            // the store checks that the transcription belongs to this entry before it writes
+            orApiError(journal.setPrimaryTranscription(user.id, entryId(path.id), path.childId as Domain.TranscriptionId))))
         .handle("listCleanups", ({ path }) =>
           Effect.flatMap(current, (user) => orApiError(journal.listCleanups(user.id, entryId(path.id)))))
         .handle("reclean", ({ path, payload }) =>
@@ -85,11 +114,7 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
             }))))
         .handle("primaryCleanup", ({ path }) =>
           Effect.flatMap(current, (user) =>
-            orApiError(Effect.gen(function*() {
-              const c = yield* journal.setPrimaryCleanup(user.id, path.childId as Domain.CleanupId)
-              if (c.entryId !== path.id) return yield* Effect.fail({ _tag: "NotFound", message: `cleanup ${path.childId} not found` })
-              return c
-            }))))
+            orApiError(journal.setPrimaryCleanup(user.id, entryId(path.id), path.childId as Domain.CleanupId))))
         .handle("sync", ({ path }) => Effect.flatMap(current, (user) => orApiError(journal.syncToNotion(user.id, entryId(path.id)))))
     }))
 
