@@ -114,11 +114,28 @@ const run = (statements: ReadonlyArray<string>) =>
   })
 
 /**
+ * Request budgets shared by nodes (`RequestBudget`; used by the PostgreSQL
+ * adapter's `PgRequestBudget`): per budget, the GCRA time by which every
+ * token handed out is paid back and a server's `Retry-After`, both in
+ * milliseconds since the epoch on the database's clock. Portable DDL kept
+ * with the rest of the schema (one migration history for every adapter);
+ * on SQLite, where one process owns the database and the budget stays in
+ * memory, the table is simply unused.
+ */
+const rateBudgets = [
+  `CREATE TABLE rate_budgets (
+    name TEXT PRIMARY KEY,
+    next_at DOUBLE PRECISION NOT NULL,
+    blocked_until DOUBLE PRECISION NOT NULL DEFAULT 0)`
+]
+
+/**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
  */
 export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord({
   "0001_initial": run(initial),
   // the audio sweep asks "which of these blob keys have an entry" for every stored blob
-  "0002_voice_entries_blob_key": run([`CREATE INDEX voice_entries_blob_key_idx ON voice_entries (blob_key)`])
+  "0002_voice_entries_blob_key": run([`CREATE INDEX voice_entries_blob_key_idx ON voice_entries (blob_key)`]),
+  "0003_rate_budgets": run(rateBudgets)
 })

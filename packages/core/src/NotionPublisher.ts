@@ -36,10 +36,14 @@
  * The token is never logged and never part of an error: the client's logger
  * is silenced and any echo of the token in a message is masked.
  *
- * All Notion calls made through one layer share one rate limiter (default
- * 3 requests per second; `Retry-After` is honoured on top of it by the retry
- * policy). Every HTTP request — each page of a paginated listing included —
- * takes one permit.
+ * **Rate budget.** Every HTTP request — each page of a paginated listing
+ * included — first takes one token from a `RequestBudget` (default 3
+ * requests per second). When a `RequestBudget` is in the context (the
+ * server on PostgreSQL provides the shared one), all nodes using the same
+ * integration token take from one budget, as Notion counts them; otherwise
+ * the layer keeps an in-process budget of its own. An answer carrying
+ * `Retry-After` (a 429, a 529, a 503 …) holds the whole budget off until
+ * then — on every node — on top of the retry policy's own wait.
  *
  * @since 0.1.0
  */
@@ -51,9 +55,11 @@ import {
   isHTTPResponseError,
   isNotionClientError
 } from "@notionhq/client"
-import { Chunk, Context, Duration, Effect, Layer, Option, RateLimiter, Redacted, type Scope, Stream } from "effect"
+import { Chunk, Context, Duration, Effect, Layer, Option, Redacted, type Scope, Stream } from "effect"
+import { createHash } from "node:crypto"
 import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, TemporaryError } from "./Errors.js"
 import { batches, limits, pageBody, requestBudget } from "./internal/notionBlocks.js"
+import * as RequestBudget from "./RequestBudget.js"
 
 /**
  * What goes on the page, plus the page id this sync already stored (if any),
@@ -110,9 +116,9 @@ export interface NotionConfig {
   readonly dateProperty?: string | undefined
   /** A rich_text property holding the voice-journal entry id. Default "Entry ID". */
   readonly entryIdProperty?: string | undefined
-  /** Shared by every call through one layer. Default 3. */
+  /** Average requests per second, for every call through one layer (or every node, with a shared `RequestBudget`). Default 3. */
   readonly requestsPerSecond?: number | undefined
-  /** Per HTTP request (the rate limiter's wait not included). Default 60 seconds. */
+  /** Per HTTP request (the wait for the rate budget not included). Default 60 seconds. */
   readonly timeout?: Duration.DurationInput | undefined
 }
 
@@ -122,13 +128,28 @@ type Failure = TemporaryError | PermanentError
 type Operation = "database" | "page" | "blocks"
 
 /**
- * Builds the publisher; its rate limiter lives as long as `Scope`.
+ * The budget a Notion integration's requests take from. Notion limits each
+ * integration (token), so the name is derived from the token — a digest,
+ * never the token itself: nodes with the same token share it, others don't.
+ * @since 0.1.0
+ */
+export const budgetFor = (config: Pick<NotionConfig, "token" | "requestsPerSecond">): RequestBudget.Limit => ({
+  name: `notion:${createHash("sha256").update(Redacted.value(config.token)).digest("hex").slice(0, 16)}`,
+  perSecond: config.requestsPerSecond ?? 3
+})
+
+/**
+ * Builds the publisher. It takes from the `RequestBudget` in the context if
+ * there is one (the shared budget on PostgreSQL), else from a budget of its
+ * own for this publisher.
  * @since 0.1.0
  * @category constructors
  */
 export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher.Service, never, Scope.Scope> =>
   Effect.gen(function*() {
-    const limiter = yield* RateLimiter.make({ limit: config.requestsPerSecond ?? 3, interval: "1 second" })
+    const provided = yield* Effect.serviceOption(RequestBudget.RequestBudget)
+    const budget = Option.isSome(provided) ? provided.value : yield* RequestBudget.makeInProcess
+    const limit = budgetFor(config)
     const titleProperty = config.titleProperty ?? "Name"
     const dateProperty = config.dateProperty ?? "Date"
     const entryIdProperty = config.entryIdProperty ?? "Entry ID"
@@ -137,13 +158,14 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
     let dataSourceId = config.dataSourceId
 
     /**
-     * One HTTP request: takes a rate-limiter permit, times out on Effect's
-     * clock, aborts the request when interrupted, and is classified. A client
-     * per request because that is how its `fetch` gets this request's abort
+     * One HTTP request: takes a token from the budget, times out on Effect's
+     * clock, aborts the request when interrupted, and is classified; an
+     * answer's `Retry-After` holds the budget off for everyone. A client per
+     * request because that is how its `fetch` gets this request's abort
      * signal; constructing one is cheap (no connection state of its own).
      */
     const call = <A>(what: string, operation: Operation, f: (client: Client) => Promise<A>): Effect.Effect<A, Failure> =>
-      limiter(
+      budget.take(limit).pipe(Effect.zipRight(
         Effect.tryPromise({
           try: (signal) =>
             f(
@@ -162,9 +184,17 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
           Effect.timeoutFail({
             duration: timeout,
             onTimeout: () => new TemporaryError({ service: "notion", message: `Notion ${what}: no answer within ${Duration.format(timeout)}` })
-          })
+          }),
+          Effect.tapError((error) =>
+            error._tag === "TemporaryError" && error.status !== undefined && error.retryAfterMillis !== undefined
+              ? budget.holdOff(limit, error.retryAfterMillis).pipe(
+                // the failure itself still goes to the retry policy, which waits the Retry-After too
+                Effect.catchAll((e) => Effect.logWarning("Notion: could not hold the request budget off for Retry-After", e))
+              )
+              : Effect.void
+          )
         )
-      )
+      ))
 
     const resolveDataSource = Effect.suspend(() =>
       dataSourceId !== undefined
@@ -354,7 +384,8 @@ const headerOf = (headers: unknown, name: string): string | undefined => {
 }
 
 /**
- * The Notion publisher (one rate limiter per layer instance).
+ * The Notion publisher (its own request budget per layer instance, unless a
+ * `RequestBudget` is provided).
  * @since 0.1.0
  * @category layers
  */

@@ -25,6 +25,8 @@ export * as NotionPublisher from "./NotionPublisher.js"
 /** @since 0.1.0 */
 export * as Pipeline from "./Pipeline.js"
 /** @since 0.1.0 */
+export * as RequestBudget from "./RequestBudget.js"
+/** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
 /** @since 0.1.0 */
 export * as SqlJournalStore from "./SqlJournalStore.js"

@@ -24,6 +24,7 @@
  * | `VJ_NOTION_DATABASE_ID`     | —                                | required with `NOTION_TOKEN` |
  * | `VJ_NOTION_BASE_URL`        | `https://api.notion.com`         | for proxies and tests |
  * | `NOTION_MAX_RETRIES`        | `5`                              | attempts before a sync is `failed` |
+ * | `VJ_NOTION_REQUESTS_PER_SECOND` | `3`                          | Notion requests per second — for all nodes together on PostgreSQL |
  * | `VJ_SHUTDOWN_GRACE_SECONDS` | `30`                             | in-flight stages may finish this long on SIGTERM |
  * | `VJ_LEASE_SECONDS`          | `30`                             | a killed node's stage is taken over after at most this long |
  * | `VJ_HEARTBEAT_SECONDS`      | lease / 3                        | how often a running stage renews its lease (< lease) |
@@ -66,6 +67,8 @@ export interface ServerConfig {
     readonly databaseId: string
     readonly baseUrl: string
     readonly maxRetries: number
+    /** Requests per second (shared by all nodes on PostgreSQL). Default 3. */
+    readonly requestsPerSecond?: number | undefined
   }>
   readonly shutdownGraceSeconds: number
   /** Stage leases (default {@link defaultLeaseSeconds}, heartbeat a third of it). */
@@ -115,6 +118,10 @@ export const config: Config.Config<ServerConfig> = Config.all({
   notionDatabaseId: Config.option(Config.string("VJ_NOTION_DATABASE_ID")),
   notionBaseUrl: Config.url("VJ_NOTION_BASE_URL").pipe(Config.withDefault(new URL("https://api.notion.com"))),
   notionMaxRetries: positive("NOTION_MAX_RETRIES", 5),
+  notionRequestsPerSecond: Config.number("VJ_NOTION_REQUESTS_PER_SECOND").pipe(
+    Config.withDefault(3),
+    Config.validate({ message: "VJ_NOTION_REQUESTS_PER_SECOND must be a positive number", validation: (n) => n > 0 && Number.isFinite(n) })
+  ),
   shutdownGraceSeconds: Config.integer("VJ_SHUTDOWN_GRACE_SECONDS").pipe(
     Config.withDefault(30),
     Config.validate({ message: "VJ_SHUTDOWN_GRACE_SECONDS must be ≥ 0", validation: (n) => n >= 0 })
@@ -149,7 +156,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
         token: c.notionToken.value,
         databaseId: c.notionDatabaseId.value,
         baseUrl: c.notionBaseUrl.toString().replace(/\/$/, ""),
-        maxRetries: c.notionMaxRetries
+        maxRetries: c.notionMaxRetries,
+        requestsPerSecond: c.notionRequestsPerSecond
       })
     }
     // a heartbeat at or past the lease lets the lease lapse under a live stage: another node would run it too

@@ -10,7 +10,7 @@
  */
 import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
-import { PgJournalStore } from "@voice-journal/adapter-postgres"
+import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import {
   AudioProbe,
@@ -19,6 +19,7 @@ import {
   Cleaner,
   NotionPublisher,
   Pipeline,
+  RequestBudget,
   Transcriber,
   VoiceJournal,
   WorkSignal
@@ -32,17 +33,19 @@ import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
 
 /**
- * Storage and wake-ups for the configured database.
+ * Storage, wake-ups and the Notion request budget for the configured
+ * database: on PostgreSQL the budget lives in the database, so every node
+ * shares Notion's per-integration limit; on SQLite it is in-process.
  * @since 0.1.0
  */
 export const layerStorage = (config: ServerConfig) => {
   if (config.database.kind === "postgres") {
     const store = PgJournalStore.layer({ url: config.database.url })
     // wake-ups across nodes with LISTEN/NOTIFY
-    return Layer.provideMerge(PgJournalStore.layerWorkSignal, store)
+    return Layer.provideMerge(Layer.merge(PgJournalStore.layerWorkSignal, PgRequestBudget.layer), store)
   }
   fs.mkdirSync(config.dataDir, { recursive: true })
-  return Layer.merge(SqliteJournalStore.layer({ filename: config.database.filename }), WorkSignal.layer)
+  return Layer.mergeAll(SqliteJournalStore.layer({ filename: config.database.filename }), WorkSignal.layer, RequestBudget.layerInProcess)
 }
 
 /**
@@ -63,7 +66,9 @@ export const layerEngines = (config: ServerConfig) => {
     })
   const notion = Option.match(config.notion, {
     onNone: () => Layer.empty,
-    onSome: (n) => NotionPublisher.layer({ token: n.token, databaseId: n.databaseId, baseUrl: n.baseUrl })
+    // takes from the RequestBudget it is given (layerApp gives it storage's), else from its own
+    onSome: (n) =>
+      NotionPublisher.layer({ token: n.token, databaseId: n.databaseId, baseUrl: n.baseUrl, requestsPerSecond: n.requestsPerSecond })
   })
   return Layer.mergeAll(
     transcriber,
@@ -79,12 +84,11 @@ export const layerEngines = (config: ServerConfig) => {
  * @since 0.1.0
  */
 export const layerApp = (config: ServerConfig) => {
+  const storage = layerStorage(config)
+  // the engines get storage's request budget; the same layer value, so storage is built once
+  const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
-  const services = Layer.mergeAll(
-    layerStorage(config),
-    BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }),
-    layerEngines(config)
-  )
+  const services = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
   const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
   const leaseSeconds = config.lease?.seconds ?? defaultLeaseSeconds
   const pipeline = Pipeline.layer({

@@ -67,6 +67,15 @@ export interface FakeNotion {
   readonly up: () => Promise<void>
   /** Moves a page to the trash: retrieve says `in_trash`, queries no longer find it. */
   readonly trash: (pageId: string) => void
+  /**
+   * Enforces Notion's rate limit from now on, as Notion describes it: an
+   * average of `perSecond` requests per second with bursts up to `burst`
+   * (a token bucket, full at the start). A request over it gets 429
+   * `rate_limited` with `Retry-After` in whole seconds, as Notion sends it.
+   */
+  readonly limitRate: (options: { readonly perSecond: number; readonly burst: number }) => void
+  /** How many requests `limitRate` answered with 429. */
+  readonly rateLimited: () => number
 }
 
 const uuid = () => globalThis.crypto.randomUUID()
@@ -160,11 +169,14 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       }
     }
 
+    const rate = new RateLimit()
+
     const server = yield* LoopbackServer.make(async (req, res) => {
       const raw = await readBody(req)
       const url = new URL(req.url ?? "/", "http://fake")
       requests.push({ method: req.method ?? "", path: url.pathname, bytes: raw.length, at: Date.now() })
       if (faults.apply(req, res)) return
+      if (rate.reject(res)) return
       const swallow = swallowAnswer.findIndex((prefix) => `${req.method} ${url.pathname}`.startsWith(prefix))
       if (swallow >= 0) {
         swallowAnswer.splice(swallow, 1)
@@ -249,6 +261,44 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
       applyThenHang: (only) => void swallowAnswer.push(only),
       trash: (pageId) => void trashed.add(pageId),
       down: server.down,
-      up: server.up
+      up: server.up,
+      limitRate: (options) => rate.set(options),
+      rateLimited: () => rate.rejected
     }
   })
+
+/** The token bucket behind `limitRate` (off until set). */
+class RateLimit {
+  private options: { readonly perSecond: number; readonly burst: number } | undefined
+  private tokens = 0
+  private at = 0
+  rejected = 0
+
+  set(options: { readonly perSecond: number; readonly burst: number }) {
+    this.options = options
+    this.tokens = options.burst
+    this.at = performance.now()
+  }
+
+  /** Takes a token, or answers 429 and returns true when there is none. */
+  reject(res: http.ServerResponse): boolean {
+    if (this.options === undefined) return false
+    const now = performance.now()
+    this.tokens = Math.min(this.options.burst, this.tokens + ((now - this.at) / 1000) * this.options.perSecond)
+    this.at = now
+    if (this.tokens >= 1) {
+      this.tokens -= 1
+      return false
+    }
+    this.rejected++
+    const seconds = Math.max(1, Math.ceil((1 - this.tokens) / this.options.perSecond))
+    res.writeHead(429, { "content-type": "application/json", "retry-after": String(seconds) }).end(JSON.stringify({
+      object: "error",
+      status: 429,
+      code: "rate_limited",
+      message: "You have been rate limited. Please try again in a few minutes.",
+      request_id: globalThis.crypto.randomUUID()
+    }))
+    return true
+  }
+}
