@@ -33,6 +33,7 @@
  * | `VJ_RATE_LIMIT_PER_MINUTE`  | `120`                            | requests per key per minute |
  * | `VJ_UPLOADS_PER_MINUTE`     | `10`                             | uploads per key per minute |
  * | `VJ_AUTH_FAILURES_PER_MINUTE` | `10`                           | failed authentications per client address |
+ * | `VJ_TRUST_PROXY`            | `0`                              | reverse proxies in front that append to `X-Forwarded-For`; `0` ignores the header, `n` takes the client from the `n`-th entry from the right |
  *
  * @since 0.1.0
  */
@@ -76,6 +77,11 @@ export interface ServerConfig {
   /** Orphaned audio and stale partial uploads (default: older than 1 h, swept hourly). */
   readonly audioSweep?: { readonly minAgeSeconds: number; readonly intervalSeconds: number } | undefined
   readonly limits: { readonly perMinute: number; readonly uploadsPerMinute: number; readonly authFailuresPerMinute: number }
+  /**
+   * How many reverse proxies in front append to `X-Forwarded-For` (see
+   * `RateLimit.Options.trustProxy`); absent or `0`: the header is ignored.
+   */
+  readonly trustProxy?: number | undefined
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
@@ -132,7 +138,11 @@ export const config: Config.Config<ServerConfig> = Config.all({
   audioSweepIntervalSeconds: positive("VJ_AUDIO_SWEEP_INTERVAL_SECONDS", 3600),
   perMinute: positive("VJ_RATE_LIMIT_PER_MINUTE", 120),
   uploadsPerMinute: positive("VJ_UPLOADS_PER_MINUTE", 10),
-  authFailuresPerMinute: positive("VJ_AUTH_FAILURES_PER_MINUTE", 10)
+  authFailuresPerMinute: positive("VJ_AUTH_FAILURES_PER_MINUTE", 10),
+  trustProxy: Config.integer("VJ_TRUST_PROXY").pipe(
+    Config.withDefault(0),
+    Config.validate({ message: "VJ_TRUST_PROXY must be the number of proxies in front (an integer ≥ 0)", validation: (n) => n >= 0 })
+  )
 }).pipe(
   Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
     // relative to where the command was typed (pnpm runs scripts inside the package)
@@ -183,7 +193,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
       shutdownGraceSeconds: c.shutdownGraceSeconds,
       lease: { seconds: c.leaseSeconds, heartbeatSeconds },
       audioSweep: { minAgeSeconds: c.audioSweepAgeSeconds, intervalSeconds: c.audioSweepIntervalSeconds },
-      limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute }
+      limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute },
+      trustProxy: c.trustProxy
     })
   })
 )

@@ -7,11 +7,12 @@
  *
  * @since 0.1.0
  */
-import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
-import { Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
+import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { ApiKeys, Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
 import { Effect, Layer, Option, Redacted, Schema } from "effect"
 import { Authentication, CurrentUser, EntryView, VoiceJournalApi } from "./Api.js"
 import { databaseBusy, orApiError, toApiError } from "./ApiErrors.js"
+import * as RateLimit from "./RateLimit.js"
 import * as Upload from "./Upload.js"
 
 const PageParams = Schema.Struct({
@@ -43,6 +44,15 @@ const parseRange = (header: string | undefined): VoiceJournal.AudioRange | undef
   }
   const suffix = /^-(\d+)$/.exec(spec)
   return suffix !== null ? { suffixLength: Number(suffix[1]) } : undefined
+}
+
+/**
+ * The token of `Authorization: Bearer <token>`: the scheme is case-insensitive
+ * and any run of spaces may follow it (RFC 7235); anything else is no token.
+ */
+const bearerToken = (header: string): Option.Option<Redacted.Redacted<string>> => {
+  const match = /^[ \t]*bearer[ \t]+([^\s]+)[ \t]*$/i.exec(header)
+  return match === null ? Option.none() : Option.some(Redacted.make(match[1]!))
 }
 
 /**
@@ -147,19 +157,46 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
           ))
     }))
 
+  // Authentication is also where requests are counted (RateLimit): by the key's id once it
+  // authenticated, by the client's address when a presented credential fails.
   const authentication = Layer.effect(
     Authentication,
     Effect.gen(function*() {
-      const journal = yield* VoiceJournal.VoiceJournal
+      const store = yield* JournalStore.JournalStore
+      const limiter = yield* RateLimit.RateLimiter
       const unauthorized = { error: "unauthorized", message: "a valid API key is required: Authorization: Bearer <key>" } as const
       return Authentication.of({
-        bearer: (token) =>
-          Redacted.value(token) === ""
-            ? Effect.fail(unauthorized)
-            : journal.authenticate(token).pipe(
-              Effect.orElseSucceed(() => Option.none<Domain.User>()),
-              Effect.flatMap(Option.match({ onNone: () => Effect.fail(unauthorized), onSome: Effect.succeed }))
-            )
+        // The platform hands over the header minus its first 7 characters whatever the scheme
+        // says, so the header is parsed here (bearerToken). The key's id is needed for the
+        // limits, so the key is looked up in the store (as VoiceJournal.authenticate does).
+        bearer: () =>
+          Effect.gen(function*() {
+            const header = (yield* HttpServerRequest.HttpServerRequest).headers["authorization"]
+            // no credential, no guess: 401, not counted as a failed attempt
+            if (header === undefined) return yield* Effect.fail(unauthorized)
+            const found = yield* Option.match(bearerToken(header), {
+              onNone: () => Effect.succeed(Option.none()),
+              onSome: (token) => store.findApiKeyByHash(ApiKeys.hash(token))
+            })
+            if (Option.isSome(found)) {
+              yield* limiter.admit(found.value.key.id)
+              return found.value.user
+            }
+            yield* limiter.failed
+            return yield* Effect.fail(unauthorized)
+          }).pipe(
+            // RateLimit has already made this response a 429; failing stops the request before its handler
+            Effect.catchTag("RateLimited", () => Effect.fail(unauthorized)),
+            // the store failed, not the client: 503 (not a 401 the client would take for a bad key),
+            // and not counted against the client's address
+            Effect.catchTag("StoreError", (e) =>
+              Errors.isStoreBusy(e) ? databaseBusy : Effect.logWarning("authentication: the API key could not be looked up", e).pipe(
+                Effect.zipRight(Effect.die(HttpServerResponse.unsafeJson(
+                  { error: "unavailable", message: "the database is not reachable; retry shortly" },
+                  { status: 503 }
+                )))
+              ))
+          )
       })
     })
   )

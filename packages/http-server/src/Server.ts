@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { HttpApiBuilder, HttpApiScalar, HttpMiddleware, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpApiScalar, HttpServer } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
@@ -31,6 +31,7 @@ import { VoiceJournalApi } from "./Api.js"
 import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
 import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
+import * as RequestLog from "./RequestLog.js"
 
 /**
  * Storage, wake-ups and the Notion request budget for the configured
@@ -106,10 +107,14 @@ export const layerApp = (config: ServerConfig) => {
  * @since 0.1.0
  */
 export const layerHttpApi = (config: ServerConfig) =>
-  HttpApiBuilder.serve((app) => RateLimit.middleware(config.limits)(HttpMiddleware.logger(app))).pipe(
+  // request logs with query values redacted; rate limits are counted at authentication (RateLimit, Http)
+  HttpApiBuilder.serve((app) => RequestLog.logger(app)).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
-    Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes })))),
+    Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
+      Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes })),
+      Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
+    )),
     HttpServer.withLogAddress
   )
 

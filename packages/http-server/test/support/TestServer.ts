@@ -156,3 +156,17 @@ export const tempDir = (prefix: string) =>
     Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), prefix))),
     (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
   )
+
+/** Like `Running.key`, but also returns the key's id (what rate-limit logs name instead of the key). */
+export const keyWithId = (running: Running, name: string) =>
+  Effect.promise(async () => {
+    const { VoiceJournal, BlobStore, WorkSignal } = await import("@voice-journal/core")
+    const { SqliteJournalStore } = await import("@voice-journal/adapter-sqlite")
+    const layer = VoiceJournal.layer().pipe(Layer.provide(Layer.mergeAll(
+      SqliteJournalStore.layer({ filename: (running.config.database as { filename: string }).filename }),
+      BlobStore.layerFileSystem({ directory: running.config.audioDir }),
+      WorkSignal.layer
+    )))
+    const created = await Effect.runPromise(Effect.flatMap(VoiceJournal.VoiceJournal, (j) => j.createUser(name)).pipe(Effect.provide(layer)))
+    return { apiKey: Redacted.value(created.apiKey), keyId: created.key.id as string }
+  })
