@@ -5,7 +5,8 @@
  * mode it answers a fixed text at once (for benchmarks).
  */
 import { Effect, type Scope } from "effect"
-import { execFileSync } from "node:child_process"
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -29,12 +30,16 @@ export interface FakeOpenAiTranscription {
   readonly up: () => Promise<void>
 }
 
+// asynchronous: the fake shares its process (and event loop) with the server under test, and a
+// blocked loop makes the server's keep-alive timer close sockets the client is about to reuse
+const run = promisify(execFile)
+
 /** Runs pocketsphinx on any audio file (converted to 16 kHz mono WAV first). */
-export const pocketsphinx = (file: string): string => {
+export const pocketsphinx = async (file: string): Promise<string> => {
   const wav = path.join(os.tmpdir(), `fake-openai-${globalThis.crypto.randomUUID()}.wav`)
   try {
-    execFileSync("ffmpeg", ["-nostdin", "-loglevel", "error", "-y", "-i", file, "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", wav])
-    return execFileSync("pocketsphinx_continuous", ["-infile", wav, "-logfn", "/dev/null"], { encoding: "utf8" }).trim()
+    await run("ffmpeg", ["-nostdin", "-loglevel", "error", "-y", "-i", file, "-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", wav])
+    return (await run("pocketsphinx_continuous", ["-infile", wav, "-logfn", "/dev/null"], { encoding: "utf8" })).stdout.trim()
   } finally {
     fs.rmSync(wav, { force: true })
   }
@@ -84,8 +89,9 @@ export const make = (options: {
       const tmp = path.join(os.tmpdir(), `fake-openai-upload-${globalThis.crypto.randomUUID()}`)
       try {
         fs.writeFileSync(tmp, Buffer.from(await file.arrayBuffer()))
-        const text = pocketsphinx(tmp)
-        const duration = Number(execFileSync("ffprobe", ["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", tmp], { encoding: "utf8" }))
+        const text = await pocketsphinx(tmp)
+        const probed = await run("ffprobe", ["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", tmp], { encoding: "utf8" })
+        const duration = Number(probed.stdout)
         const answer = record.responseFormat === "verbose_json"
           ? { task: "transcribe", language: "english", duration, text, segments: [{ id: 0, start: 0, end: duration, text }] }
           : { text }
