@@ -9,13 +9,14 @@ import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import { PgJournalStore, PgTestDatabase } from "@voice-journal/adapter-postgres"
 import { BlobStore, VoiceJournal, WorkSignal } from "@voice-journal/core"
-import { Effect, Layer, Redacted } from "effect"
+import { ConfigProvider, Effect, Layer, Redacted } from "effect"
 import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { audioBytes } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
+import * as ServerConfig from "../src/Config.js"
 import { call, exitOf, filesIn, freePort, serve, start, tempDir, waitFor } from "./support/TestServer.js"
 
 /** Sets a file's mtime (and atime) `hours` into the past. */
@@ -65,6 +66,24 @@ const nodeEnv = (options: {
   OLLAMA_HOST: options.ollamaUrl,
   VJ_SHUTDOWN_GRACE_SECONDS: "1",
   ...options.extra
+})
+
+describe("lease settings", () => {
+  const read = (env: Record<string, string>) =>
+    Effect.withConfigProvider(Effect.either(ServerConfig.config), ConfigProvider.fromMap(new Map(Object.entries(env))))
+
+  it.effect("VJ_HEARTBEAT_SECONDS defaults to a third of VJ_LEASE_SECONDS and must stay under it", () =>
+    Effect.gen(function*() {
+      const derived = yield* read({ VJ_LEASE_SECONDS: "12" })
+      expect(derived._tag === "Right" && derived.right.lease).toEqual({ seconds: 12, heartbeatSeconds: 4 })
+      const explicit = yield* read({ VJ_LEASE_SECONDS: "10", VJ_HEARTBEAT_SECONDS: "2.5" })
+      expect(explicit._tag === "Right" && explicit.right.lease).toEqual({ seconds: 10, heartbeatSeconds: 2.5 })
+      for (const heartbeat of ["10", "11", "0", "-1"]) {
+        const bad = yield* read({ VJ_LEASE_SECONDS: "10", VJ_HEARTBEAT_SECONDS: heartbeat })
+        expect(bad._tag === "Left" && String(bad.left)).toContain("VJ_HEARTBEAT_SECONDS")
+      }
+      expect((yield* read({ VJ_LEASE_SECONDS: "0" }))._tag).toBe("Left")
+    }))
 })
 
 describe("audio left behind by a crash", () => {
