@@ -10,12 +10,13 @@ import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import { PgJournalStore, PgTestDatabase } from "@voice-journal/adapter-postgres"
 import { BlobStore, VoiceJournal, WorkSignal } from "@voice-journal/core"
-import { Effect, Layer, Redacted } from "effect"
+import { ConfigProvider, Effect, Layer, Option, Redacted } from "effect"
 import * as path from "node:path"
 import { audioBytes } from "../../core/test/support/Audio.js"
 import * as FakeNotion from "../../core/test/support/FakeNotion.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
+import { config } from "../src/Config.js"
 import { freePort, serve, tempDir } from "./support/TestServer.js"
 
 const nodes = 3
@@ -100,4 +101,22 @@ describe("Notion budget across nodes (PostgreSQL)", () => {
       expect(notion.rateLimited()).toBeLessThanOrEqual(2)
       expect(notion.requests.length).toBeGreaterThanOrEqual(2 * ids.length) // a query and a create per entry
     }), { timeout: 360_000 })
+})
+
+describe("VJ_NOTION_REQUESTS_PER_SECOND", () => {
+  const load = (env: Record<string, string>) =>
+    config.pipe(
+      Effect.withConfigProvider(ConfigProvider.fromMap(new Map(Object.entries({ NOTION_TOKEN: "t", VJ_NOTION_DATABASE_ID: "db", ...env })))),
+      Effect.map((c) => Option.getOrThrow(c.notion).requestsPerSecond)
+    )
+
+  it.effect("defaults to 3, takes fractions; 0 or junk stop the start-up naming the variable", () =>
+    Effect.gen(function*() {
+      expect(yield* load({})).toBe(3)
+      expect(yield* load({ VJ_NOTION_REQUESTS_PER_SECOND: "2.5" })).toBe(2.5)
+      for (const bad of ["0", "-1", "fast"]) {
+        const error = yield* Effect.flip(load({ VJ_NOTION_REQUESTS_PER_SECOND: bad }))
+        expect(String(error)).toContain("VJ_NOTION_REQUESTS_PER_SECOND")
+      }
+    }))
 })
