@@ -112,6 +112,24 @@ export class VoiceEntry extends Schema.Class<VoiceEntry>("VoiceEntry")({
 }) {}
 
 /**
+ * A voice entry as a list shows it: the entry and where its stages stand
+ * (the primary — or else newest — transcription and cleanup, the newest
+ * Notion sync; `null` where there is none yet), read with the page in one
+ * query.
+ * @since 0.1.0
+ */
+export class EntrySummary extends Schema.Class<EntrySummary>("EntrySummary")({
+  ...VoiceEntry.fields,
+  transcriptionStatus: Schema.NullOr(StageStatus),
+  /** Seconds of audio, once transcribed. */
+  durationSeconds: Schema.NullOr(Schema.Number),
+  cleanupStatus: Schema.NullOr(StageStatus),
+  /** The cleanup's title, once there is one. */
+  title: Schema.NullOr(Schema.String),
+  notionSyncStatus: Schema.NullOr(NotionSyncStatus)
+}) {}
+
+/**
  * Fields every stage row carries: it is its own work-queue item.
  * @since 0.1.0
  */

@@ -20,6 +20,7 @@ import type {
   CleanedEntry,
   CleanupId,
   EntryId,
+  EntrySummary,
   Job,
   NotionSync,
   NotionSyncId,
@@ -105,8 +106,11 @@ export interface JournalStoreService {
     input: NewVoiceEntry
   ) => Effect.Effect<{ readonly entry: VoiceEntry; readonly transcription: Transcription }, StoreError>
   readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
-  /** Newest first. */
-  readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<VoiceEntry>, StoreError>
+  /**
+   * Newest first, each with where its stages stand (see {@link EntrySummary}):
+   * one query for the page, whatever its size — never one per entry.
+   */
+  readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
   /** Deletes the entry and all its stage rows; returns it so the caller can remove the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
 

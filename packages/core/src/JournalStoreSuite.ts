@@ -147,6 +147,42 @@ export const run = (name: string, harness: Harness): void => {
         })
       ))
 
+    it.scoped("list items carry their stages' status, the cleanup title and the duration (primary, else newest)", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const other = yield* store.createUser("other")
+          const done = yield* cleanedEntry(store, user.id)
+          yield* store.addNotionSync(user.id, done.id)
+          yield* store.completeNotionSync(yield* claim(store, "notion"), "page-1")
+          // a newer, not yet primary run does not hide the primary one
+          yield* store.addTranscription(user.id, done.id, { makePrimary: false })
+          yield* store.addCleanup(user.id, done.id, { makePrimary: false })
+          const fresh = (yield* newEntry(store, user.id, 1)).entry
+          yield* newEntry(store, other.id, 2)
+          const page = yield* store.listEntries(user.id, { limit: 20, offset: 0 })
+          expect(page.total).toBe(2)
+          expect(page.items.length).toBe(2)
+          const byId = new Map(page.items.map((i) => [i.id as string, i]))
+          expect(byId.get(done.id)).toMatchObject({
+            id: done.id,
+            sizeBytes: done.sizeBytes,
+            transcriptionStatus: "completed",
+            durationSeconds: 1.5,
+            cleanupStatus: "completed",
+            title: "A title",
+            notionSyncStatus: "success"
+          })
+          expect(byId.get(fresh.id)).toMatchObject({
+            transcriptionStatus: "pending",
+            durationSeconds: null,
+            cleanupStatus: null,
+            title: null,
+            notionSyncStatus: null
+          })
+        })
+      ))
+
     it.scoped("owner scoping: another user's ids are NotFound on every read and write", () =>
       withStore(({ sql, store }) =>
         Effect.gen(function*() {

@@ -23,6 +23,7 @@ import {
   CleanedEntry,
   type CleanupId,
   type EntryId,
+  EntrySummary,
   type Job,
   NotionSync,
   type NotionSyncId,
@@ -136,6 +137,7 @@ const numericCounts = (row: unknown): unknown => {
 const decodeUsers = decoder(User)
 const decodeApiKeys = decoder(ApiKey)
 const decodeEntries = decoder(VoiceEntry)
+const decodeEntrySummaries = decoder(EntrySummary)
 const decodeTranscriptions = decoder(Transcription)
 const decodeCleanups = decoder(CleanedEntry)
 const decodeNotionSyncs = decoder(NotionSync)
@@ -436,12 +438,23 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
 
       getEntry,
 
+      // One query per page: the page comes off the (user_id, created_at, id) index first, then each of its
+      // rows picks its primary-or-newest transcription and cleanup and newest sync through the entry_id indexes.
       listEntries: (userId, request) =>
         page(
-          sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
-            ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}`.pipe(
+          sql`SELECT p.*, t.status AS "transcriptionStatus", t.duration_seconds AS "durationSeconds",
+              c.status AS "cleanupStatus", c.title AS "title", n.status AS "notionSyncStatus"
+            FROM (SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
+              ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}) p
+            LEFT JOIN transcriptions t ON t.id = (SELECT x.id FROM transcriptions x WHERE x.entry_id = p.id
+              ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
+            LEFT JOIN cleaned_entries c ON c.id = (SELECT x.id FROM cleaned_entries x WHERE x.entry_id = p.id
+              ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
+            LEFT JOIN notion_syncs n ON n.id = (SELECT x.id FROM notion_syncs x WHERE x.entry_id = p.id
+              ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
+            ORDER BY p."createdAt" DESC, p.id DESC`.pipe(
             Effect.mapError(storeError),
-            Effect.flatMap(decodeEntries)
+            Effect.flatMap(decodeEntrySummaries)
           ),
           sql`SELECT CAST(count(*) AS INTEGER) AS total FROM voice_entries WHERE user_id = ${userId}`,
           request

@@ -15,6 +15,7 @@ import type {
   CleanedEntry,
   CleanupId,
   EntryId,
+  EntrySummary,
   NotionSync,
   NotionSyncId,
   NotionSyncStatus,
@@ -132,7 +133,8 @@ export interface VoiceJournalService {
     options?: { readonly originalFilename?: string | undefined; readonly maxBytes?: number | undefined }
   ) => Effect.Effect<EntryDetails, E | IngestError, R>
   readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<EntryDetails, NotFound | StoreError>
-  readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<VoiceEntry>, StoreError>
+  /** Newest first, each with its stages' status, title and duration (one store query per page). */
+  readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
   /** Removes the rows, then the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<void, NotFound | StoreError>
   /**

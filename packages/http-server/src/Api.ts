@@ -8,7 +8,7 @@
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
 import { Domain } from "@voice-journal/core"
-import { Context, Schema } from "effect"
+import { Context, Schema, SchemaAST as AST } from "effect"
 
 const apiError = <const Code extends string>(code: Code, status: number, description: string) =>
   Schema.Struct({ error: Schema.Literal(code), message: Schema.String }).annotations({
@@ -18,17 +18,23 @@ const apiError = <const Code extends string>(code: Code, status: number, descrip
   })
 
 /** @since 0.1.0 */
-export const BadRequest = apiError("bad_request", 400, "The request is malformed (e.g. empty or truncated upload, bad paging).")
+export const BadRequest = apiError("bad_request", 400, "The request is malformed: bad JSON, unknown or mistyped options or query parameters, bad paging, an empty or truncated upload. The message says what to fix.")
 /** @since 0.1.0 */
 export const Unauthorized = apiError("unauthorized", 401, "Missing or invalid API key.")
 /** @since 0.1.0 */
 export const NotFound = apiError("not_found", 404, "No such resource for this user.")
 /** @since 0.1.0 */
 export const Conflict = apiError("conflict", 409, "The resource is not in a state that allows this.")
+/**
+ * Not on any one operation: the path exists but not with this method (the
+ * `Allow` header lists the methods that do).
+ * @since 0.1.0
+ */
+export const MethodNotAllowed = apiError("method_not_allowed", 405, "The path exists, but not with this method; see the Allow header.")
 /** @since 0.1.0 */
-export const PayloadTooLarge = apiError("payload_too_large", 413, "The upload exceeds the size limit.")
+export const PayloadTooLarge = apiError("payload_too_large", 413, "The body exceeds its size limit (the upload limit for audio, 64 KiB for JSON options).")
 /** @since 0.1.0 */
-export const UnsupportedMediaType = apiError("unsupported_media_type", 415, "The content is not an accepted audio format.")
+export const UnsupportedMediaType = apiError("unsupported_media_type", 415, "The body's type is not accepted (an audio format for uploads, application/json for options).")
 /** @since 0.1.0 */
 export const Internal = apiError("internal", 500, "Something went wrong on the server.")
 /** @since 0.1.0 */
@@ -92,8 +98,20 @@ const entryFields = {
   createdAt: Schema.Date
 }
 
-/** @since 0.1.0 */
-export const EntrySummary = Schema.Struct(entryFields).annotations({ identifier: "EntrySummary" })
+/**
+ * A list item: the entry and where it stands, so a client can render a list
+ * from one request (the primary — or newest — transcription and cleanup, the
+ * newest Notion sync; `null` when there is none yet).
+ * @since 0.1.0
+ */
+export const EntrySummary = Schema.Struct({
+  ...entryFields,
+  transcriptionStatus: Schema.NullOr(Domain.StageStatus),
+  cleanupStatus: Schema.NullOr(Domain.StageStatus),
+  notionSyncStatus: Schema.NullOr(Domain.NotionSyncStatus),
+  title: Schema.NullOr(Schema.String),
+  durationSeconds: Schema.NullOr(Schema.Number)
+}).annotations({ identifier: "EntrySummary" })
 
 /** @since 0.1.0 */
 export const EntryView = Schema.Struct({
@@ -107,13 +125,65 @@ const page = <A, I>(item: Schema.Schema<A, I>, identifier: string) =>
   Schema.Struct({ items: Schema.Array(item), total: Schema.Number, limit: Schema.Number, offset: Schema.Number })
     .annotations({ identifier })
 
+/** An optional field with a message that says what to send, for unions too (`override`), never echoing the value. */
+const option = <A, I>(schema: Schema.Schema<A, I>, message: string) =>
+  Schema.optionalWith(schema.annotations({ message: () => ({ message, override: true }) }), { exact: true })
 /** Paging as the client sends it: strings, validated by the handler into `{ error: "bad_request" }`. */
-const Paging = Schema.Struct({ limit: Schema.optional(Schema.String), offset: Schema.optional(Schema.String) })
+const Paging = Schema.Struct({
+  limit: option(Schema.String, "must be given once"),
+  offset: option(Schema.String, "must be given once")
+})
 
 const IdPath = Schema.Struct({ id: Schema.String })
 const ChildPath = Schema.Struct({ id: Schema.String, childId: Schema.String })
-const RerunBody = Schema.Struct({ makePrimary: Schema.optional(Schema.Boolean) })
-const CleanupBody = Schema.Struct({ makePrimary: Schema.optional(Schema.Boolean), transcriptionId: Schema.optional(Schema.String) })
+const makePrimary = option(Schema.Boolean, "must be true or false")
+
+/**
+ * Options of a re-run, as a JSON object; every field is optional and no body
+ * at all means all defaults. Handlers read it with `Http.readOptions`.
+ * @since 0.1.0
+ */
+export const RerunBody = Schema.Struct({ makePrimary }).annotations({ identifier: "RerunOptions" })
+/** @since 0.1.0 */
+export const CleanupBody = Schema.Struct({
+  makePrimary,
+  transcriptionId: option(Schema.String, "must be the id of one of this entry's transcriptions (a string)")
+}).annotations({ identifier: "CleanupOptions" })
+/** @since 0.1.0 */
+export const NoOptions = Schema.Struct({})
+
+/** The body is optional: OpenAPI would otherwise mark a declared payload required. */
+const optionalBody = (op: Record<string, any>) =>
+  op.requestBody === undefined ? op : { ...op, requestBody: { ...op.requestBody, required: false } }
+
+/**
+ * HttpApi declares its own decode error (`HttpApiDecodeError`, with schema
+ * issues) on every operation; our handlers never answer it (decode failures
+ * are turned into `bad_request` envelopes, see `ApiErrors.layerEnvelope`),
+ * so it is removed from the document.
+ */
+const withoutDecodeError = (spec: Record<string, any>): Record<string, any> => {
+  const decodeRef = "#/components/schemas/HttpApiDecodeError"
+  const strip = (node: any): any => {
+    if (Array.isArray(node)) return node.map(strip)
+    if (node === null || typeof node !== "object") return node
+    if (Array.isArray(node.anyOf)) {
+      const rest = node.anyOf.filter((s: any) => s.$ref !== decodeRef)
+      if (rest.length === 1 && Object.keys(node).length === 1) return strip(rest[0])
+      node = { ...node, anyOf: rest }
+    }
+    return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, strip(v)]))
+  }
+  const out = strip(spec)
+  for (const ops of Object.values(out.paths as Record<string, Record<string, any>>)) {
+    for (const op of Object.values(ops)) {
+      // the merged 400 took the decode error's description
+      if (op.responses?.["400"] !== undefined) op.responses["400"].description = BadRequest.ast.annotations[AST.DescriptionAnnotationId]
+    }
+  }
+  const { HttpApiDecodeError: _decode, Issue: _issue, PropertyKey: _key, ...schemas } = out.components.schemas
+  return { ...out, components: { ...out.components, schemas } }
+}
 
 /**
  * The authenticated user, provided by {@link Authentication}.
@@ -149,6 +219,7 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
   .add(
     HttpApiEndpoint.post("retranscribe", "/entries/:id/transcriptions").setPath(IdPath).setPayload(RerunBody)
       .addSuccess(TranscriptionView, { status: 202 })
+      .annotate(OpenApi.Transform, optionalBody)
   )
   .add(
     HttpApiEndpoint.post("primaryTranscription", "/entries/:id/transcriptions/:childId/primary").setPath(ChildPath)
@@ -158,6 +229,7 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
   .add(
     HttpApiEndpoint.post("reclean", "/entries/:id/cleanups").setPath(IdPath).setPayload(CleanupBody)
       .addSuccess(CleanupView, { status: 202 })
+      .annotate(OpenApi.Transform, optionalBody)
   )
   .add(
     HttpApiEndpoint.post("primaryCleanup", "/entries/:id/cleanups/:childId/primary").setPath(ChildPath)
@@ -174,7 +246,10 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
 export class NotionGroup extends HttpApiGroup.make("notion")
   .add(
     HttpApiEndpoint.get("listSyncs", "/notion/syncs")
-      .setUrlParams(Schema.Struct({ ...Paging.fields, status: Schema.optional(Domain.NotionSyncStatus) }))
+      .setUrlParams(Schema.Struct({
+        ...Paging.fields,
+        status: option(Domain.NotionSyncStatus, `must be one of ${Domain.NotionSyncStatus.literals.join(", ")}`)
+      }))
       .addSuccess(page(NotionSyncView, "NotionSyncPage"))
   )
   .add(
@@ -206,6 +281,8 @@ export class VoiceJournalApi extends HttpApi.make("voice-journal")
   .addError(PayloadTooLarge)
   .addError(UnsupportedMediaType)
   .addError(Internal)
+  .annotate(HttpApi.AdditionalSchemas, [MethodNotAllowed])
+  .annotate(OpenApi.Transform, withoutDecodeError)
   .annotate(OpenApi.Title, "voice-journal")
   .annotate(OpenApi.Description, "Voice notes → transcripts → cleaned journal entries → Notion pages.")
 {}

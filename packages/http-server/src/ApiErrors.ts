@@ -4,10 +4,19 @@
  *
  * @since 0.1.0
  */
-import { HttpServerResponse } from "@effect/platform"
+import {
+  Headers,
+  HttpApi,
+  HttpApiBuilder,
+  HttpApiError,
+  type HttpApp,
+  HttpServerError,
+  HttpServerRequest,
+  HttpServerResponse
+} from "@effect/platform"
 import { Errors } from "@voice-journal/core"
-import { Effect } from "effect"
-import type { ApiError } from "./Api.js"
+import { Cause, Effect } from "effect"
+import { type ApiError, VoiceJournalApi } from "./Api.js"
 
 /** @since 0.1.0 */
 export type Tagged = { readonly _tag: string; readonly message: string }
@@ -61,3 +70,160 @@ export const databaseBusy: Effect.Effect<never> = Effect.logWarning("database bu
 /** @since 0.1.0 */
 export const orApiError = <A, E extends Tagged, R>(self: Effect.Effect<A, E, R>) => Effect.catchAll(self, toApiError)
 
+
+// --- the envelope for what no handler answers ---------------------------------
+
+/** The code of a status the handlers did not choose (empty platform answers, defects). */
+const codeOf = (status: number): string => {
+  switch (status) {
+    case 401:
+      return "unauthorized"
+    case 404:
+      return "not_found"
+    case 405:
+      return "method_not_allowed"
+    case 409:
+      return "conflict"
+    case 413:
+      return "payload_too_large"
+    case 415:
+      return "unsupported_media_type"
+    case 429:
+      return "too_many_requests"
+    case 503:
+      return "unavailable"
+    default:
+      return status >= 500 ? "internal" : "bad_request"
+  }
+}
+
+const defaultMessage = (status: number): string => {
+  switch (codeOf(status)) {
+    case "unauthorized":
+      return "a valid API key is required: Authorization: Bearer <key>"
+    case "not_found":
+      return "no such resource"
+    case "payload_too_large":
+      return "the body is too large"
+    case "unsupported_media_type":
+      return "the body's type is not accepted"
+    case "too_many_requests":
+      return "too many requests; wait and retry"
+    case "unavailable":
+      return "the server is not ready; retry later"
+    case "internal":
+      return "internal error"
+    default:
+      return "the request could not be read; check its headers and body"
+  }
+}
+
+/** An envelope answer; keeps headers the original carried (Retry-After, Allow…). */
+const envelopeResponse = (status: number, message: string, headers: Headers.Headers = Headers.empty) =>
+  HttpServerResponse.unsafeJson(
+    { error: codeOf(status), message },
+    { status, headers: Headers.remove(headers, ["content-type", "content-length"]) }
+  )
+
+/** An error answer without a body gets the envelope. */
+const withBody = (response: HttpServerResponse.HttpServerResponse) =>
+  response.status >= 400 && response.body._tag === "Empty"
+    ? envelopeResponse(response.status, defaultMessage(response.status), response.headers)
+    : response
+
+/**
+ * The methods each route answers, from the API declaration, so an unrouted
+ * request can be told apart: a known path with another method is `405` with
+ * `Allow`, anything else `404`.
+ */
+const routeTable = (extraGetPaths: ReadonlyArray<string>) => {
+  const routes: Array<{ readonly method: string; readonly pattern: RegExp }> = []
+  const add = (method: string, path: string) => {
+    const source = path.split("/").map((segment) => segment.startsWith(":") ? "[^/]+" : segment.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("/")
+    routes.push({ method, pattern: new RegExp(`^${source}$`) })
+  }
+  HttpApi.reflect(VoiceJournalApi, {
+    onGroup: () => {},
+    onEndpoint: ({ endpoint }) => add(endpoint.method, endpoint.path)
+  })
+  for (const path of extraGetPaths) add("GET", path)
+  return (pathname: string): ReadonlyArray<string> => [...new Set(routes.filter((r) => r.pattern.test(pathname)).map((r) => r.method))].sort()
+}
+
+/** A failure the API declares (`{ error, message }`): HttpApi encodes it with its status. */
+const isDeclared = (e: unknown): e is { readonly error: string; readonly message: string } =>
+  typeof e === "object" && e !== null && typeof (e as any).error === "string" && typeof (e as any).message === "string"
+
+/**
+ * Around every route, before HttpApi encodes declared errors: whatever fails
+ * without a declared answer still gets `{ "error", "message" }` with the
+ * right status — schema decode failures (`400`, saying what to fix), unknown
+ * routes (`404`), known paths with another method (`405` + `Allow`), bodies
+ * the platform could not read (`400`), and defects (`500`, the detail only in
+ * the log, at error level). Empty error answers (status ≥ 400, no body) get
+ * the envelope too. A client that went away stays an interruption. (It has to
+ * sit here: a middleware given to `HttpApiBuilder.serve` runs after the
+ * platform has already sent its own empty error answer.)
+ */
+const envelope = (methodsFor: (pathname: string) => ReadonlyArray<string>) =>
+(app: HttpApp.Default<unknown>): HttpApp.Default<unknown, HttpServerRequest.HttpServerRequest> =>
+  app.pipe(
+    Effect.map(withBody),
+    Effect.catchAllCause((cause) => {
+      if (Cause.isInterruptedOnly(cause)) return Effect.failCause(cause)
+      const error = Cause.squash(cause)
+      if (error instanceof HttpApiError.HttpApiDecodeError) {
+        return Effect.fail({ error: "bad_request", message: `invalid request: ${describeIssues(error.issues)}` } as const)
+      }
+      // declared failures are HttpApi's to encode
+      if (isDeclared(error) && !Cause.isDie(cause)) return Effect.failCause(cause)
+      // a response raised as the failure (e.g. `databaseBusy`): it is the answer
+      if (HttpServerResponse.isServerResponse(error)) return Effect.succeed(withBody(error))
+      if (error instanceof HttpServerError.RouteNotFound) {
+        return Effect.map(HttpServerRequest.HttpServerRequest, (request) => {
+          const pathname = new URL(request.url, "http://localhost").pathname
+          const allowed = methodsFor(pathname)
+          return allowed.length === 0 || allowed.includes(request.method)
+            ? envelopeResponse(404, "no such route; the API is described at /openapi.json")
+            : envelopeResponse(405, `${request.method} is not allowed here; use ${allowed.join(" or ")}`, Headers.fromInput({ allow: allowed.join(", ") }))
+        })
+      }
+      if (error instanceof HttpServerError.RequestError) {
+        // the platform could not read the body (malformed, cut off): the client's fault, answered, not logged as ours
+        return Effect.succeed(envelopeResponse(400, "the request body could not be read; check that it is complete and matches its Content-Type"))
+      }
+      return HttpServerError.causeResponse(cause).pipe(
+        Effect.flatMap(([response, rest]) =>
+          // nothing but a response raised on purpose: send it as it is
+          Cause.isEmpty(rest)
+            ? Effect.succeed(withBody(response))
+            : response.status >= 500
+            ? Effect.logError("request failed with an unhandled error", cause).pipe(
+              Effect.as(envelopeResponse(response.status, defaultMessage(response.status)))
+            )
+            : Effect.succeed(withBody(response))
+        )
+      )
+    })
+  )
+
+/**
+ * The envelope for every error answer of {@link VoiceJournalApi} (see
+ * `envelope` above). `extraGetPaths`: routes added outside the API
+ * declaration (docs, OpenAPI), so a wrong method on them is `405` too.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEnvelope = (options: { readonly extraGetPaths?: ReadonlyArray<string> } = {}) =>
+  HttpApiBuilder.middleware(
+    VoiceJournalApi,
+    envelope(routeTable(options.extraGetPaths ?? [])) as unknown as HttpApiBuilder.MiddlewareFn<{ readonly error: "bad_request"; readonly message: string }>
+  )
+
+/** What to fix, from the issues of a decode failure (path and message, no schema text). */
+const describeIssues = (issues: ReadonlyArray<{ readonly path: ReadonlyArray<PropertyKey>; readonly message: string; readonly _tag: string }>) =>
+  issues.map((issue) => {
+    const where = issue.path.map(String).join(".")
+    if (issue._tag === "Unexpected") return `unknown parameter ${where}`
+    return where === "" ? issue.message : `${where} ${issue.message}`
+  }).join("; ")

@@ -8,22 +8,122 @@
  * @since 0.1.0
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
+import { NodeHttpServerRequest, NodeStream } from "@effect/platform-node"
 import { ApiKeys, Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
-import { Effect, Layer, Option, Redacted, Schema } from "effect"
-import { Authentication, CurrentUser, EntryView, VoiceJournalApi } from "./Api.js"
+import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
+import { Authentication, CleanupBody, CurrentUser, EntryView, NoOptions, RerunBody, VoiceJournalApi } from "./Api.js"
 import { databaseBusy, orApiError, toApiError } from "./ApiErrors.js"
 import * as RateLimit from "./RateLimit.js"
 import * as Upload from "./Upload.js"
 
+/**
+ * Plain decimal digits only: `Number()` (behind `NumberFromString`) would also
+ * take `1e2`, `0x10`, ` 1` and `1.0`.
+ */
+const DecimalInt = Schema.String.pipe(Schema.pattern(/^[0-9]+$/), Schema.compose(Schema.NumberFromString))
+
 const PageParams = Schema.Struct({
-  limit: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, 100)), { default: () => 20 }),
-  offset: Schema.optionalWith(Schema.NumberFromString.pipe(Schema.int(), Schema.nonNegative()), { default: () => 0 })
+  limit: Schema.optionalWith(DecimalInt.pipe(Schema.int(), Schema.between(1, 100)), { default: () => 20 }),
+  offset: Schema.optionalWith(DecimalInt.pipe(Schema.int(), Schema.between(0, Number.MAX_SAFE_INTEGER)), { default: () => 0 })
 })
 
 /** Paging from the query string, or 400 saying what is wrong. */
 const paging = (params: { readonly limit?: string | undefined; readonly offset?: string | undefined }) =>
   Schema.decodeUnknown(PageParams)(params).pipe(
-    Effect.mapError(() => ({ error: "bad_request", message: "limit must be an integer from 1 to 100 and offset an integer ≥ 0" } as const))
+    Effect.mapError(() => ({ error: "bad_request", message: "limit must be a whole number from 1 to 100 and offset a whole number ≥ 0 (digits only)" } as const))
+  )
+
+/** The cap on JSON option bodies: options are a few fields, never more. */
+const maxOptionsBytes = 64 * 1024
+
+const isJsonType = (contentType: string) => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(contentType)
+
+/**
+ * Reads what the client still sends after we stopped (up to 1 MiB more) and
+ * drops it, so a 413 reaches it as an answer rather than a connection reset;
+ * beyond that the connection is cut.
+ */
+const discardBody = (request: HttpServerRequest.HttpServerRequest) =>
+  Effect.async<void>((resume) => {
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    if (incoming.complete || incoming.destroyed) return resume(Effect.void)
+    let seen = 0
+    const timer = setTimeout(() => incoming.destroy(), 10_000)
+    const done = () => {
+      clearTimeout(timer)
+      resume(Effect.void)
+    }
+    incoming.on("data", (chunk: Buffer) => {
+      seen += chunk.length
+      if (seen > 1024 * 1024) incoming.destroy()
+    })
+    incoming.once("end", done)
+    incoming.once("close", done)
+    incoming.resume()
+    return Effect.sync(() => clearTimeout(timer))
+  })
+
+/**
+ * The options of a body-taking POST: no body (or an empty one) means all
+ * defaults; otherwise a JSON object of at most 64 KiB, checked on
+ * Content-Length before a byte is read and counted while reading (chunked
+ * bodies). Failures say what to send, never the schema's internals (and
+ * never echo a value: a deeply nested one cannot blow up the formatting).
+ */
+const readOptions = <A, I>(request: HttpServerRequest.HttpServerRequest, schema: Schema.Schema<A, I>) =>
+  Effect.gen(function*() {
+    const tooLarge = { error: "payload_too_large", message: `options are a JSON object of at most ${maxOptionsBytes} bytes` } as const
+    const declared = Number(request.headers["content-length"] ?? Number.NaN)
+    if (Number.isFinite(declared) && declared > maxOptionsBytes) return yield* Effect.fail(tooLarge)
+    // not `request.stream`: stopping that destroys the socket, and the client would see a reset instead of our 413
+    const chunks: Array<Uint8Array> = []
+    let size = 0
+    yield* NodeStream.fromReadable(
+      () => NodeHttpServerRequest.toIncomingMessage(request),
+      () => ({ error: "bad_request", message: "the request body could not be read" }) as const,
+      { closeOnDone: false }
+    ).pipe(
+      Stream.runForEach((chunk) => {
+        size += chunk.length
+        if (size > maxOptionsBytes) return Effect.fail(tooLarge)
+        chunks.push(chunk)
+        return Effect.void
+      }),
+      Effect.tapError((e) => e.error === "payload_too_large" ? discardBody(request) : Effect.void)
+    )
+    const text = Buffer.concat(chunks).toString("utf8")
+    if (text.trim() === "") return yield* decodeOptions(schema, {})
+    const contentType = request.headers["content-type"]
+    if (contentType !== undefined && !isJsonType(contentType)) {
+      return yield* Effect.fail({ error: "unsupported_media_type", message: "options are JSON: send Content-Type: application/json (or no body for the defaults)" } as const)
+    }
+    let value: unknown
+    try {
+      value = JSON.parse(text)
+    } catch {
+      return yield* Effect.fail({ error: "bad_request", message: "the body is not valid JSON: send a JSON object such as {\"makePrimary\": true}, or no body for the defaults" } as const)
+    }
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      return yield* Effect.fail({ error: "bad_request", message: "the body must be a JSON object such as {\"makePrimary\": true}, or no body for the defaults" } as const)
+    }
+    return yield* decodeOptions(schema, value)
+  })
+
+const decodeOptions = <A, I>(schema: Schema.Schema<A, I>, value: unknown) =>
+  Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "error" })(value).pipe(
+    Either.match({
+      onRight: Effect.succeed,
+      onLeft: (error) => {
+        const accepted = schema.ast._tag === "TypeLiteral" ? schema.ast.propertySignatures.map((p) => String(p.name)) : []
+        const problems = ParseResult.ArrayFormatter.formatErrorSync(error).map((issue) => {
+          const field = issue.path.map(String).join(".")
+          return issue._tag === "Unexpected"
+            ? `unknown option "${field.slice(0, 50)}" (${accepted.length === 0 ? "this route takes no options" : `accepted: ${accepted.join(", ")}`})`
+            : `${field} ${issue.message}`
+        })
+        return Effect.fail({ error: "bad_request", message: problems.join("; ") } as const)
+      }
+    })
   )
 
 const entryId = (id: string) => id as Domain.EntryId
@@ -107,25 +207,28 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
             )))
         .handle("listTranscriptions", ({ path }) =>
           Effect.flatMap(current, (user) => orApiError(journal.listTranscriptions(user.id, entryId(path.id)))))
-        .handle("retranscribe", ({ path, payload }) =>
-          Effect.flatMap(current, (user) =>
-            orApiError(journal.retranscribe(user.id, entryId(path.id), { makePrimary: payload.makePrimary ?? false }))))
+        // the body-taking POSTs read their options themselves (readOptions): optional, capped, readable errors
+        .handleRaw("retranscribe", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(current, readOptions(request, RerunBody)), ([user, options]) =>
+            orApiError(journal.retranscribe(user.id, entryId(path.id), { makePrimary: options.makePrimary ?? false }))))
         .handle("primaryTranscription", ({ path }) =>
           Effect.flatMap(current, (user) =>
             // the store checks that the transcription belongs to this entry before it writes
             orApiError(journal.setPrimaryTranscription(user.id, entryId(path.id), path.childId as Domain.TranscriptionId))))
         .handle("listCleanups", ({ path }) =>
           Effect.flatMap(current, (user) => orApiError(journal.listCleanups(user.id, entryId(path.id)))))
-        .handle("reclean", ({ path, payload }) =>
-          Effect.flatMap(current, (user) =>
+        .handleRaw("reclean", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(current, readOptions(request, CleanupBody)), ([user, options]) =>
             orApiError(journal.reclean(user.id, entryId(path.id), {
-              makePrimary: payload.makePrimary ?? false,
-              transcriptionId: payload.transcriptionId as Domain.TranscriptionId | undefined
+              makePrimary: options.makePrimary ?? false,
+              transcriptionId: options.transcriptionId as Domain.TranscriptionId | undefined
             }))))
         .handle("primaryCleanup", ({ path }) =>
           Effect.flatMap(current, (user) =>
             orApiError(journal.setPrimaryCleanup(user.id, entryId(path.id), path.childId as Domain.CleanupId))))
-        .handle("sync", ({ path }) => Effect.flatMap(current, (user) => orApiError(journal.syncToNotion(user.id, entryId(path.id)))))
+        .handleRaw("sync", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(current, readOptions(request, NoOptions)), ([user]) =>
+            orApiError(journal.syncToNotion(user.id, entryId(path.id)))))
     }))
 
   const notion = HttpApiBuilder.group(VoiceJournalApi, "notion", (handlers) =>
@@ -135,8 +238,9 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
         .handle("listSyncs", ({ urlParams }) =>
           Effect.flatMap(CurrentUser, (user) =>
             Effect.flatMap(paging(urlParams), (page) => orApiError(journal.listNotionSyncs(user.id, { ...page, status: urlParams.status })))))
-        .handle("retrySync", ({ path }) =>
-          Effect.flatMap(CurrentUser, (user) => orApiError(journal.retryNotionSync(user.id, path.id as Domain.NotionSyncId))))
+        .handleRaw("retrySync", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, NoOptions)), ([user]) =>
+            orApiError(journal.retryNotionSync(user.id, path.id as Domain.NotionSyncId))))
     }))
 
   const health = HttpApiBuilder.group(VoiceJournalApi, "health", (handlers) =>

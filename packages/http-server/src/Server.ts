@@ -28,6 +28,7 @@ import { Duration, Layer, Option } from "effect"
 import * as fs from "node:fs"
 import { createServer } from "node:http"
 import { VoiceJournalApi } from "./Api.js"
+import * as ApiErrors from "./ApiErrors.js"
 import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
 import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
@@ -111,6 +112,8 @@ export const layerHttpApi = (config: ServerConfig) =>
   HttpApiBuilder.serve((app) => RequestLog.logger(app)).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
+    // every error answer is the `{ error, message }` envelope, unknown routes and defects included
+    Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json"] })),
     Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
       Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes })),
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
