@@ -11,13 +11,15 @@
  * - **failing**: a `TemporaryError` is retried in-process by the
  *   `RetryPolicy` schedule, then durably (`retrying` + `next_attempt_at`),
  *   then `failed`; a `PermanentError` fails at once; the reason is stored;
- * - **shutdown**: closing the scope stops claiming, gives in-flight stages
- *   `shutdownGrace` to finish, then interrupts them — interruption releases
- *   their leases, so the next process resumes them at once.
+ * - **shutdown**: closing the scope (or `PipelineStatus.shutdown`) stops
+ *   claiming, hands back at once the rows of stages sleeping in a retry
+ *   backoff, gives stages that are working `shutdownGrace` to finish, then
+ *   interrupts them — interruption releases their leases, so the next
+ *   process resumes them at once.
  *
  * @since 0.1.0
  */
-import { Cause, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
 import * as os from "node:os"
 import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
@@ -113,6 +115,12 @@ const describe = (error: StageError): string =>
  */
 export class PipelineStatus extends Context.Tag("@voice-journal/core/PipelineStatus")<PipelineStatus, {
   readonly running: Effect.Effect<boolean>
+  /**
+   * Begins the graceful stop now (what closing the layer does; idempotent),
+   * so a server can drain its HTTP connections and the stages within one
+   * grace period. Completes when every stage has ended or been released.
+   */
+  readonly shutdown: Effect.Effect<void>
 }>() {}
 
 /**
@@ -129,9 +137,9 @@ export const layer = (
     Effect.gen(function*() {
       const running = yield* Ref.make(false)
       yield* Effect.addFinalizer(() => Ref.set(running, false))
-      yield* run(options)
+      const { shutdown } = yield* run(options)
       yield* Ref.set(running, true)
-      return { running: Ref.get(running) }
+      return { running: Ref.get(running), shutdown: Effect.zipRight(Ref.set(running, false), shutdown) }
     })
   )
 
@@ -150,6 +158,8 @@ export const run = (options: PipelineOptions = {}) =>
     const signal = yield* WorkSignal
     const notion = yield* Effect.serviceOption(NotionPublisher)
     const leaseMillis = Duration.toMillis(config.lease)
+    /** Completed when shutdown begins: retry backoffs end then, their rows handed back. */
+    const released = yield* Deferred.make<void>()
 
     /** The work of one stage. Failures are StageErrors; lost leases and vanished rows end it quietly. */
     const perform = (job: Job): Effect.Effect<void, StageError | LeaseGone> => {
@@ -213,7 +223,7 @@ export const run = (options: PipelineOptions = {}) =>
         const policy = config.retry[job.stage]
         const attempt = perform(job).pipe(
           Effect.tapError((e) => Effect.logDebug(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
-          Effect.retry(RetryPolicy.schedule(policy))
+          (self) => RetryPolicy.retry(self, policy, Deferred.await(released))
         )
         // a database hiccup skips one beat; only a lost lease stops the stage
         const beat = store.heartbeat(job, leaseMillis).pipe(
@@ -232,6 +242,13 @@ export const run = (options: PipelineOptions = {}) =>
         if (Option.isSome(failure)) {
           const error = failure.value
           if (error._tag === "LeaseGone") return
+          if (error._tag === "RetryReleased") {
+            // shutdown during a backoff sleep: due again at once, this claim not counted
+            yield* Effect.logInfo(`${job.stage} ${job.id}: handed back during its retry backoff (shutdown)`)
+            return yield* store.releaseLease(job).pipe(
+              Effect.catchAll((e) => Effect.logWarning(`${job.stage} ${job.id}: releasing the lease failed; it expires instead`, e))
+            )
+          }
           if (isTemporaryError(error) && RetryPolicy.hasAttemptsLeft(policy, job.attempts)) {
             const delay = yield* RetryPolicy.durableDelay(policy, job.attempts, error.retryAfterMillis)
             const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
@@ -299,13 +316,17 @@ export const run = (options: PipelineOptions = {}) =>
     }
     yield* Effect.logInfo(`pipeline started (worker ${config.workerId})`)
 
-    // Registered last, so it runs first on shutdown: stop claiming, let
-    // in-flight stages finish within the grace period; the FiberSets then
-    // interrupt whatever is left (releasing leases).
-    yield* Effect.addFinalizer(() =>
+    // Stop claiming, hand back the stages sleeping in a backoff, let the
+    // working ones finish within the grace period, then interrupt whatever
+    // is left (releasing leases). Cached: a server may begin it before the
+    // scope closes; the finalizer then finds it done.
+    const shutdown = yield* Effect.cached(
       Effect.gen(function*() {
         yield* Ref.set(stopping, true)
+        yield* Deferred.succeed(released, undefined)
         yield* FiberSet.clear(loops) // no more claims; running jobs live on in `running`
+        // interruptible inside the timeout: finalizers run uninterruptibly, and
+        // an uninterruptible wait would never be cut off (notes/effect3.md)
         yield* FiberSet.awaitEmpty(running).pipe(
           Effect.interruptible,
           Effect.timeout(config.shutdownGrace),
@@ -315,6 +336,9 @@ export const run = (options: PipelineOptions = {}) =>
         yield* Effect.logInfo("pipeline stopped")
       })
     )
+    // registered last, so it runs first when the scope closes
+    yield* Effect.addFinalizer(() => shutdown)
+    return { shutdown }
   })
 
 /** The stage's row is gone or no longer ours (deleted entry, lost lease). */

@@ -14,7 +14,7 @@
  *
  * @since 0.1.0
  */
-import { Duration, Effect, Random, Schedule } from "effect"
+import { Duration, Effect, Either, Random, Schedule } from "effect"
 import { isTemporaryError } from "./Errors.js"
 
 /**
@@ -68,6 +68,47 @@ export const schedule = (policy: RetryPolicy): Schedule.Schedule<unknown, unknow
       return retryAfter !== undefined && retryAfter > Duration.toMillis(delay) ? Duration.millis(retryAfter) : delay
     })
   )
+
+/**
+ * The backoff sleep between two in-process tries was cut short by shutdown:
+ * the caller hands the row back (due at once, the claim not counted)
+ * instead of holding the process for the rest of the sleep.
+ * @since 0.1.0
+ * @category errors
+ */
+export class RetryReleased {
+  readonly _tag = "RetryReleased"
+}
+
+/**
+ * Runs `self`, retrying it in-process with {@link schedule}. When `release`
+ * completes (shutdown began), a backoff sleep in progress — or about to
+ * start — ends at once with {@link RetryReleased}; a try that is running is
+ * never cut short by it (it keeps the grace period).
+ * @since 0.1.0
+ */
+export const retry = <A, E, R>(
+  self: Effect.Effect<A, E, R>,
+  policy: RetryPolicy,
+  release: Effect.Effect<void>
+): Effect.Effect<A, E | RetryReleased, R> =>
+  Effect.flatMap(Schedule.driver(schedule(policy)), (driver) => {
+    const loop: Effect.Effect<A, E | RetryReleased, R> = Effect.catchAll(self, (error) =>
+      // `driver.next` decides and sleeps; Left = the schedule is done
+      Effect.raceFirst(
+        Effect.either(driver.next(error)),
+        Effect.as(release, "released" as const)
+      ).pipe(
+        Effect.flatMap((next) =>
+          next === "released"
+            ? Effect.fail(new RetryReleased())
+            : Either.isLeft(next)
+            ? Effect.fail(error)
+            : loop
+        )
+      ))
+    return loop
+  })
 
 /**
  * When a row that failed temporarily on its `attempts`-th claim is due
