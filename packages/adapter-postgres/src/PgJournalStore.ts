@@ -12,7 +12,7 @@ import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { Errors, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
-import { Effect, Layer, Redacted, Schedule, Stream } from "effect"
+import { Deferred, Effect, Layer, Redacted, Schedule, Stream } from "effect"
 
 /**
  * @since 0.1.0
@@ -130,12 +130,33 @@ export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient
   Effect.gen(function*() {
     const sql = yield* PgClient.PgClient
     const local = yield* WorkSignal.make
+    // a hint only this node understands: its arrival proves the LISTEN is up
+    const readyToken = `listening-${globalThis.crypto.randomUUID()}`
+    const listening = yield* Deferred.make<void>()
     yield* sql.listen(channel).pipe(
-      Stream.filter((payload) => stages.includes(payload)),
-      Stream.runForEach((stage) => local.notify(stage as never)),
+      Stream.runForEach((payload) =>
+        payload === readyToken
+          ? Deferred.succeed(listening, undefined)
+          : stages.includes(payload)
+          ? local.notify(payload as never)
+          : Effect.void // another node's readiness token
+      ),
       Effect.tapErrorCause((cause) => Effect.logWarning("LISTEN voice_journal_work failed; reconnecting", cause)),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
+    )
+    // The layer is ready only once its LISTEN connection is: `PgClient.listen`
+    // leaks that connection when it is interrupted while connecting (its
+    // RcRef's acquisition scope is never closed, Effect-TS/effect#7109), and
+    // the open socket kept short-lived commands (`voice-journal migrate`,
+    // `users create`) from ever exiting.
+    yield* Effect.raceFirst(
+      Deferred.await(listening),
+      sendWorkHint(sql, readyToken).pipe(Effect.repeat(Schedule.spaced("200 millis")), Effect.zipRight(Effect.never))
+    ).pipe(
+      Effect.timeout("10 seconds"),
+      Effect.catchTag("TimeoutException", () =>
+        Effect.logWarning("LISTEN voice_journal_work not confirmed within 10 s; wake-ups from other nodes wait for polling"))
     )
     return { next: local.next, notify: (stage) => Effect.zipRight(local.notify(stage), sendWorkHint(sql, stage)) }
   })
