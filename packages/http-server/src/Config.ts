@@ -11,6 +11,7 @@
  * | `VJ_DATABASE_URL`           | `sqlite:<VJ_DATA_DIR>/journal.db`| `postgres://…` selects PostgreSQL |
  * | `VJ_AUDIO_DIR`              | `<VJ_DATA_DIR>/audio`            | recordings (shared by all nodes) |
  * | `VJ_MAX_UPLOAD_BYTES`       | `104857600` (100 MiB)            | largest accepted recording |
+ * | `VJ_UPLOAD_IDLE_SECONDS`    | `30`                             | an upload that sends nothing this long is answered `408` and dropped |
  * | `VJ_TRANSCRIBER`            | `command`                        | `command` or `openai` |
  * | `VJ_TRANSCRIBE_COMMAND`     | pocketsphinx (offline)           | command line, `{input}` = the audio file |
  * | `VJ_TRANSCRIBE_CONVERT`     | `wav16k`                         | `wav16k` or `none`: convert before the command |
@@ -61,6 +62,8 @@ export interface ServerConfig {
   }
   readonly audioDir: string
   readonly maxUploadBytes: number
+  /** Seconds without a byte before an upload is cut off (`408`); default 30. */
+  readonly uploadIdleSeconds?: number | undefined
   readonly transcription: Transcription
   readonly ollama: { readonly host: string; readonly model: string; readonly numCtx: number }
   readonly notion: Option.Option<{
@@ -111,6 +114,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
   databaseUrl: Config.option(Config.redacted("VJ_DATABASE_URL")),
   audioDir: Config.option(Config.string("VJ_AUDIO_DIR")),
   maxUploadBytes: positive("VJ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024),
+  uploadIdleSeconds: positive("VJ_UPLOAD_IDLE_SECONDS", 30),
   transcriber: Config.literal("command", "openai")("VJ_TRANSCRIBER").pipe(Config.withDefault("command" as const)),
   transcribeCommand: Config.string("VJ_TRANSCRIBE_COMMAND").pipe(Config.withDefault(defaultTranscribeCommand)),
   transcribeConvert: Config.literal("wav16k", "none")("VJ_TRANSCRIBE_CONVERT").pipe(Config.withDefault("wav16k" as const)),
@@ -185,6 +189,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
       database,
       audioDir: Option.match(c.audioDir, { onNone: () => path.join(dataDir, "audio"), onSome: (d) => path.resolve(base, d) }),
       maxUploadBytes: c.maxUploadBytes,
+      uploadIdleSeconds: c.uploadIdleSeconds,
       transcription: c.transcriber === "openai"
         ? { kind: "openai", url: c.transcribeUrl.toString(), apiKey: c.transcribeApiKey, model: c.transcribeModel }
         : { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert },

@@ -160,19 +160,20 @@ const bearerToken = (header: string): Option.Option<Redacted.Redacted<string>> =
  * @since 0.1.0
  * @category layers
  */
-export const layerHandlers = (options: { readonly maxUploadBytes: number }) => {
+export const layerHandlers = (options: { readonly maxUploadBytes: number; readonly uploadIdleSeconds?: number | undefined }) => {
   const entries = HttpApiBuilder.group(VoiceJournalApi, "entries", (handlers) =>
     Effect.gen(function*() {
       const journal = yield* VoiceJournal.VoiceJournal
       const current = CurrentUser
-      const doUpload = Upload.upload(options.maxUploadBytes)
+      const doUpload = Upload.upload({ maxBytes: options.maxUploadBytes, idleSeconds: options.uploadIdleSeconds })
       const encodeEntry = Schema.encode(EntryView)
       return handlers
         .handleRaw("upload", ({ request }) =>
           doUpload(request).pipe(
             Effect.flatMap((details) => encodeEntry({ ...details.entry, ...details })),
             Effect.map((body) => HttpServerResponse.unsafeJson(body, { status: 201 })),
-            Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message }))
+            Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message })),
+            Effect.catchTag("UploadStalled", (e) => Effect.succeed(Upload.stalledResponse(e)))
           ))
         .handle("list", ({ urlParams }) =>
           Effect.flatMap(current, (user) => Effect.flatMap(paging(urlParams), (page) => orApiError(journal.listEntries(user.id, page)))))

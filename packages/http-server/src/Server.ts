@@ -115,7 +115,7 @@ export const layerHttpApi = (config: ServerConfig) =>
     // every error answer is the `{ error, message }` envelope, unknown routes and defects included
     Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json"] })),
     Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
-      Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes })),
+      Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes, uploadIdleSeconds: config.uploadIdleSeconds })),
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
     )),
     HttpServer.withLogAddress
