@@ -24,7 +24,7 @@ describe("PostgreSQL adapter", () => {
       const sql = Context.get(yield* Layer.build(layer), SqlClient.SqlClient)
       const rows = yield* sql<{ n: number }>`SELECT CAST(count(*) AS INTEGER) AS n FROM voice_journal_migrations`
       // each migration recorded once, however many nodes started together
-      expect(rows[0]!.n).toBe((yield* Migrations.loader).length)
+      expect(rows[0]!.n).toBe((yield* Migrations.loader.pipe(Effect.provideService(SqlClient.SqlClient, sql))).length)
     }))
 
   describe("query plans (EXPLAIN)", () => {
