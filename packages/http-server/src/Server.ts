@@ -8,7 +8,7 @@
  *
  * @since 0.1.0
  */
-import { HttpApiBuilder, HttpApiScalar, HttpServer } from "@effect/platform"
+import { HttpApiBuilder, HttpApiScalar, type HttpApp, type HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
@@ -24,8 +24,9 @@ import {
   VoiceJournal,
   WorkSignal
 } from "@voice-journal/core"
-import { Duration, Layer, Option } from "effect"
+import { Duration, Effect, Layer, Option, Schedule } from "effect"
 import * as fs from "node:fs"
+import type * as http from "node:http"
 import { createServer } from "node:http"
 import { VoiceJournalApi } from "./Api.js"
 import * as ApiErrors from "./ApiErrors.js"
@@ -122,15 +123,93 @@ export const layerHttpApi = (config: ServerConfig) =>
   )
 
 /**
- * The Node listener. Node's default `requestTimeout` (300 s) would cut off
- * a large upload on a slow link, so it allows the largest upload at 256 KiB/s.
+ * The Node listener, stopped within the grace period whatever the clients
+ * do. `NodeHttpServer` alone stops by removing its request handler and
+ * calling `server.close()`, which waits for every connection: responses
+ * still said `keep-alive`, a client reusing its socket sent a request
+ * nobody answered, and the close (and everything after it) never ended.
+ * Here, when the scope closes, before the handler goes:
+ *
+ * 1. stop accepting, close idle keep-alive sockets, and answer everything
+ *    from now on with `Connection: close`;
+ * 2. let in-flight requests and the pipeline's stages (if a `Pipeline` is
+ *    in the context) drain together, within one grace period;
+ * 3. then destroy the connections that are left (a stalled upload) and give
+ *    their handlers a moment to clean up (remove the partial file).
+ *
+ * Node's default `requestTimeout` (300 s) would cut off a large upload on a
+ * slow link, so it allows the largest upload at 256 KiB/s.
  * @since 0.1.0
  */
 export const layerListener = (config: ServerConfig) =>
-  NodeHttpServer.layer(
-    () => createServer({ requestTimeout: Math.max(300_000, Math.ceil(config.maxUploadBytes / 256)) }),
-    { port: config.port, host: config.host }
-  )
+  Layer.merge(Layer.scoped(HttpServer.HttpServer, makeListener(config)), NodeHttpServer.layerContext)
+
+/** How long handlers of cut-off connections get to clean up after the grace period. */
+const cleanupAfterCutoff = Duration.seconds(1)
+
+const makeListener = (config: ServerConfig) =>
+  Effect.gen(function*() {
+    const pipeline = yield* Effect.serviceOption(Pipeline.PipelineStatus)
+    const grace = Duration.seconds(config.shutdownGraceSeconds)
+    let closing = false
+    /** Responses not yet sent in full (their headers may still be changed). */
+    const open = new Set<http.ServerResponse>()
+    /** Request handlers that have not finished (their request scope is still open). */
+    let handling = 0
+    const node = createServer({ requestTimeout: Math.max(300_000, Math.ceil(config.maxUploadBytes / 256)) })
+    // registered before the platform's handler, so it sees every response first
+    node.on("request", (_request: http.IncomingMessage, response: http.ServerResponse) => {
+      if (closing) response.setHeader("connection", "close")
+      open.add(response)
+      response.on("close", () => {
+        open.delete(response)
+        // a response that had already said keep-alive leaves an idle socket behind
+        if (closing) node.closeIdleConnections()
+      })
+    })
+    const inner = yield* NodeHttpServer.make(() => node, { port: config.port, host: config.host })
+
+    const handlersDone = Effect.suspend(() => (handling === 0 ? Effect.void : Effect.fail("busy" as const))).pipe(
+      Effect.retry(Schedule.spaced("25 millis"))
+    )
+    // interruptible inside each timeout: finalizers run uninterruptibly, and an
+    // uninterruptible wait would never be cut off (notes/effect3.md)
+    const within = (d: Duration.Duration) => <A, E>(wait: Effect.Effect<A, E>) =>
+      wait.pipe(Effect.interruptible, Effect.timeout(d), Effect.ignore)
+    const drain = Effect.gen(function*() {
+      closing = true
+      node.close() // no new connections; the platform's own close then finds it closed
+      node.closeIdleConnections()
+      for (const response of open) if (!response.headersSent) response.setHeader("connection", "close")
+      yield* Effect.logInfo(`shutting down: draining requests and stages (grace ${Duration.format(grace)})`)
+      yield* Effect.all([
+        within(grace)(handlersDone),
+        Option.match(pipeline, { onNone: () => Effect.void, onSome: (p) => p.shutdown })
+      ], { concurrency: "unbounded", discard: true })
+      if (handling > 0) {
+        yield* Effect.logWarning(`grace period over: cutting off ${handling} request(s) still in progress`)
+        node.closeAllConnections()
+        yield* within(cleanupAfterCutoff)(handlersDone)
+      }
+    })
+
+    const track = <E, R>(handled: HttpApp.Default<E, R>): HttpApp.Default<E, R> =>
+      Effect.suspend(() => {
+        handling++
+        // the request scope's first finalizer, so it runs after the handler's own cleanup
+        return Effect.zipRight(Effect.addFinalizer(() => Effect.sync(() => handling--)), handled)
+      }) as unknown as HttpApp.Default<E, R>
+
+    return HttpServer.make({
+      address: inner.address,
+      serve: (app, middleware) =>
+        Effect.gen(function*() {
+          yield* inner.serve(app, ((handled: HttpApp.Default) => track(middleware ? middleware(handled) : handled)) as HttpMiddleware.HttpMiddleware)
+          // added after the platform's finalizer (which removes the handler), so it runs before it
+          yield* Effect.addFinalizer(() => drain)
+        })
+    })
+  })
 
 /**
  * The complete server. Its output includes the `HttpServer` (for its address).
