@@ -15,8 +15,19 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import { Errors } from "@voice-journal/core"
-import { Cause, Effect } from "effect"
-import { type ApiError, VoiceJournalApi } from "./Api.js"
+import { Cause, Effect, Schema } from "effect"
+import {
+  type ApiError,
+  BadRequest,
+  Conflict,
+  Internal,
+  NotFound,
+  PayloadTooLarge,
+  Unauthorized,
+  Unavailable,
+  UnsupportedMediaType,
+  VoiceJournalApi
+} from "./Api.js"
 
 /** @since 0.1.0 */
 export type Tagged = { readonly _tag: string; readonly message: string }
@@ -88,8 +99,12 @@ const codeOf = (status: number): string => {
       return "payload_too_large"
     case 415:
       return "unsupported_media_type"
+    case 408:
+      return "request_timeout"
+    case 416:
+      return "range_not_satisfiable"
     case 429:
-      return "too_many_requests"
+      return "rate_limited"
     case 503:
       return "unavailable"
     default:
@@ -107,7 +122,7 @@ const defaultMessage = (status: number): string => {
       return "the body is too large"
     case "unsupported_media_type":
       return "the body's type is not accepted"
-    case "too_many_requests":
+    case "rate_limited":
       return "too many requests; wait and retry"
     case "unavailable":
       return "the server is not ready; retry later"
@@ -150,9 +165,12 @@ const routeTable = (extraGetPaths: ReadonlyArray<string>) => {
   return (pathname: string): ReadonlyArray<string> => [...new Set(routes.filter((r) => r.pattern.test(pathname)).map((r) => r.method))].sort()
 }
 
-/** A failure the API declares (`{ error, message }`): HttpApi encodes it with its status. */
-const isDeclared = (e: unknown): e is { readonly error: string; readonly message: string } =>
-  typeof e === "object" && e !== null && typeof (e as any).error === "string" && typeof (e as any).message === "string"
+/**
+ * A failure the API declares (`{ error, message }` with one of its codes):
+ * HttpApi encodes it with its status. Any other failure would find no schema
+ * and leave the platform's empty 500.
+ */
+const isDeclared = Schema.is(Schema.Union(BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Internal, Unavailable))
 
 /**
  * Around every route, before HttpApi encodes declared errors: whatever fails
