@@ -10,13 +10,15 @@
  * sends nothing for the idle timeout is answered `408` and cut off, and what
  * it had sent is removed.
  *
- * The multipart parser is `Multipart.makeChannel` (multipasta) fed from the
- * request with three guards against its traps, which otherwise hang the
- * request: a closing delimiter split across two reads goes unseen (so bytes
- * are handed on with a short hold-back), a body that ends early or a failing
- * input leaves a file part's reader spinning (so input failures and early
- * ends are raised beside the parser, never into it), and `withMaxParts`
- * silently truncates (so parts are counted here).
+ * The multipart parser is `Multipart.makeChannel` (multipasta), fed from the
+ * request with guards against its traps: a closing delimiter split across
+ * two reads goes unseen and the request hangs (bytes are handed on with a
+ * short hold-back, see {@link multipartFeed}); a body that ends early or an
+ * input that fails leaves a file part's reader spinning (such failures are
+ * raised beside the parser, never into it); raw UTF-8 in a part's
+ * `filename` loses the part's name (part headers reach it as their Latin-1
+ * view); a malformed `filename*` throws (a 400 here); and `withMaxParts`
+ * silently truncates (parts are counted here).
  *
  * @since 0.1.0
  */
@@ -164,8 +166,9 @@ const fromLatin1View = (name: string): string => {
 
 /**
  * The bytes the multipart parser gets, and whether the closing delimiter
- * went past. Works around two multipasta traps without parsing the body
- * itself:
+ * went past (what follows it, an epilogue, is dropped: the parser would
+ * take it for another part). Works around two multipasta traps without
+ * parsing the body itself:
  *
  * - it misses a closing `--` that arrives in the write after its delimiter,
  *   and then never finishes (seen in about 8 % of bodies cut into small
@@ -226,10 +229,14 @@ export const multipartFeed = (boundary: string) => {
   return {
     /** The bytes to hand on for `bytes` (possibly none yet). */
     push: (bytes: Uint8Array): ReadonlyArray<Uint8Array> => {
-      const chunk = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-      if (!closed) {
-        closed = find(closingDelimiter, closingWindow, chunk) >= 0
-        closingWindow = tail(closingWindow, chunk, closingDelimiter.length - 1)
+      // after the closing delimiter: an epilogue, which the parser would take for another part
+      if (closed) return []
+      let chunk = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      const closingEnd = find(closingDelimiter, closingWindow, chunk)
+      closingWindow = tail(closingWindow, chunk, closingDelimiter.length - 1)
+      if (closingEnd >= 0) {
+        closed = true
+        chunk = chunk.subarray(0, closingEnd)
       }
       const all = Buffer.concat([held, ...transcode(chunk)])
       if (all.length <= hold) {

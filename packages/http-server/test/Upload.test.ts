@@ -227,7 +227,11 @@ describe("upload route", () => {
         const answer = yield* rawRequest(s.url, multipartHead(key, { "Content-Length": String(body.length) }), [body.subarray(0, at), body.subarray(at)], { paced: true })
         expect({ at, status: answer.status }).toEqual({ at, status: 201 })
       }
-      expect((yield* call(s.url, key, "/entries")).body.total).toBe(splits.length)
+      // an epilogue after the closing delimiter is allowed (RFC 2046) and ignored
+      const withEpilogue = Buffer.concat([body, Buffer.from("this is the epilogue\r\n".repeat(10))])
+      const epilogue = yield* rawRequest(s.url, multipartHead(key, { "Content-Length": String(withEpilogue.length) }), [withEpilogue])
+      expect(epilogue.status).toBe(201)
+      expect((yield* call(s.url, key, "/entries")).body.total).toBe(splits.length + 1)
     }), { timeout: 120_000 })
 
   it.scopedLive("multipart/form-data without a boundary is 400 with the error envelope", () =>
