@@ -39,31 +39,6 @@ const maxOptionsBytes = 64 * 1024
 const isJsonType = (contentType: string) => /^application\/([\w.+-]+\+)?json\s*(;|$)/i.test(contentType)
 
 /**
- * Reads what the client still sends after we stopped (up to 1 MiB more) and
- * drops it, so a 413 reaches it as an answer rather than a connection reset;
- * beyond that the connection is cut.
- */
-const discardBody = (request: HttpServerRequest.HttpServerRequest) =>
-  Effect.async<void>((resume) => {
-    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
-    if (incoming.complete || incoming.destroyed) return resume(Effect.void)
-    let seen = 0
-    const timer = setTimeout(() => incoming.destroy(), 10_000)
-    const done = () => {
-      clearTimeout(timer)
-      resume(Effect.void)
-    }
-    incoming.on("data", (chunk: Buffer) => {
-      seen += chunk.length
-      if (seen > 1024 * 1024) incoming.destroy()
-    })
-    incoming.once("end", done)
-    incoming.once("close", done)
-    incoming.resume()
-    return Effect.sync(() => clearTimeout(timer))
-  })
-
-/**
  * The options of a body-taking POST: no body (or an empty one) means all
  * defaults; otherwise a JSON object of at most 64 KiB, checked on
  * Content-Length before a byte is read and counted while reading (chunked
@@ -89,7 +64,7 @@ const readOptions = <A, I>(request: HttpServerRequest.HttpServerRequest, schema:
         chunks.push(chunk)
         return Effect.void
       }),
-      Effect.tapError((e) => e.error === "payload_too_large" ? discardBody(request) : Effect.void)
+      Effect.tapError((e) => e.error === "payload_too_large" ? Upload.discardRest(request, 1024 * 1024, 10) : Effect.void)
     )
     const text = Buffer.concat(chunks).toString("utf8")
     if (text.trim() === "") return yield* decodeOptions(schema, {})

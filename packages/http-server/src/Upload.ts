@@ -81,9 +81,10 @@ type Failure = Tagged | UploadStalled
  * reset. Returns at once. Gives up, and cuts the connection, after
  * `maxBytes` more bytes, `idleSeconds` without any, or 30 s in all.
  * (Node leaves our listener alone: it only drains a request itself when the
- * handler never read from it.)
+ * handler never read from it.) Used by every route that rejects a body.
+ * @since 0.1.0
  */
-const discardRest = (request: HttpServerRequest.HttpServerRequest, maxBytes: number, idleSeconds: number) =>
+export const discardRest = (request: HttpServerRequest.HttpServerRequest, maxBytes: number, idleSeconds: number) =>
   Effect.sync(() => {
     const incoming = NodeHttpServerRequest.toIncomingMessage(request)
     if (incoming.complete || incoming.destroyed) return
