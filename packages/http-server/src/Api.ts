@@ -36,6 +36,12 @@ export const PayloadTooLarge = apiError("payload_too_large", 413, "The body exce
 /** @since 0.1.0 */
 export const UnsupportedMediaType = apiError("unsupported_media_type", 415, "The body's type is not accepted (an audio format for uploads, application/json for options).")
 /** @since 0.1.0 */
+export const RequestTimeout = apiError("request_timeout", 408, "The upload stalled: no byte arrived for VJ_UPLOAD_IDLE_SECONDS; nothing was kept.")
+/** @since 0.1.0 */
+export const RangeNotSatisfiable = apiError("range_not_satisfiable", 416, "The Range lies outside the recording; Content-Range says its size.")
+/** @since 0.1.0 */
+export const RateLimited = apiError("rate_limited", 429, "Too many requests for this key (or failed authentications from this address); wait for Retry-After.")
+/** @since 0.1.0 */
 export const Internal = apiError("internal", 500, "Something went wrong on the server.")
 /** @since 0.1.0 */
 export const Unavailable = apiError("unavailable", 503, "Not ready (database or workers).")
@@ -206,6 +212,7 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
   .add(
     HttpApiEndpoint.post("upload", "/entries")
       .addSuccess(EntryView, { status: 201 })
+      .addError(RequestTimeout)
       .annotate(OpenApi.Description, "Upload a recording: multipart/form-data with the audio in field `file`, or a raw body (any audio Content-Type). The type is decided from the bytes.")
   )
   .add(HttpApiEndpoint.get("list", "/entries").setUrlParams(Paging).addSuccess(page(EntrySummary, "EntryPage")))
@@ -213,7 +220,11 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
   .add(HttpApiEndpoint.del("delete", "/entries/:id").setPath(IdPath).addSuccess(Schema.Void, { status: 204 }))
   .add(
     HttpApiEndpoint.get("audio", "/entries/:id/audio").setPath(IdPath)
-      .annotate(OpenApi.Description, "The stored recording, streamed, with its sniffed Content-Type.")
+      .addError(RangeNotSatisfiable)
+      .annotate(
+        OpenApi.Description,
+        "The stored recording, streamed, with its sniffed Content-Type and `Accept-Ranges: bytes`; a `Range` header gets `206` with `Content-Range`."
+      )
   )
   .add(HttpApiEndpoint.get("listTranscriptions", "/entries/:id/transcriptions").setPath(IdPath).addSuccess(Schema.Array(TranscriptionView)))
   .add(
@@ -239,6 +250,7 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
     HttpApiEndpoint.post("sync", "/entries/:id/notion-sync").setPath(IdPath)
       .addSuccess(NotionSyncView, { status: 202 })
   )
+  .addError(RateLimited)
   .middleware(Authentication)
 {}
 
@@ -256,6 +268,7 @@ export class NotionGroup extends HttpApiGroup.make("notion")
     HttpApiEndpoint.post("retrySync", "/notion/syncs/:id/retry").setPath(IdPath)
       .addSuccess(NotionSyncView, { status: 202 })
   )
+  .addError(RateLimited)
   .middleware(Authentication)
 {}
 
@@ -281,6 +294,7 @@ export class VoiceJournalApi extends HttpApi.make("voice-journal")
   .addError(PayloadTooLarge)
   .addError(UnsupportedMediaType)
   .addError(Internal)
+  .addError(Unavailable) // the database stayed locked (SQLite busy), with Retry-After
   .annotate(HttpApi.AdditionalSchemas, [MethodNotAllowed])
   .annotate(OpenApi.Transform, withoutDecodeError)
   .annotate(OpenApi.Title, "voice-journal")

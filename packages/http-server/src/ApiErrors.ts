@@ -41,6 +41,7 @@ export const toApiError = (e: Tagged): Effect.Effect<never, ApiError> => {
   if (Errors.isStoreBusy(e)) return databaseBusy
   switch (e._tag) {
     case "NotFound":
+    case "AudioMissing":
       return Effect.fail({ error: "not_found", message: e.message })
     case "InvalidState":
     case "PrimaryConflict":

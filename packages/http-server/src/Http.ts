@@ -178,7 +178,6 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
                   headers: { "content-range": `bytes */${e.sizeBytes}`, "accept-ranges": "bytes" }
                 }))),
               // the entry is there, its audio is not: 404 as for a missing entry, saying which is gone
-              Effect.catchTag("AudioMissing", (e) => Effect.fail({ _tag: "NotFound", message: e.message })),
               orApiError
             )))
         .handle("listTranscriptions", ({ path }) =>
