@@ -217,12 +217,21 @@ export const run = (options: PipelineOptions = {}) =>
       }
     }
 
+    /**
+     * A job's outcome could not be written (database down, lease lost): said
+     * at warning, not fatal — the lease expires and the row is claimed again.
+     */
+    const unrecorded = (job: Job) => <E>(self: Effect.Effect<unknown, E>) =>
+      Effect.catchAll(Effect.asVoid(self), (e) =>
+        Effect.logWarning(`${job.stage} ${job.id}: its outcome could not be recorded; the row is retried once its lease expires`, e))
+
     /** Runs one claimed job to an end state, keeping its lease alive meanwhile. */
     const process = (job: Job) =>
       Effect.gen(function*() {
         const policy = config.retry[job.stage]
         const attempt = perform(job).pipe(
-          Effect.tapError((e) => Effect.logDebug(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
+          // info, not warning: the retry policy decides what happens next, and the outcome is logged below
+          Effect.tapError((e) => Effect.logInfo(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
           (self) => RetryPolicy.retry(self, policy, Deferred.await(released))
         )
         // a database hiccup skips one beat; only a lost lease stops the stage
@@ -256,10 +265,10 @@ export const run = (options: PipelineOptions = {}) =>
             yield* store.failTemporarily(job, {
               error: describe(error),
               nextAttemptAt: new Date(now + Duration.toMillis(delay))
-            }).pipe(Effect.ignore)
+            }).pipe(unrecorded(job))
           } else {
             yield* Effect.logWarning(`${job.stage} ${job.id}: failed after ${job.attempts} attempt(s): ${describeForLog(error)}`)
-            yield* store.failPermanently(job, { error: describe(error) }).pipe(Effect.ignore)
+            yield* store.failPermanently(job, { error: describe(error) }).pipe(unrecorded(job))
           }
           return
         }
@@ -271,10 +280,10 @@ export const run = (options: PipelineOptions = {}) =>
         const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
         yield* (RetryPolicy.hasAttemptsLeft(policy, job.attempts)
           ? store.failTemporarily(job, { error: redactInternals(`internal error: ${message}`), nextAttemptAt: new Date(now + Duration.toMillis(delay)) })
-          : store.failPermanently(job, { error: redactInternals(`internal error: ${message}`) })).pipe(Effect.ignore)
+          : store.failPermanently(job, { error: redactInternals(`internal error: ${message}`) })).pipe(unrecorded(job))
       }).pipe(
         // interrupted (shutdown past the grace period): hand the row back at once
-        Effect.onInterrupt(() => store.releaseLease(job).pipe(Effect.ignore)),
+        Effect.onInterrupt(() => store.releaseLease(job).pipe(unrecorded(job))),
         Effect.annotateLogs({ stage: job.stage, jobId: job.id, entryId: job.entryId })
       )
 
