@@ -181,12 +181,17 @@ describe("BlobStore (filesystem)", () => {
       })
     ))
 
-  it.scoped("removes temp files a crashed process left behind, at start-up", () =>
+  it.scopedLive("removes temp files a crashed process left behind, at start-up; keeps fresh ones (another node's live uploads)", () =>
     Effect.gen(function*() {
       const dir = fs.mkdtempSync(`${fixtureDir}-blobs-`)
-      fs.writeFileSync(`${dir}/.partial-${makeKey()}-deadbeef`, "half a file")
+      const stale = `.partial-${makeKey()}-deadbeef`
+      const live = `.partial-${makeKey()}-cafebabe`
+      fs.writeFileSync(`${dir}/${stale}`, "half a file")
+      const twoHoursAgo = new Date(Date.now() - 2 * 3600_000)
+      fs.utimesSync(`${dir}/${stale}`, twoHoursAgo, twoHoursAgo)
+      fs.writeFileSync(`${dir}/${live}`, "being written")
       yield* Layer.build(layerFileSystem({ directory: dir }))
-      expect(filesIn(dir)).toEqual([])
+      expect(filesIn(dir)).toEqual([live])
       fs.rmSync(dir, { recursive: true })
     }))
 })
