@@ -99,6 +99,8 @@ export interface JournalStoreService {
   ) => Effect.Effect<Option.Option<{ readonly key: ApiKey; readonly user: User }>, StoreError>
   readonly listApiKeys: (userId: UserId) => Effect.Effect<ReadonlyArray<ApiKey>, StoreError>
   readonly revokeApiKey: (userId: UserId, keyId: ApiKeyId) => Effect.Effect<void, NotFound | StoreError>
+  /** The user with this id (NotFound if there is none): a watch folder checks its user at start. */
+  readonly getUser: (userId: UserId) => Effect.Effect<User, NotFound | StoreError>
 
   // --- voice entries --------------------------------------------------------
   /** Writes the entry and its first (pending, to-be-primary) transcription in one transaction. */
@@ -113,6 +115,12 @@ export interface JournalStoreService {
   readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
   /** Deletes the entry and all its stage rows; returns it so the caller can remove the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
+  /**
+   * One of the user's entries whose audio has this sha256 (hex), if any —
+   * how a watch folder knows a re-copied file is already in the journal.
+   * Indexed on `(user_id, sha256)`.
+   */
+  readonly findEntryBySha256: (userId: UserId, sha256: string) => Effect.Effect<Option.Option<VoiceEntry>, StoreError>
 
   // --- transcriptions and cleanups -----------------------------------------
   /** Queues a new transcription run; `makePrimary` makes it primary when it completes. */

@@ -486,5 +486,26 @@ export const run = (name: string, harness: Harness): void => {
           expect((yield* store.existingBlobKeys([])).size).toBe(0)
         })
       ))
+
+    it.scoped("findEntryBySha256: the user's entry with that audio hash, not another user's, not a deleted one; getUser", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          const hash = (c: string) => c.repeat(64)
+          const input = { blobKey: "", originalFilename: "a.m4a", mimeType: "audio/mp4", sizeBytes: 10 }
+          const { entry } = yield* store.createEntry({ ...input, userId: alice.id, blobKey: "k-a", sha256: hash("a") })
+          yield* store.createEntry({ ...input, userId: bob.id, blobKey: "k-b", sha256: hash("b") })
+          const gone = (yield* store.createEntry({ ...input, userId: alice.id, blobKey: "k-c", sha256: hash("c") })).entry
+          yield* store.deleteEntry(alice.id, gone.id)
+          const found = yield* store.findEntryBySha256(alice.id, hash("a"))
+          expect(Option.map(found, (e) => e.id)).toEqual(Option.some(entry.id))
+          expect(Option.isNone(yield* store.findEntryBySha256(alice.id, hash("b")))).toBe(true)
+          expect(Option.isNone(yield* store.findEntryBySha256(alice.id, hash("c")))).toBe(true)
+          expect(Option.isSome(yield* store.findEntryBySha256(bob.id, hash("b")))).toBe(true)
+          expect((yield* store.getUser(alice.id)).name).toBe("alice")
+          expect((yield* Effect.flip(store.getUser("no-such-user" as UserId)))._tag).toBe("NotFound")
+        })
+      ))
   })
 }

@@ -137,5 +137,7 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0001_initial": run(initial),
   // the audio sweep asks "which of these blob keys have an entry" for every stored blob
   "0002_voice_entries_blob_key": run([`CREATE INDEX voice_entries_blob_key_idx ON voice_entries (blob_key)`]),
-  "0003_rate_budgets": run(rateBudgets)
+  "0003_rate_budgets": run(rateBudgets),
+  // a watch folder asks "does this user already have audio with this sha256" for every new file
+  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`])
 })

@@ -407,6 +407,13 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return users.length === 0 ? Option.none() : Option.some({ key, user: users[0]! })
         }),
 
+      getUser: (userId) =>
+        sql`SELECT ${cols(userColumns)} FROM users WHERE id = ${userId}`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decodeUsers),
+          Effect.flatMap((rows) => rows.length === 0 ? new NotFound({ resource: "user", id: userId }) : Effect.succeed(rows[0]!))
+        ),
+
       listApiKeys: (userId) =>
         sql`SELECT ${cols(apiKeyColumns)} FROM api_keys WHERE user_id = ${userId} ORDER BY created_at DESC, id DESC`.pipe(
           Effect.mapError(storeError),
@@ -437,6 +444,14 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       getEntry,
+
+      findEntryBySha256: (userId, sha256) =>
+        sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId} AND sha256 = ${sha256}
+          ORDER BY created_at, id LIMIT 1`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decodeEntries),
+          Effect.map((rows) => Option.fromNullable(rows[0]))
+        ),
 
       // One query per page: the page comes off the (user_id, created_at, id) index first, then each of its
       // rows picks its primary-or-newest transcription and cleanup and newest sync through the entry_id indexes.
