@@ -1,13 +1,14 @@
 /**
  * Where recordings live. Blobs are written atomically (a temp file in the
- * same directory, renamed into place once complete) under generated keys:
- * no name or path from a client ever reaches the disk.
+ * same directory, fsynced, renamed into place, and the directory fsynced)
+ * under generated keys: no name or path from a client ever reaches the disk,
+ * and a written blob survives a power cut.
  *
  * @since 0.1.0
  */
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
-import { Clock, Context, Duration, Effect, Layer, Option, Ref, Sink, Stream } from "effect"
+import { Chunk, Clock, Context, Duration, Effect, Layer, Option, Stream } from "effect"
 import * as path from "node:path"
 import { BlobStoreError } from "./Errors.js"
 
@@ -46,7 +47,8 @@ export interface ByteRange {
 export interface BlobStoreService {
   /**
    * Streams `body` into a new blob. Atomic: on failure or interruption
-   * nothing is left behind; on success the blob is complete.
+   * nothing is left behind; on success the blob is complete and durable
+   * (on disk, not only in the page cache), so a row may point at it.
    */
   readonly write: <E, R>(
     key: BlobKey,
@@ -134,6 +136,12 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
         Effect.catchAll((e) => Effect.logWarning("could not remove a stale partial upload", e))
       ))
 
+    /**
+     * Makes renames in the directory durable (fsync of the directory itself;
+     * POSIX leaves a new name in the page cache until then).
+     */
+    const syncDirectory = Effect.scoped(Effect.flatMap(fs.open(directory, { flag: "r" }), (dir) => dir.sync))
+
     const pathOf = (key: BlobKey) =>
       keyPattern.test(key)
         ? Effect.succeed(path.join(directory, key))
@@ -141,18 +149,40 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
 
     const service: BlobStoreService = {
       write: (key, body) =>
-        Effect.gen(function*() {
-          const target = yield* pathOf(key)
+        Effect.flatMap(pathOf(key), (target) => {
           const temp = path.join(directory, `${tempPrefix}${key}-${globalThis.crypto.randomUUID().slice(0, 8)}`)
-          const size = yield* Ref.make(0)
-          yield* body.pipe(
-            Stream.tap((chunk) => Ref.update(size, (n) => n + chunk.byteLength)),
-            // the sink's failures are the file system's; the body's own errors pass through as they are
-            Stream.run(fs.sink(temp, { flag: "wx" }).pipe(Sink.mapError(fail("write", key)))),
-            Effect.zipRight(fs.rename(temp, target).pipe(Effect.mapError(fail("write", key)))),
-            Effect.onExit((exit) => exit._tag === "Failure" ? fs.remove(temp, { force: true }).pipe(Effect.ignore) : Effect.void)
+          const failWrite = fail("write", key)
+          let sizeBytes = 0
+          let renamed = false
+          return Effect.scoped(Effect.gen(function*() {
+            const file = yield* fs.open(temp, { flag: "wx" }).pipe(Effect.mapError(failWrite))
+            // one write per stream chunk (all the bytes that arrived meanwhile), not per buffer:
+            // while it is on its way the socket keeps filling the next chunk
+            yield* Stream.runForEachChunk(body, (chunk) => {
+              if (chunk.length === 0) return Effect.void
+              const bytes = chunk.length === 1 ? Chunk.unsafeHead(chunk) : Buffer.concat(Chunk.toReadonlyArray(chunk))
+              sizeBytes += bytes.byteLength
+              return file.writeAll(bytes).pipe(Effect.mapError(failWrite))
+            })
+            // the bytes reach the disk before the name points at them ...
+            yield* file.sync.pipe(Effect.mapError(failWrite))
+          })).pipe(
+            Effect.zipRight(fs.rename(temp, target).pipe(Effect.mapError(failWrite))),
+            Effect.tap(() => {
+              renamed = true
+            }),
+            // ... and the name (a directory entry) reaches it before anyone is told the blob exists
+            Effect.zipRight(syncDirectory.pipe(Effect.mapError(failWrite))),
+            Effect.map(() => ({ sizeBytes })),
+            Effect.onExit((exit) =>
+              exit._tag === "Failure"
+                ? Effect.all([fs.remove(temp, { force: true }), renamed ? fs.remove(target, { force: true }) : Effect.void]).pipe(
+                  // a failed write leaves nothing; if even removing fails, the start-up/orphan sweep gets it later
+                  Effect.catchAll((e) => Effect.logWarning(`could not remove the file of a failed blob write ${key}`, e))
+                )
+                : Effect.void
+            )
           )
-          return { sizeBytes: yield* Ref.get(size) }
         }),
       read: (key, range) =>
         Stream.unwrap(Effect.map(pathOf(key), (p) =>
