@@ -36,3 +36,5 @@ export * as Transcriber from "./Transcriber.js"
 export * as VoiceJournal from "./VoiceJournal.js"
 /** @since 0.1.0 */
 export * as WorkSignal from "./WorkSignal.js"
+/** @since 0.1.0 */
+export * as WatchFolder from "./WatchFolder.js"
