@@ -11,7 +11,10 @@ import { Domain, Errors, JournalStore, VoiceJournal } from "@voice-journal/core"
 import { BlobStore } from "@voice-journal/core"
 import { Config, Console, Data, Duration, Effect, Layer, Option, Redacted, Schedule, ScheduleDecision } from "effect"
 import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
 import * as path from "node:path"
+import * as selfsigned from "selfsigned"
 import { config as serverConfig, type ServerConfig } from "./Config.js"
 import * as Server from "./Server.js"
 
@@ -60,6 +63,125 @@ const keysRevoke = Command.make("revoke", { userId, keyId: Args.text({ name: "ke
   withJournal((journal) => journal.revokeApiKey(userId as Domain.UserId, keyId as Domain.ApiKeyId)).pipe(
     Effect.zipRight(Console.log(`key ${keyId} revoked`))
   )).pipe(Command.withDescription("Revoke an API key."))
+
+// --- TLS for phones on the LAN ----------------------------------------------
+
+/** The addresses a phone on the LAN can reach this machine at: its non-internal IPv4 addresses. */
+const lanAddresses = () =>
+  Object.values(os.networkInterfaces()).flatMap((list) => list ?? [])
+    .filter((a) => !a.internal && (a.family === "IPv4" || (a.family as unknown) === 4)) // a number on Node 18.0–18.3
+    .map((a) => a.address)
+
+class TlsFailed extends Data.TaggedError("TlsFailed")<{ readonly message: string }> {}
+
+/** Writes a file and flushes it to disk before returning (a cert without its key after a power cut is useless). */
+const writeDurably = (file: string, contents: string, mode: number) => {
+  const fd = fs.openSync(file, "w", mode)
+  try {
+    fs.fchmodSync(fd, mode) // `mode` applies only when the file is created
+    fs.writeFileSync(fd, contents)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const days = (n: number) => new Date(Date.now() + n * 24 * 3600 * 1000)
+
+const tlsHost = Options.text("host").pipe(
+  Options.repeated,
+  Options.withDescription("IP address or DNS name the phone will use (repeatable; default: this machine's LAN IPv4 addresses); localhost is always included")
+)
+const tlsOut = Options.text("out").pipe(Options.optional, Options.withDescription("directory for ca.pem, cert.pem, key.pem (default: VJ_DATA_DIR/tls)"))
+const tlsForce = Options.boolean("force").pipe(Options.withDescription("replace an existing certificate (phones must then trust the new ca.pem)"))
+
+/**
+ * A small CA and a server certificate signed by it, for the LAN address(es).
+ * Phones trust the CA once (it is what they install); the server presents
+ * the certificate. The CA's private key is not kept: a CA the phone fully
+ * trusts could otherwise sign a certificate for any site, so this one can
+ * sign nothing more — running the command again makes a new CA.
+ * Validity: the certificate 825 days (the longest iOS accepts for a TLS
+ * server certificate), the CA 10 years. RSA 2048 / SHA-256 for older phones.
+ */
+const tlsSelfSigned = Command.make("self-signed", { hosts: tlsHost, out: tlsOut, force: tlsForce }, ({ force, hosts, out }) =>
+  Effect.gen(function*() {
+    const base = process.env.INIT_CWD ?? process.cwd()
+    // only VJ_DATA_DIR: the full server config would read VJ_TLS_CERT, which may not exist yet
+    const dataDir = yield* Config.string("VJ_DATA_DIR").pipe(Config.withDefault("./data"))
+    const port = yield* Config.port("VJ_PORT").pipe(Config.withDefault(3000))
+    const dir = Option.match(out, { onNone: () => path.resolve(base, dataDir, "tls"), onSome: (d) => path.resolve(base, d) })
+    const names = [...new Set([...(hosts.length > 0 ? hosts : lanAddresses()), "localhost"])]
+    for (const name of names) {
+      if (net.isIP(name) === 0 && !/^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/i.test(name)) {
+        return yield* new TlsFailed({ message: `--host ${JSON.stringify(name)} is neither an IP address nor a DNS name` })
+      }
+    }
+    const files = { ca: path.join(dir, "ca.pem"), cert: path.join(dir, "cert.pem"), key: path.join(dir, "key.pem") }
+    const existing = Object.values(files).filter((f) => fs.existsSync(f))
+    if (existing.length > 0 && !force) {
+      return yield* new TlsFailed({ message: `${existing.join(", ")} already exist: pass --force to replace them (phones must then trust the new ca.pem)` })
+    }
+    const caName = `voice-journal local CA (${os.hostname()}, ${new Date().toISOString().slice(0, 10)})`
+    const generated = yield* Effect.tryPromise({
+      try: async () => {
+        const common = { keyType: "rsa", keySize: 2048, algorithm: "sha256" } as const
+        const ca = await selfsigned.generate([{ name: "commonName", value: caName }], {
+          ...common,
+          notAfterDate: days(3650),
+          extensions: [
+            { name: "basicConstraints", cA: true, pathLenConstraint: 0, critical: true },
+            { name: "keyUsage", keyCertSign: true, cRLSign: true, critical: true }
+          ]
+        })
+        const leaf = await selfsigned.generate([{ name: "commonName", value: names[0]! }], {
+          ...common,
+          notAfterDate: days(825),
+          ca: { key: ca.private, cert: ca.cert },
+          extensions: [
+            { name: "basicConstraints", cA: false, critical: true },
+            { name: "keyUsage", digitalSignature: true, keyEncipherment: true, critical: true },
+            { name: "extKeyUsage", serverAuth: true },
+            { name: "subjectAltName", altNames: names.map((n) => (net.isIP(n) !== 0 ? { type: 7 as const, ip: n } : { type: 2 as const, value: n })) }
+          ]
+        })
+        return { ca: ca.cert, cert: leaf.cert, key: leaf.private }
+      },
+      catch: (e) => new TlsFailed({ message: `could not generate the certificate: ${e instanceof Error ? e.message : String(e)}` })
+    })
+    yield* Effect.try({
+      try: () => {
+        fs.mkdirSync(dir, { recursive: true })
+        writeDurably(files.key, generated.key, 0o600)
+        writeDurably(files.cert, generated.cert, 0o644)
+        writeDurably(files.ca, generated.ca, 0o644)
+      },
+      catch: (e) => new TlsFailed({ message: `could not write to ${dir}: ${e instanceof Error ? e.message : String(e)}` })
+    })
+    const url = `https://${names[0]}:${port}`
+    yield* Console.log([
+      `wrote ${files.ca} (the CA: install it on your phones)`,
+      `      ${files.cert} (certificate for ${names.join(", ")}, valid 825 days)`,
+      `      ${files.key} (its private key, mode 0600; never copy it to a phone)`,
+      "",
+      "Serve HTTPS with these environment variables (VJ_HOST=0.0.0.0 listens on the LAN, not only loopback):",
+      "",
+      `VJ_TLS_CERT=${files.cert}`,
+      `VJ_TLS_KEY=${files.key}`,
+      "VJ_HOST=0.0.0.0",
+      "",
+      `then open ${url} on the phone, after trusting the CA once:`,
+      "",
+      "iOS / iPadOS: AirDrop ca.pem to the phone (or download it in Safari), open Settings → Profile Downloaded →",
+      "  Install; then Settings → General → About → Certificate Trust Settings → enable full trust for",
+      `  "${caName}".`,
+      "Android: copy ca.pem to the phone, then Settings → Security → Encryption & credentials →",
+      "  Install a certificate → CA certificate → choose ca.pem.",
+      "",
+      "The CA's own private key was not kept, so it cannot sign anything else; running this command again",
+      "makes a new CA, which phones must trust again. A new LAN address needs a new certificate (--host)."
+    ].join("\n"))
+  })).pipe(Command.withDescription("Make a CA and an HTTPS certificate for this machine's LAN address(es), and print how phones trust it."))
 
 // --- client commands (talk to a running server) -----------------------------
 
@@ -273,7 +395,8 @@ export const command = Command.make("voice-journal").pipe(
     Command.make("users").pipe(Command.withSubcommands([usersCreate])),
     Command.make("keys").pipe(Command.withSubcommands([keysCreate, keysRevoke])),
     upload,
-    Command.make("entries").pipe(Command.withSubcommands([listEntries]))
+    Command.make("entries").pipe(Command.withSubcommands([listEntries])),
+    Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned]))
   ])
 )
 

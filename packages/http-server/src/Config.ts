@@ -35,11 +35,15 @@
  * | `VJ_UPLOADS_PER_MINUTE`     | `10`                             | uploads per key per minute |
  * | `VJ_AUTH_FAILURES_PER_MINUTE` | `10`                           | failed authentications per client address |
  * | `VJ_TRUST_PROXY`            | `0`                              | reverse proxies in front that append to `X-Forwarded-For`; `0` ignores the header, `n` takes the client from the `n`-th entry from the right |
+ * | `VJ_TLS_CERT`               | — (plain HTTP)                   | PEM certificate (chain) file: serve HTTPS; needs `VJ_TLS_KEY` |
+ * | `VJ_TLS_KEY`                | —                                | PEM private key file for `VJ_TLS_CERT` (secret) |
  *
  * @since 0.1.0
  */
 import { Config, ConfigError, Either, Option, Redacted } from "effect"
+import * as fs from "node:fs"
 import * as path from "node:path"
+import * as tls from "node:tls"
 
 /** @since 0.1.0 */
 export type Transcription =
@@ -85,6 +89,15 @@ export interface ServerConfig {
    * `RateLimit.Options.trustProxy`); absent or `0`: the header is ignored.
    */
   readonly trustProxy?: number | undefined
+  /**
+   * Serve HTTPS (HTTP/1.1) with this certificate and key, read at start-up
+   * from `VJ_TLS_CERT` / `VJ_TLS_KEY`; absent: plain HTTP.
+   */
+  readonly tls?: {
+    readonly certFile: string
+    readonly cert: string
+    readonly key: Redacted.Redacted<string>
+  } | undefined
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
@@ -152,7 +165,9 @@ export const config: Config.Config<ServerConfig> = Config.all({
   trustProxy: Config.integer("VJ_TRUST_PROXY").pipe(
     Config.withDefault(0),
     Config.validate({ message: "VJ_TRUST_PROXY must be the number of proxies in front (an integer ≥ 0)", validation: (n) => n >= 0 })
-  )
+  ),
+  tlsCert: Config.option(Config.string("VJ_TLS_CERT")),
+  tlsKey: Config.option(Config.string("VJ_TLS_KEY"))
 }).pipe(
   Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
     // relative to where the command was typed (pnpm runs scripts inside the package)
@@ -188,6 +203,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
         `must be more than 0 and less than VJ_LEASE_SECONDS (${c.leaseSeconds})`
       ))
     }
+    const tlsFiles = readTls(base, c.tlsCert, c.tlsKey)
+    if (Either.isLeft(tlsFiles)) return Either.left(tlsFiles.left)
     return Either.right({
       host: c.host,
       port: c.port,
@@ -205,7 +222,47 @@ export const config: Config.Config<ServerConfig> = Config.all({
       lease: { seconds: c.leaseSeconds, heartbeatSeconds },
       audioSweep: { minAgeSeconds: c.audioSweepAgeSeconds, intervalSeconds: c.audioSweepIntervalSeconds },
       limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute },
-      trustProxy: c.trustProxy
+      trustProxy: c.trustProxy,
+      tls: tlsFiles.right
     })
   })
 )
+
+/**
+ * Both TLS variables or neither; the files are read here so that a missing,
+ * unreadable or mismatched pair stops start-up naming the variable instead
+ * of failing on the first connection. The key's contents never reach a
+ * message.
+ */
+const readTls = (
+  base: string,
+  certVar: Option.Option<string>,
+  keyVar: Option.Option<string>
+): Either.Either<ServerConfig["tls"], ConfigError.ConfigError> => {
+  if (Option.isNone(certVar) && Option.isNone(keyVar)) return Either.right(undefined)
+  if (Option.isNone(keyVar)) return Either.left(ConfigError.MissingData(["VJ_TLS_KEY"], "required when VJ_TLS_CERT is set"))
+  if (Option.isNone(certVar)) return Either.left(ConfigError.MissingData(["VJ_TLS_CERT"], "required when VJ_TLS_KEY is set"))
+  const read = (name: string, file: string): Either.Either<string, ConfigError.ConfigError> => {
+    try {
+      return Either.right(fs.readFileSync(file, "utf8"))
+    } catch (e) {
+      return Either.left(ConfigError.InvalidData([name], `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`))
+    }
+  }
+  const certFile = path.resolve(base, certVar.value)
+  const keyFile = path.resolve(base, keyVar.value)
+  const cert = read("VJ_TLS_CERT", certFile)
+  if (Either.isLeft(cert)) return Either.left(cert.left)
+  const key = read("VJ_TLS_KEY", keyFile)
+  if (Either.isLeft(key)) return Either.left(key.left)
+  try {
+    // parses both and checks that the key belongs to the certificate
+    tls.createSecureContext({ cert: cert.right, key: key.right })
+  } catch (e) {
+    return Either.left(ConfigError.InvalidData(
+      ["VJ_TLS_CERT"],
+      `${certFile} and the key in VJ_TLS_KEY (${keyFile}) are not a usable PEM certificate and its private key: ${(e as Error).message}`
+    ))
+  }
+  return Either.right({ certFile, cert: cert.right, key: Redacted.make(key.right) })
+}

@@ -24,10 +24,11 @@ import {
   VoiceJournal,
   WorkSignal
 } from "@voice-journal/core"
-import { Duration, Effect, Layer, Option, Schedule } from "effect"
+import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import * as fs from "node:fs"
 import type * as http from "node:http"
 import { createServer } from "node:http"
+import { createServer as createHttpsServer } from "node:https"
 import { VoiceJournalApi } from "./Api.js"
 import * as ApiErrors from "./ApiErrors.js"
 import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
@@ -119,8 +120,14 @@ export const layerHttpApi = (config: ServerConfig) =>
       Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes, uploadIdleSeconds: config.uploadIdleSeconds })),
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
     )),
-    HttpServer.withLogAddress
+    withLogAddress(config)
   )
+
+/** `HttpServer.withLogAddress`, but saying `https://` when the listener speaks TLS (the platform always says http). */
+const withLogAddress = (config: ServerConfig) => <A, E, R>(layer: Layer.Layer<A, E, R>) =>
+  Layer.effectDiscard(HttpServer.addressFormattedWith((address) =>
+    Effect.log(`Listening on ${config.tls !== undefined ? address.replace(/^http:/, "https:") : address}`)
+  )).pipe(Layer.provideMerge(layer))
 
 /**
  * The Node listener, stopped within the grace period whatever the clients
@@ -139,6 +146,12 @@ export const layerHttpApi = (config: ServerConfig) =>
  *
  * Node's default `requestTimeout` (300 s) would cut off a large upload on a
  * slow link, so it allows the largest upload at 256 KiB/s.
+ *
+ * With `config.tls` the listener is an `https.Server` (HTTP/1.1 over TLS;
+ * it is an `http.Server` to everything here). Not HTTP/2: the platform
+ * serves `http.IncomingMessage`s, an `http2` server has no
+ * `closeIdleConnections` / `closeAllConnections`, and HTTP/2 forbids the
+ * `Connection: close` header the shutdown above relies on.
  * @since 0.1.0
  */
 export const layerListener = (config: ServerConfig) =>
@@ -156,7 +169,10 @@ const makeListener = (config: ServerConfig) =>
     const open = new Set<http.ServerResponse>()
     /** Request handlers that have not finished (their request scope is still open). */
     let handling = 0
-    const node = createServer({ requestTimeout: Math.max(300_000, Math.ceil(config.maxUploadBytes / 256)) })
+    const options = { requestTimeout: Math.max(300_000, Math.ceil(config.maxUploadBytes / 256)) }
+    const node: http.Server = config.tls !== undefined
+      ? createHttpsServer({ ...options, cert: config.tls.cert, key: Redacted.value(config.tls.key) })
+      : createServer(options)
     // registered before the platform's handler, so it sees every response first
     node.on("request", (_request: http.IncomingMessage, response: http.ServerResponse) => {
       if (closing) response.setHeader("connection", "close")

@@ -170,3 +170,36 @@ export const keyWithId = (running: Running, name: string) =>
     const created = await Effect.runPromise(Effect.flatMap(VoiceJournal.VoiceJournal, (j) => j.createUser(name)).pipe(Effect.provide(layer)))
     return { apiKey: Redacted.value(created.apiKey), keyId: created.key.id as string }
   })
+
+/**
+ * Like `serve`, for a server speaking HTTPS: waits for /healthz over TLS
+ * trusting `ca` (not skipping verification). `output()` is what it logged
+ * so far (stdout and stderr). SIGKILLed when the scope closes.
+ */
+export const serveHttps = (env: NodeJS.ProcessEnv, port: number, ca: string) =>
+  Effect.acquireRelease(
+    Effect.promise(async () => {
+      const https = await import("node:https")
+      const child = spawn(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "serve"], { cwd: packageDir, env, stdio: "pipe" })
+      let output = ""
+      child.stdout!.on("data", (c: Buffer) => (output += c.toString("utf8")))
+      child.stderr!.on("data", (c: Buffer) => (output += c.toString("utf8")))
+      const healthy = () =>
+        new Promise<boolean>((resolve) => {
+          const r = https.get({ host: "127.0.0.1", port, path: "/healthz", ca, agent: false }, (res) => {
+            res.resume()
+            resolve(res.statusCode === 200)
+          })
+          // not up yet (refused) or not speaking TLS yet: try again
+          r.on("error", () => resolve(false))
+        })
+      for (let i = 0; i < 300; i++) {
+        if (await healthy()) return { child, output: () => output }
+        if (child.exitCode !== null) throw new Error(`server exited with ${child.exitCode}: ${output}`)
+        await new Promise((r) => setTimeout(r, 100))
+      }
+      child.kill("SIGKILL")
+      throw new Error(`server did not start: ${output}`)
+    }),
+    ({ child }) => Effect.sync(() => child.exitCode === null && child.kill("SIGKILL"))
+  )
