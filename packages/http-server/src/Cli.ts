@@ -7,7 +7,7 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Domain, Errors, JournalStore, VoiceJournal } from "@voice-journal/core"
+import { Domain, Errors, JournalStore, VoiceJournal, WatchFolder } from "@voice-journal/core"
 import { BlobStore } from "@voice-journal/core"
 import { Config, Console, Data, Duration, Effect, Layer, Option, Redacted, Schedule, ScheduleDecision } from "effect"
 import * as fs from "node:fs"
@@ -63,6 +63,57 @@ const keysRevoke = Command.make("revoke", { userId, keyId: Args.text({ name: "ke
   withJournal((journal) => journal.revokeApiKey(userId as Domain.UserId, keyId as Domain.ApiKeyId)).pipe(
     Effect.zipRight(Console.log(`key ${keyId} revoked`))
   )).pipe(Command.withDescription("Revoke an API key."))
+
+// --- watch folder -------------------------------------------------------------
+
+/** One line per file handled (the scans themselves are not worth a line). */
+const printWatchEvent = (event: WatchFolder.WatchEvent) => {
+  if (event._tag === "Scanned") return Effect.void
+  const name = path.basename(event.file)
+  const moved = (to: string | null) => (to === null ? "" : ` (moved to ${to})`)
+  switch (event._tag) {
+    case "Ingested":
+      return Console.log(`${name} → entry ${event.entryId}${moved(event.movedTo)}`)
+    case "AlreadyIngested":
+      return Console.log(`${name}: already entry ${event.entryId}, not ingested again${moved(event.movedTo)}`)
+    case "Skipped":
+      return Console.error(`skipped ${name}: ${event.reason}`)
+  }
+}
+
+/**
+ * Runs the watch folder against the configured database and audio folder
+ * directly (like `users create`), with the storage's work signal: on
+ * PostgreSQL LISTEN/NOTIFY wakes the servers' workers, on SQLite they find
+ * the new entries by polling.
+ */
+const watch = Command.make("watch", {
+  dir: Args.text({ name: "dir" }).pipe(Args.withDescription("the folder to watch (its top level)")),
+  user: Options.text("user").pipe(Options.withDescription("id of the user whose entries the recordings become")),
+  moveTo: Options.text("move-to").pipe(
+    Options.optional,
+    Options.withDescription("move each file here once it is in the journal (default: files are never touched)")
+  ),
+  settle: Options.float("settle-seconds").pipe(
+    Options.withDefault(2),
+    Options.withDescription("a file counts as complete once its size and mtime held this long")
+  )
+}, ({ dir, moveTo, settle, user }) =>
+  Effect.gen(function*() {
+    const config = yield* serverConfig
+    const base = process.env.INIT_CWD ?? process.cwd()
+    yield* WatchFolder.run({
+      directory: path.resolve(base, dir),
+      userId: user as Domain.UserId,
+      moveTo: Option.match(moveTo, { onNone: () => undefined, onSome: (d) => path.resolve(base, d) }),
+      settle: Duration.seconds(settle),
+      onEvent: printWatchEvent
+    }).pipe(Effect.provide(journalLayer(config)))
+  })).pipe(
+    Command.withDescription(
+      "Ingest recordings dropped into a folder for a user, once each file is complete; the same bytes are never ingested twice. Runs until stopped."
+    )
+  )
 
 // --- TLS for phones on the LAN ----------------------------------------------
 
@@ -395,6 +446,7 @@ export const command = Command.make("voice-journal").pipe(
     Command.make("users").pipe(Command.withSubcommands([usersCreate])),
     Command.make("keys").pipe(Command.withSubcommands([keysCreate, keysRevoke])),
     upload,
+    watch,
     Command.make("entries").pipe(Command.withSubcommands([listEntries])),
     Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned]))
   ])

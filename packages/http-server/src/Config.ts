@@ -35,6 +35,10 @@
  * | `VJ_UPLOADS_PER_MINUTE`     | `10`                             | uploads per key per minute |
  * | `VJ_AUTH_FAILURES_PER_MINUTE` | `10`                           | failed authentications per client address |
  * | `VJ_TRUST_PROXY`            | `0`                              | reverse proxies in front that append to `X-Forwarded-For`; `0` ignores the header, `n` takes the client from the `n`-th entry from the right |
+ * | `VJ_WATCH_DIR`              | — (no watch folder)              | recordings dropped here become entries of `VJ_WATCH_USER` (see `WatchFolder`) |
+ * | `VJ_WATCH_USER`             | —                                | required with `VJ_WATCH_DIR`: the id of an existing user |
+ * | `VJ_WATCH_MOVE_TO`          | — (files never touched)          | move each file here once it is in the journal |
+ * | `VJ_WATCH_SETTLE_SECONDS`   | `2`                              | a file counts as complete once its size and mtime held this long |
  * | `VJ_TLS_CERT`               | — (plain HTTP)                   | PEM certificate (chain) file: serve HTTPS; needs `VJ_TLS_KEY` |
  * | `VJ_TLS_KEY`                | —                                | PEM private key file for `VJ_TLS_CERT` (secret) |
  *
@@ -89,6 +93,13 @@ export interface ServerConfig {
    * `RateLimit.Options.trustProxy`); absent or `0`: the header is ignored.
    */
   readonly trustProxy?: number | undefined
+  /** A watch folder ingested for one user (`WatchFolder`); absent: none. */
+  readonly watch?: {
+    readonly directory: string
+    readonly userId: string
+    readonly moveTo?: string | undefined
+    readonly settleSeconds?: number | undefined
+  } | undefined
   /**
    * Serve HTTPS (HTTP/1.1) with this certificate and key, read at start-up
    * from `VJ_TLS_CERT` / `VJ_TLS_KEY`; absent: plain HTTP.
@@ -162,6 +173,13 @@ export const config: Config.Config<ServerConfig> = Config.all({
   perMinute: positive("VJ_RATE_LIMIT_PER_MINUTE", 120),
   uploadsPerMinute: positive("VJ_UPLOADS_PER_MINUTE", 10),
   authFailuresPerMinute: positive("VJ_AUTH_FAILURES_PER_MINUTE", 10),
+  watchDir: Config.option(Config.string("VJ_WATCH_DIR")),
+  watchUser: Config.option(Config.string("VJ_WATCH_USER")),
+  watchMoveTo: Config.option(Config.string("VJ_WATCH_MOVE_TO")),
+  watchSettleSeconds: Config.number("VJ_WATCH_SETTLE_SECONDS").pipe(
+    Config.withDefault(2),
+    Config.validate({ message: "VJ_WATCH_SETTLE_SECONDS must be a positive number", validation: (n) => n > 0 && Number.isFinite(n) })
+  ),
   trustProxy: Config.integer("VJ_TRUST_PROXY").pipe(
     Config.withDefault(0),
     Config.validate({ message: "VJ_TRUST_PROXY must be the number of proxies in front (an integer ≥ 0)", validation: (n) => n >= 0 })
@@ -205,7 +223,22 @@ export const config: Config.Config<ServerConfig> = Config.all({
     }
     const tlsFiles = readTls(base, c.tlsCert, c.tlsKey)
     if (Either.isLeft(tlsFiles)) return Either.left(tlsFiles.left)
+    let watch: ServerConfig["watch"] = undefined
+    if (Option.isSome(c.watchDir)) {
+      if (Option.isNone(c.watchUser)) {
+        return Either.left(ConfigError.MissingData(["VJ_WATCH_USER"], "required when VJ_WATCH_DIR is set (the id of an existing user)"))
+      }
+      watch = {
+        directory: path.resolve(base, c.watchDir.value),
+        userId: c.watchUser.value,
+        moveTo: Option.match(c.watchMoveTo, { onNone: () => undefined, onSome: (d) => path.resolve(base, d) }),
+        settleSeconds: c.watchSettleSeconds
+      }
+    } else if (Option.isSome(c.watchUser) || Option.isSome(c.watchMoveTo)) {
+      return Either.left(ConfigError.MissingData(["VJ_WATCH_DIR"], "required when VJ_WATCH_USER or VJ_WATCH_MOVE_TO is set"))
+    }
     return Either.right({
+      watch,
       host: c.host,
       port: c.port,
       dataDir,

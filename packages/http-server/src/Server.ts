@@ -17,11 +17,13 @@ import {
   BlobStore,
   BlobSweeper,
   Cleaner,
+  Domain,
   NotionPublisher,
   Pipeline,
   RequestBudget,
   Transcriber,
   VoiceJournal,
+  WatchFolder,
   WorkSignal
 } from "@voice-journal/core"
 import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
@@ -102,7 +104,16 @@ export const layerApp = (config: ServerConfig) => {
     ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
   })
   const sweeper = BlobSweeper.layer({ minAge: sweepAge, interval: Duration.seconds(config.audioSweep?.intervalSeconds ?? 3600) })
-  return Layer.mergeAll(journal, pipeline, sweeper).pipe(Layer.provideMerge(services))
+  // the watch folder (if configured) ingests through the same front door; its start fails the server's
+  // start (unknown user, missing folder), then it scans in a fiber closed with the app
+  const watch = config.watch
+  const watcher = watch === undefined ? Layer.empty : WatchFolder.layer({
+    directory: watch.directory,
+    userId: watch.userId as Domain.UserId,
+    moveTo: watch.moveTo,
+    settle: Duration.seconds(watch.settleSeconds ?? 2)
+  }).pipe(Layer.provide(journal))
+  return Layer.mergeAll(journal, pipeline, sweeper, watcher).pipe(Layer.provideMerge(services))
 }
 
 /**
