@@ -164,6 +164,10 @@ export const make = (config: WatchFolderConfig) =>
       )
     )
     if (moveTo !== undefined) {
+      // moved files would be found again, and moved again, forever
+      if (moveTo === directory) {
+        return yield* new WatchFolderError({ message: `the move-to folder must not be the watch folder itself (${directory})` })
+      }
       yield* Effect.tryPromise({
         try: () => fs.promises.mkdir(moveTo, { recursive: true }),
         catch: fsError(`cannot create the move-to folder ${moveTo}`)

@@ -184,7 +184,7 @@ describe("WatchFolder", () => {
       expect((yield* w.entries).total).toBe(1)
     }))
 
-  it.scopedLive("an unknown user or a missing folder fails at start with a clear message", () =>
+  it.scopedLive("an unknown user, a missing folder or moving into the watched folder fails at start with a clear message", () =>
     Effect.gen(function*() {
       const s = yield* setup
       const ctx = yield* Layer.build(s.journal).pipe(Effect.orDie)
@@ -196,5 +196,9 @@ describe("WatchFolder", () => {
         WatchFolder.start({ directory: path.join(s.root, "nowhere"), userId: s.userId }).pipe(Effect.provide(ctx))
       )
       expect(missing.message).toMatch(/nowhere/)
+      const sameFolder = yield* Effect.flip(
+        WatchFolder.start({ directory: s.watched, userId: s.userId, moveTo: s.watched }).pipe(Effect.provide(ctx))
+      )
+      expect(sameFolder.message).toMatch(/must not be the watch folder/)
     }))
 })

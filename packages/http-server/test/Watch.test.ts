@@ -106,7 +106,7 @@ describe("watch folder", () => {
       expect(list.items.map((e) => e.originalFilename)).toEqual(["walk.mp3"])
     }))
 
-  it.scopedLive("watch with an unknown user exits at once with a clear message; VJ_WATCH_DIR needs VJ_WATCH_USER", () =>
+  it.scopedLive("watch or serve with an unknown user stops at start with a clear message; VJ_WATCH_DIR needs VJ_WATCH_USER", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir("vj-watch-bad-")
       const error = yield* Effect.sync(() => {
@@ -121,5 +121,8 @@ describe("watch folder", () => {
       expect(`${error?.stderr}${error?.stdout}`).toMatch(/user no-such-user does not exist/)
       const bad = yield* Effect.flip(Effect.withConfigProvider(serverConfig, ConfigProvider.fromMap(new Map([["VJ_WATCH_DIR", dir]]))))
       expect(String(bad)).toMatch(/VJ_WATCH_USER/)
+      // serve: the watch folder's check fails the server's start
+      const failed = yield* Effect.scoped(start({ watch: { directory: dir, userId: "no-such-user" } })).pipe(Effect.flip)
+      expect(String(failed)).toMatch(/user no-such-user does not exist/)
     }))
 })
