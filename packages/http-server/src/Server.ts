@@ -159,10 +159,10 @@ const withLogAddress = (config: ServerConfig) => <A, E, R>(layer: Layer.Layer<A,
  * slow link, so it allows the largest upload at 256 KiB/s.
  *
  * With `config.tls` the listener is an `https.Server` (HTTP/1.1 over TLS;
- * it is an `http.Server` to everything here). Not HTTP/2: the platform
+ * it has the `http.Server` methods used here). Not HTTP/2: the platform
  * serves `http.IncomingMessage`s, an `http2` server has no
- * `closeIdleConnections` / `closeAllConnections`, and HTTP/2 forbids the
- * `Connection: close` header the shutdown above relies on.
+ * `closeAllConnections`, and HTTP/2 has no `Connection: close` (Node drops
+ * the header with a warning; draining would need GOAWAY handling).
  * @since 0.1.0
  */
 export const layerListener = (config: ServerConfig) =>

@@ -152,6 +152,34 @@ describe("HTTPS", () => {
       expect(untrusted).toMatch(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_GET_ISSUER_CERT_LOCALLY/)
     }), { timeout: 120_000 })
 
+  it.scopedLive("SIGTERM with an idle keep-alive TLS client still exits within the grace period", () =>
+    Effect.gen(function*() {
+      const { env, port, tlsDir } = yield* setup
+      const ca = fs.readFileSync(path.join(tlsDir, "ca.pem"), "utf8")
+      const { child } = yield* serveHttps({
+        ...env,
+        VJ_TLS_CERT: path.join(tlsDir, "cert.pem"),
+        VJ_TLS_KEY: path.join(tlsDir, "key.pem"),
+        VJ_SHUTDOWN_GRACE_SECONDS: "1"
+      }, port, ca)
+      const agent = new https.Agent({ keepAlive: true, ca })
+      yield* Effect.addFinalizer(() => Effect.sync(() => agent.destroy()))
+      const answered = yield* Effect.promise(() =>
+        new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+          https.get({ host: "127.0.0.1", port, path: "/healthz", agent }, (res) => {
+            res.resume()
+            res.on("end", () => resolve({ status: res.statusCode!, connection: res.headers.connection }))
+          }).on("error", reject)
+        })
+      )
+      expect(answered).toEqual({ status: 200, connection: "keep-alive" }) // the TLS socket stays open, idle
+      const sent = Date.now()
+      child.kill("SIGTERM")
+      const code = yield* Effect.promise(() => exitOf(child))
+      expect(code).toBe(0)
+      expect((Date.now() - sent) / 1000).toBeLessThan(1 + 5) // grace + 5 s: does not hang on the idle socket
+    }), { timeout: 120_000 })
+
   it.scopedLive("one TLS variable alone, or an unreadable file, stops start-up naming the variable", () =>
     Effect.gen(function*() {
       const { env, tlsDir } = yield* setup
