@@ -1,0 +1,157 @@
+/**
+ * bench/queue — how fast the work queue itself runs: N queued no-op
+ * transcription runs worked off by the real `Pipeline` (concurrency 4, one
+ * process; the transcriber, cleaner and audio probe answer at once, later
+ * stages have no workers), on SQLite and on PostgreSQL; and, on the same
+ * PostgreSQL server in the same run, graphile-worker 0.17.3 working off N
+ * no-op jobs with `concurrency: 4`. Each at a small and a large backlog.
+ *
+ * A voice-journal "job" here is everything a transcription run costs the
+ * queue: the claim, reading the entry, the blob lookup, and the completing
+ * transaction (result, promotion, the next stage's row). A graphile-worker
+ * job is its claim and its completion.
+ *
+ * Rows are seeded in bulk with SQL before the workers start, so the clock
+ * measures draining the backlog only.
+ *
+ * The default large backlog is 20,000 (100,000 takes too long on a 2-core
+ * machine at the baseline rate); BACKLOGS=1000,100000 runs the goal's size.
+ *
+ * Run: pnpm bench:queue   (BACKLOGS=1000,20000; PostgreSQL: DATABASE_URL, else embedded)
+ */
+import { SqlClient } from "@effect/sql"
+import { PgTestDatabase } from "@voice-journal/adapter-postgres"
+import { AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber, WorkSignal } from "@voice-journal/core"
+import { Deferred, Effect, Layer, Logger as EffectLogger, LogLevel } from "effect"
+import { Logger, makeWorkerUtils, run as runGraphile, runMigrations } from "graphile-worker"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { storeLayer, type StoreKind } from "../../packages/core/test/support/PipelineHarness.js"
+
+const BACKLOGS = (process.env.BACKLOGS ?? "1000,20000").split(",").map(Number)
+const CONCURRENCY = 4
+
+/** Inserts `n` entries, each with a pending transcription row, in two set-based statements (SQLite and PostgreSQL). */
+const seed = (sql: SqlClient.SqlClient, n: number, blobKey: string) =>
+  Effect.gen(function*() {
+    const now = new Date().toISOString()
+    yield* sql`INSERT INTO users (id, name, created_at) VALUES ('bench-user', 'bench', ${now})`
+    const series = sql.literal(`WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < ${n})`)
+    yield* sql`${series} INSERT INTO voice_entries (id, user_id, blob_key, mime_type, size_bytes, sha256, created_at, updated_at)
+      SELECT 'e' || g, 'bench-user', ${blobKey}, 'audio/wav', 1, 'x', ${now}, ${now} FROM s`
+    yield* sql`${series} INSERT INTO transcriptions (id, entry_id, user_id, make_primary, status, attempts, next_attempt_at, created_at, updated_at)
+      SELECT 't' || g, 'e' || g, 'bench-user', 1, 'pending', 0, ${now}, ${now}, ${now} FROM s`
+  })
+
+/** jobs/s of voice-journal draining `n` queued transcription runs. */
+const voiceJournal = (kind: StoreKind, n: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vj-bench-queue-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+    const location = kind === "sqlite" ? path.join(dir, "journal.db") : yield* PgTestDatabase.freshDatabase("vj_bench_queue")
+    const blobDir = path.join(dir, "audio")
+    const blobKey = globalThis.crypto.randomUUID()
+    fs.mkdirSync(blobDir)
+    fs.writeFileSync(path.join(blobDir, blobKey), "RIFF")
+    let transcribed = 0
+    const allTranscribed = yield* Deferred.make<void>()
+    const services = Layer.mergeAll(
+      storeLayer(kind, location),
+      BlobStore.layerFileSystem({ directory: blobDir }),
+      WorkSignal.layer,
+      Layer.succeed(Transcriber.Transcriber, {
+        transcribe: () =>
+          Effect.suspend(() => {
+            transcribed++
+            const done = { text: "noop", engine: "noop", language: null, durationSeconds: null, segments: null }
+            return transcribed === n ? Deferred.succeed(allTranscribed, undefined).pipe(Effect.as(done)) : Effect.succeed(done)
+          })
+      }),
+      Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
+      Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) })
+    )
+    const ctx = yield* Layer.build(services)
+    const sql = yield* Effect.provide(SqlClient.SqlClient, ctx)
+    yield* seed(sql, n, blobKey)
+    const t0 = performance.now()
+    yield* Layer.build(
+      Pipeline.layer({ concurrency: { transcription: CONCURRENCY, cleanup: 0, notion: 0 } }).pipe(
+        Layer.provide(Layer.succeedContext(ctx))
+      )
+    )
+    yield* Deferred.await(allTranscribed)
+    // the last completions may still be committing
+    while (true) {
+      const [row] = yield* sql<{ readonly done: number | string }>`SELECT count(*) AS done FROM transcriptions WHERE status = 'completed'`
+      if (Number(row!.done) >= n) break
+      yield* Effect.sleep("5 millis")
+    }
+    return n / ((performance.now() - t0) / 1000)
+  }))
+
+const silent = new Logger(() => () => {})
+
+/** jobs/s of graphile-worker draining `n` queued no-op jobs on a fresh database of the same server. */
+const graphile = (n: number) =>
+  Effect.scoped(Effect.gen(function*() {
+    const connectionString = yield* PgTestDatabase.freshDatabase("vj_bench_graphile")
+    return yield* Effect.promise(async () => {
+      await runMigrations({ connectionString, logger: silent })
+      const utils = await makeWorkerUtils({ connectionString, logger: silent })
+      try {
+        for (let i = 0; i < n; i += 5000) {
+          await utils.addJobs(Array.from({ length: Math.min(5000, n - i) }, () => ({ identifier: "noop", payload: {} })))
+        }
+      } finally {
+        await utils.release()
+      }
+      let done = 0
+      let finish: () => void = () => {}
+      const finished = new Promise<void>((resolve) => (finish = resolve))
+      const t0 = performance.now()
+      const runner = await runGraphile({
+        connectionString,
+        concurrency: CONCURRENCY,
+        noHandleSignals: true,
+        pollInterval: 1000,
+        logger: silent,
+        taskList: { noop: async () => {} }
+      })
+      runner.events.on("job:success", () => {
+        if (++done === n) finish()
+      })
+      await finished
+      const rate = n / ((performance.now() - t0) / 1000)
+      await runner.stop()
+      return rate
+    })
+  }))
+
+const main = Effect.gen(function*() {
+  console.log(
+    `bench/queue: no-op jobs, concurrency ${CONCURRENCY}, one process, node ${process.version}, ${os.cpus().length} cores`
+  )
+  if (!process.env.DATABASE_URL) {
+    const server = yield* Effect.acquireRelease(
+      Effect.promise(() => PgTestDatabase.startEmbedded()),
+      (s) => Effect.promise(() => s.stop())
+    )
+    process.env.DATABASE_URL = server.url
+  }
+  for (const n of BACKLOGS) {
+    const g = yield* graphile(n)
+    const pg = yield* voiceJournal("postgres", n)
+    const lite = yield* voiceJournal("sqlite", n)
+    const f = (x: number) => x.toFixed(0).padStart(6)
+    console.log(
+      `${String(n).padStart(7)} queued | graphile-worker ${f(g)} jobs/s | voice-journal PostgreSQL ${f(pg)} jobs/s ` +
+        `(${(pg / g).toFixed(2)}×) | SQLite ${f(lite)} jobs/s (${(lite / g).toFixed(2)}×)`
+    )
+  }
+}).pipe(Effect.scoped, Effect.provide(EffectLogger.minimumLogLevel(LogLevel.Warning)))
+
+Effect.runPromise(main).then(() => process.exit(0), (e) => {
+  console.error(e)
+  process.exit(1)
+})
