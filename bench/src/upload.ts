@@ -2,8 +2,13 @@
  * bench/upload — the server's upload path against a bare Node server that
  * pipes the request to a file, in the same run: throughput and peak RSS
  * (VmHWM of the server process, above its idle RSS) for 1 and 8 concurrent
- * 100 MB uploads. Both servers run as separate processes; the client streams
+ * 100 MB uploads. Every server runs as its own process; the client streams
  * a valid WAV header followed by 100 MB of samples, never holding it.
+ *
+ * voice-journal answers `201` only once the file and its directory are
+ * fsynced, so it is compared with two bare peers: one that does not fsync
+ * (the page cache; what a plain pipe-to-file does) and one that fsyncs the
+ * file and the directory before answering (the same promise).
  *
  * Run: pnpm bench:upload   (SIZE_MB=100, CONCURRENCY="1,8")
  */
@@ -84,7 +89,10 @@ const waitForPort = async (port: number) => {
   throw new Error(`server on ${port} did not start`)
 }
 
-const measure = async (name: string, pid: number, port: number, key: string, baseline: Record<number, number>) => {
+type Baselines = Record<string, Record<number, number>>
+
+const measure = async (name: string, pid: number, port: number, key: string, baselines: Baselines) => {
+  const results: Record<number, number> = {}
   for (const n of LEVELS) {
     await new Promise((r) => setTimeout(r, 500))
     const idle = memory(pid).rss
@@ -94,10 +102,12 @@ const measure = async (name: string, pid: number, port: number, key: string, bas
     const seconds = (performance.now() - t0) / 1000
     const mbps = (n * SIZE) / 1024 / 1024 / seconds
     const growth = memory(pid).peak - idle
-    const ratio = baseline[n] !== undefined ? `  (${(mbps / baseline[n]!).toFixed(2)}× the bare server's throughput)` : ""
-    console.log(`${name.padEnd(22)} ${n} × ${SIZE / 1048576} MB: ${mbps.toFixed(0).padStart(5)} MB/s, peak RSS ${growth.toFixed(0).padStart(4)} MB above idle (${idle.toFixed(0)} MB)${ratio}`)
-    baseline[n] ??= mbps
+    const ratios = Object.entries(baselines).map(([peer, b]) => `${(mbps / b[n]!).toFixed(2)}× ${peer}`)
+    const ratio = ratios.length > 0 ? `  (${ratios.join(", ")})` : ""
+    console.log(`${name.padEnd(30)} ${n} × ${SIZE / 1048576} MB: ${mbps.toFixed(0).padStart(5)} MB/s, peak RSS ${growth.toFixed(0).padStart(4)} MB above idle (${idle.toFixed(0)} MB)${ratio}`)
+    results[n] = mbps
   }
+  return results
 }
 
 const main = async () => {
@@ -105,19 +115,31 @@ const main = async () => {
   const children: Array<ReturnType<typeof spawn>> = []
   try {
     console.log(`bench/upload: node ${process.version}, ${os.cpus().length} cores`)
-    // the baseline: a bare Node server piping each request to a file
-    const barePort = 4310
-    const bare = spawn(process.execPath, ["-e", `
-      const http = require("http"), fs = require("fs"), path = require("path");
-      let n = 0;
-      http.createServer((req, res) => {
-        const file = path.join(${JSON.stringify(dir)}, "bare-" + (n++));
-        req.pipe(fs.createWriteStream(file)).on("finish", () => { fs.rmSync(file, { force: true }); res.writeHead(201).end("{}") });
-      }).listen(${barePort}, "127.0.0.1");`], { stdio: "inherit" })
-    children.push(bare)
+    // the baselines: a bare Node server piping each request to a file, without and with fsync before answering
+    const bareServer = (port: number, fsync: boolean) => {
+      const child = spawn(process.execPath, ["-e", `
+        const http = require("http"), fs = require("fs"), path = require("path");
+        const dir = ${JSON.stringify(dir)};
+        let n = 0;
+        http.createServer((req, res) => {
+          const file = path.join(dir, "bare-${port}-" + (n++));
+          const done = () => { fs.rmSync(file, { force: true }); res.writeHead(201).end("{}") };
+          if (!${fsync}) return void req.pipe(fs.createWriteStream(file)).on("finish", done);
+          // flush: fsync before close; then the directory
+          req.pipe(fs.createWriteStream(file, { flush: true })).on("close", () => {
+            const d = fs.openSync(dir, "r");
+            fs.fsync(d, (e) => { fs.closeSync(d); if (e) throw e; done() });
+          });
+        }).listen(${port}, "127.0.0.1");`], { stdio: "inherit" })
+      children.push(child)
+      return child
+    }
+    const bare = bareServer(4310, false)
+    const bareSync = bareServer(4312, true)
     await new Promise((r) => setTimeout(r, 500))
-    const baseline: Record<number, number> = {}
-    await measure("bare Node pipe-to-file", bare.pid!, barePort, "none", baseline)
+    const baselines: Baselines = {}
+    baselines["bare"] = await measure("bare Node pipe-to-file", bare.pid!, 4310, "none", {})
+    baselines["bare+fsync"] = await measure("bare Node pipe-to-file + fsync", bareSync.pid!, 4312, "none", {})
 
     // voice-journal's server: auth, rate limit, streaming ingest (limit, sniff, sha256), blob store, row
     const env = {
@@ -136,7 +158,7 @@ const main = async () => {
     const server = spawn(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "serve"], { cwd: serverPackage, env, stdio: "ignore" })
     children.push(server)
     await waitForPort(4311)
-    await measure("voice-journal server", server.pid!, 4311, key, baseline)
+    await measure("voice-journal server", server.pid!, 4311, key, baselines)
   } finally {
     for (const c of children) c.kill("SIGTERM")
     await new Promise((r) => setTimeout(r, 1500))

@@ -9,6 +9,7 @@
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
 import { Chunk, Clock, Context, Duration, Effect, Layer, Option, Stream } from "effect"
+import * as nodeFs from "node:fs"
 import * as path from "node:path"
 import { BlobStoreError } from "./Errors.js"
 
@@ -99,6 +100,82 @@ const tempPrefix = ".partial-"
  */
 export const defaultStaleAfter: Duration.DurationInput = "1 hour"
 
+/** Bytes waiting behind the write in flight before the stream is held back (per upload). */
+const pendingLimit = 1024 * 1024
+
+/** `fs.writev` until every byte of `buffers` is written (a regular file may take fewer at once). */
+const writevAll = (fd: number, buffers: Array<Uint8Array>): Promise<void> =>
+  new Promise((resolve, reject) =>
+    nodeFs.writev(fd, buffers, (error, written) => {
+      if (error) return reject(error)
+      let rest = written
+      while (buffers.length > 0 && rest >= buffers[0]!.byteLength) rest -= buffers.shift()!.byteLength
+      if (buffers.length === 0) return resolve()
+      if (written === 0) return reject(new Error("writev wrote 0 bytes"))
+      buffers[0] = buffers[0]!.subarray(rest)
+      writevAll(fd, buffers).then(resolve, reject)
+    })
+  )
+
+/**
+ * Writes a stream's chunks to `fd` without waiting for each: one `writev`
+ * is in flight while the next chunks gather behind it (so the disk stays
+ * busy and the socket keeps being read); the stream is held back only when
+ * more than {@link pendingLimit} bytes wait (memory stays bounded). The
+ * scope's finalizer waits for the write in flight, so the descriptor is
+ * never closed under it, also on failure or interruption. Buffers are
+ * written as they are (no copy), so a producer must not reuse a buffer it
+ * has emitted (Node sockets and Effect streams never do).
+ */
+const pipelinedWriter = (fd: FileSystem.File.Descriptor, onError: (cause: unknown) => BlobStoreError) =>
+  Effect.gen(function*() {
+    let pending: Array<Uint8Array> = []
+    let pendingBytes = 0
+    let inFlight: Promise<void> | undefined
+    let failure: { readonly cause: unknown } | undefined
+    const pump = (): void => {
+      if (failure !== undefined || inFlight !== undefined || pending.length === 0) return
+      const buffers = pending
+      pending = []
+      pendingBytes = 0
+      inFlight = writevAll(fd, buffers).then(
+        () => {
+          inFlight = undefined
+          pump()
+        },
+        (cause) => {
+          failure = { cause }
+          inFlight = undefined
+        }
+      )
+    }
+    /** Until no write is in flight (each completion may start the next). */
+    const settled = Effect.promise(async () => {
+      while (inFlight !== undefined) await inFlight
+    })
+    yield* Effect.addFinalizer(() => settled)
+    const failed = Effect.suspend(() => failure === undefined ? Effect.void : Effect.fail(onError(failure.cause)))
+    return {
+      write: (chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void, BlobStoreError> =>
+        Effect.suspend(() => {
+          if (failure !== undefined) return Effect.fail(onError(failure.cause))
+          for (const bytes of chunk) {
+            if (bytes.byteLength === 0) continue
+            pending.push(bytes)
+            pendingBytes += bytes.byteLength
+          }
+          pump()
+          // backpressure: wait for the write in flight, which takes what waits behind it along
+          return pendingBytes > pendingLimit ? Effect.zipRight(Effect.promise(() => inFlight ?? Promise.resolve()), failed) : Effect.void
+        }),
+      /** Writes what is left and waits until all of it is written. */
+      finish: Effect.suspend(() => {
+        pump()
+        return Effect.zipRight(settled, failed)
+      })
+    }
+  })
+
 /**
  * Blobs as files in one directory (created if missing). Temp files no one
  * has written for `staleAfter` (a crashed upload's) are removed at start-up;
@@ -156,14 +233,12 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
           let renamed = false
           return Effect.scoped(Effect.gen(function*() {
             const file = yield* fs.open(temp, { flag: "wx" }).pipe(Effect.mapError(failWrite))
-            // one write per stream chunk (all the bytes that arrived meanwhile), not per buffer:
-            // while it is on its way the socket keeps filling the next chunk
+            const writer = yield* pipelinedWriter(file.fd, failWrite)
             yield* Stream.runForEachChunk(body, (chunk) => {
-              if (chunk.length === 0) return Effect.void
-              const bytes = chunk.length === 1 ? Chunk.unsafeHead(chunk) : Buffer.concat(Chunk.toReadonlyArray(chunk))
-              sizeBytes += bytes.byteLength
-              return file.writeAll(bytes).pipe(Effect.mapError(failWrite))
+              for (const bytes of chunk) sizeBytes += bytes.byteLength
+              return writer.write(chunk)
             })
+            yield* writer.finish
             // the bytes reach the disk before the name points at them ...
             yield* file.sync.pipe(Effect.mapError(failWrite))
           })).pipe(

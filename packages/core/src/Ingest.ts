@@ -12,8 +12,8 @@
  * @since 0.1.0
  */
 import { fileTypeFromBuffer } from "file-type"
-import { Effect, Option, Ref, Stream } from "effect"
-import { createHash } from "node:crypto"
+import { Chunk, Effect, Stream } from "effect"
+import { createHash, type Hash } from "node:crypto"
 import * as path from "node:path"
 import { type BlobKey, BlobStore, makeKey } from "./BlobStore.js"
 import { type BlobStoreError, InvalidUpload, PayloadTooLarge, UnsupportedMediaType } from "./Errors.js"
@@ -106,41 +106,52 @@ const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
   return out
 }
 
-interface SniffState {
-  readonly held: ReadonlyArray<Uint8Array>
-  readonly heldBytes: number
-  readonly passing: boolean
-}
-
 /**
- * Holds back the first {@link sniffBytes} bytes, checks them, then lets
- * everything through unchanged; records the detected type in `detected`.
- * Empty input fails with `InvalidUpload`.
+ * The whole per-chunk work of an upload in one stream stage (one step per
+ * stream chunk, not one stage per concern): counts bytes and fails with
+ * `PayloadTooLarge` as soon as more than `maxBytes` have passed; holds back
+ * the first {@link sniffBytes} bytes until they are known to be audio (the
+ * detected type goes to `onDetected`), then lets everything through
+ * unchanged; feeds what passes to `hash`. Empty input fails with
+ * `InvalidUpload`.
  */
-const checkAudio = (detected: Ref.Ref<Option.Option<string>>) =>
-<E, R>(self: Stream.Stream<Uint8Array, E, R>) => {
-  const release = (held: ReadonlyArray<Uint8Array>): Effect.Effect<ReadonlyArray<Uint8Array>, UnsupportedMediaType | InvalidUpload> => {
-    const head = concat(held)
-    return head.byteLength === 0
-      ? Effect.fail(new InvalidUpload({ message: "the upload is empty" }))
-      : sniffAudio(head).pipe(Effect.tap((mime) => Ref.set(detected, Option.some(mime))), Effect.as([head]))
-  }
-  return Stream.concat(Stream.map(self, Option.some), Stream.succeed(Option.none<Uint8Array>())).pipe(
-    Stream.mapAccumEffect(
-      { held: [], heldBytes: 0, passing: false } as SniffState,
-      (state, next): Effect.Effect<readonly [SniffState, ReadonlyArray<Uint8Array>], UnsupportedMediaType | InvalidUpload> => {
-        if (state.passing) return Effect.succeed([state, Option.isSome(next) ? [next.value] : []] as const)
-        if (Option.isNone(next)) return Effect.map(release(state.held), (out) => [state, out] as const)
-        const held = [...state.held, next.value]
-        const heldBytes = state.heldBytes + next.value.byteLength
-        return heldBytes < sniffBytes
-          ? Effect.succeed([{ held, heldBytes, passing: false }, []] as const)
-          : Effect.map(release(held), (out) => [{ held: [], heldBytes: 0, passing: true }, out] as const)
+const admitAudio = (maxBytes: number, hash: Hash, onDetected: (mime: string) => void) =>
+<E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Uint8Array, E | PayloadTooLarge | UnsupportedMediaType | InvalidUpload, R> =>
+  Stream.suspend(() => {
+    let total = 0
+    let held: Array<Uint8Array> = []
+    let heldBytes = 0
+    let passing = false
+    const release = Effect.suspend((): Effect.Effect<Chunk.Chunk<Uint8Array>, UnsupportedMediaType | InvalidUpload> => {
+      const head = concat(held)
+      held = []
+      return head.byteLength === 0
+        ? Effect.fail(new InvalidUpload({ message: "the upload is empty" }))
+        : Effect.map(sniffAudio(head), (mime) => {
+          onDetected(mime)
+          passing = true
+          hash.update(head)
+          return Chunk.of(head)
+        })
+    })
+    const checked = Stream.mapChunksEffect(self, (chunk): Effect.Effect<Chunk.Chunk<Uint8Array>, PayloadTooLarge | UnsupportedMediaType | InvalidUpload> => {
+      const out: Array<Uint8Array> = []
+      for (const bytes of chunk) {
+        total += bytes.byteLength
+        if (total > maxBytes) return Effect.fail(new PayloadTooLarge({ maxBytes }))
+        if (passing) {
+          hash.update(bytes)
+          out.push(bytes)
+        } else {
+          held.push(bytes)
+          heldBytes += bytes.byteLength
+        }
       }
-    ),
-    Stream.flattenIterables
-  )
-}
+      return !passing && heldBytes >= sniffBytes ? release : Effect.succeed(Chunk.unsafeFromArray(out))
+    })
+    // a body shorter than the sniff sample is checked when it ends
+    return Stream.concat(checked, Stream.suspend(() => passing ? Stream.empty : Stream.fromEffect(release).pipe(Stream.flattenChunks)))
+  })
 
 /** Keeps a client's filename as harmless metadata: base name, no control characters, ≤ 255 chars. */
 export const sanitizeFilename = (name: string | undefined): string | null => {
@@ -165,17 +176,16 @@ export const ingest = <E, R>(
   Effect.gen(function*() {
     const blobs = yield* BlobStore
     const blobKey = makeKey()
-    const detected = yield* Ref.make(Option.none<string>())
+    let detected: string | undefined
     const hash = createHash("sha256")
     const { sizeBytes } = yield* blobs.write(
       blobKey,
-      body.pipe(
-        limitBytes(options.maxBytes),
-        checkAudio(detected),
-        Stream.tap((chunk) => Effect.sync(() => hash.update(chunk)))
-      )
+      admitAudio(options.maxBytes, hash, (mime) => {
+        detected = mime
+      })(body)
     )
-    const mimeType = Option.getOrThrow(yield* Ref.get(detected))
+    // a successful write means every byte passed the sniff, which set the type
+    const mimeType = detected!
     return {
       blobKey,
       mimeType,

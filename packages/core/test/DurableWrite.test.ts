@@ -3,7 +3,7 @@
  * fsynced before the temp file is renamed into place, the directory (which
  * holds the new name) is fsynced after, and only then is the entry row
  * written. Proved with the real Node file system wrapped so it records the
- * operations, and a real SQLite store wrapped so it records the insert.
+ * operations (an fsync with the size the file has by then), and a real SQLite store wrapped so it records the insert.
  */
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
@@ -43,8 +43,10 @@ const recordingFileSystem = (directory: string, log: Array<string>) =>
           return file.stat
         },
         seek: (offset, from) => file.seek(offset, from),
+        // how many bytes the file holds when it is fsynced: all of them must be written by then
         get sync() {
-          return Effect.zipRight(file.sync, record(`fsync ${name}`))
+          return Effect.flatMap(file.stat, (info) =>
+            Effect.zipRight(file.sync, record(name === "dir" ? "fsync dir" : `fsync ${name} (${info.size} bytes)`)))
         },
         read: (buffer) => file.read(buffer),
         readAlloc: (size) => file.readAlloc(size),
@@ -96,8 +98,7 @@ describe("durable writes", () => {
       log.push("ingest returned")
 
       expect(collapse(log)).toEqual([
-        "write temp",
-        "fsync temp",
+        `fsync temp (${bytes.byteLength} bytes)`,
         "rename temp → blob",
         "fsync dir",
         "insert entry row",
