@@ -32,9 +32,15 @@ export interface PgJournalStoreConfig {
  */
 export const dialect: SqlJournalStore.Dialect = {
   claimOne: (sql, table, params) =>
-    sql<SqlJournalStore.ClaimedRow>`WITH next AS (
-        SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
-        ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    // FOR UPDATE is not allowed in a UNION: lock in two CTEs; the Append
+    // under LIMIT 1 reads the second only when the first is empty
+    sql<SqlJournalStore.ClaimedRow>`WITH expired AS (
+        SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
+        ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED),
+      due AS (
+        SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
+        ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+      next AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT 1)
       UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
       FROM next WHERE ${sql(table)}.id = next.id
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns.replace(/(^|, )(\w+)/g, `$1${table}.$2`))}`,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type Statement } from "@effect/sql"
 import { Migrations } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
@@ -72,6 +72,35 @@ describe("PostgreSQL adapter", () => {
         const withIndex = yield* plan(sql, query)
         expect(withIndex).toContain("notion_syncs_user_status_idx")
         expect(withIndex).not.toMatch(/\bSort\b/)
+      }))
+
+    it.scoped("a claim reads due rows from the partial due index in order, and expired leases from their own index, without a sort or a scan", () =>
+      Effect.gen(function*() {
+        const sql = yield* connect
+        // 20,000 due rows, 1 % processing; FK triggers off to seed without the parent rows
+        yield* sql`SET session_replication_role = replica`
+        yield* sql`INSERT INTO transcriptions (id, entry_id, user_id, status, attempts, next_attempt_at, lease_expires_at, created_at, updated_at)
+          SELECT 't' || g, 'e' || g, 'u', CASE WHEN g % 100 = 0 THEN 'processing' ELSE 'pending' END, 0,
+                 to_char(timestamp '2026-01-01' + g * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), '2026-02-01', 'x', 'x'
+          FROM generate_series(1, 20000) g`
+        yield* sql`ANALYZE transcriptions`
+        const claim = PgJournalStore.dialect.claimOne(sql, "transcriptions", {
+          owner: "w",
+          now: "2026-03-01T00:00:00.000Z",
+          leaseExpiresAt: "2026-03-01T00:00:10.000Z"
+        }) as unknown as Statement.Statement<unknown>
+        const [text, params] = claim.compile()
+        const explain = sql.unsafe<{ "QUERY PLAN": string }>(`EXPLAIN ${text}`, params).pipe(
+          Effect.map((rows) => rows.map((r) => r["QUERY PLAN"]).join("\n"))
+        )
+        const withIndex = yield* explain
+        expect(withIndex).toContain("transcriptions_claim_due_idx")
+        expect(withIndex).toContain("transcriptions_claim_lease_idx")
+        expect(withIndex).not.toMatch(/\bSort\b/)
+        expect(withIndex).not.toMatch(/Seq Scan on transcriptions/)
+        // the check can fail: without the due index the claim sorts (or scans) the backlog
+        yield* sql`DROP INDEX transcriptions_claim_due_idx`
+        expect(yield* explain).toMatch(/\bSort\b|Seq Scan on transcriptions/)
       }))
   })
 })

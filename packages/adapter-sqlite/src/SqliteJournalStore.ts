@@ -55,8 +55,11 @@ export interface SqliteJournalStoreConfig {
 export const dialect: SqlJournalStore.Dialect = {
   claimOne: (sql, table, params) =>
     sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
-      WHERE id = (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
-                  ORDER BY next_attempt_at, id LIMIT 1)
+      WHERE id = COALESCE(
+        (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
+         ORDER BY lease_expires_at LIMIT 1),
+        (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
+         ORDER BY next_attempt_at, id LIMIT 1))
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns)}`,
   isUniqueViolation: (error) => {
     const code = (error.cause as { code?: unknown } | undefined)?.code

@@ -1,7 +1,7 @@
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { SqlClient } from "@effect/sql"
+import { SqlClient, type Statement } from "@effect/sql"
 import { JournalStore } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
@@ -77,6 +77,38 @@ describe("SQLite adapter", () => {
         const withIndex = yield* plan(sql, query)
         expect(withIndex).toContain("notion_syncs_user_status_idx")
         expect(withIndex).not.toContain("TEMP B-TREE")
+      }))
+
+    it.scoped("a claim reads due rows from the partial due index in order, and expired leases from their own index, without a sort or a scan", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(yield* freshDatabase)
+        const sql = Context.get(ctx, SqlClient.SqlClient)
+        // 20,000 due rows, 1 % processing; FK checks off to seed without the parent rows
+        yield* sql`PRAGMA foreign_keys = OFF`
+        yield* sql`WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 20000)
+          INSERT INTO transcriptions (id, entry_id, user_id, status, attempts, next_attempt_at, lease_expires_at, created_at, updated_at)
+          SELECT 't' || g, 'e' || g, 'u', CASE WHEN g % 100 = 0 THEN 'processing' ELSE 'pending' END, 0,
+                 '2026-01-01T00:00:' || printf('%05d', g), '2026-02-01', 'x', 'x' FROM s`
+        yield* sql`ANALYZE`
+        const claim = SqliteJournalStore.dialect.claimOne(sql, "transcriptions", {
+          owner: "w",
+          now: "2026-03-01T00:00:00.000Z",
+          leaseExpiresAt: "2026-03-01T00:00:10.000Z"
+        }) as unknown as Statement.Statement<unknown>
+        const [text, params] = claim.compile()
+        const explain = (suffix: string) =>
+          sql.unsafe<{ detail: string }>(`EXPLAIN QUERY PLAN ${text} ${suffix}`, params).pipe(
+            Effect.map((rows) => rows.map((r) => r.detail).join("\n"))
+          )
+        const withIndex = yield* explain("")
+        expect(withIndex).toContain("transcriptions_claim_due_idx")
+        expect(withIndex).toContain("transcriptions_claim_lease_idx")
+        expect(withIndex).not.toContain("TEMP B-TREE")
+        expect(withIndex).not.toMatch(/\bSCAN transcriptions\b/)
+        // the check can fail: without the due index SQLite sorts (or scans) the backlog
+        yield* sql`DROP INDEX transcriptions_claim_due_idx`
+        const without = yield* explain("-- after DROP INDEX")
+        expect(without).toMatch(/TEMP B-TREE|SCAN transcriptions/)
       }))
   })
 })

@@ -130,6 +130,22 @@ const rateBudgets = [
 ]
 
 /**
+ * Claims served by an index in due order (`SqlJournalStore.dueRunCondition`,
+ * `expiredLeaseCondition`): the old (status, next_attempt_at) index cannot
+ * give rows of two statuses in next_attempt_at order, so every claim sorted
+ * the whole backlog. A partial index per claimable state does: due rows in
+ * (next_attempt_at, id) order, and the few running rows by lease expiry.
+ * The old indexes are dropped: nothing else reads them, and every status
+ * change had to update them.
+ */
+const claimPartialIndexes = ["transcriptions", "cleaned_entries", "notion_syncs"].flatMap((t) => [
+  `DROP INDEX ${t}_due_idx`,
+  `DROP INDEX ${t}_lease_idx`,
+  `CREATE INDEX ${t}_claim_due_idx ON ${t} (next_attempt_at, id) WHERE status IN ('pending', 'retrying')`,
+  `CREATE INDEX ${t}_claim_lease_idx ON ${t} (lease_expires_at) WHERE status = 'processing'`
+])
+
+/**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
  */
@@ -138,6 +154,7 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   // the audio sweep asks "which of these blob keys have an entry" for every stored blob
   "0002_voice_entries_blob_key": run([`CREATE INDEX voice_entries_blob_key_idx ON voice_entries (blob_key)`]),
   "0003_rate_budgets": run(rateBudgets),
+  "0004_claim_partial_indexes": run(claimPartialIndexes),
   // a watch folder asks "does this user already have audio with this sha256" for every new file
   "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`])
 })

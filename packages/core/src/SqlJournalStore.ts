@@ -58,7 +58,10 @@ export interface Dialect {
   /**
    * Atomically claims at most one due row of `table` for `owner`: set
    * `status = 'processing'`, the lease, `attempts + 1`, and return the row's
-   * {@link claimedColumns}. Use {@link dueCondition} and {@link claimAssignments}.
+   * {@link claimedColumns}. Take an expired lease ({@link expiredLeaseCondition},
+   * oldest expiry first) if there is one, else the first due row
+   * ({@link dueRunCondition}, `ORDER BY next_attempt_at, id`): two probes that
+   * each read one entry of a partial index. Set with {@link claimAssignments}.
    */
   readonly claimOne: (
     sql: SqlClient.SqlClient,
@@ -86,6 +89,26 @@ export interface ClaimParams {
  */
 export const dueCondition = (sql: SqlClient.SqlClient, now: string): Statement.Fragment =>
   sql`((status IN ('pending', 'retrying') AND next_attempt_at <= ${now}) OR (status = 'processing' AND lease_expires_at <= ${now}))`
+
+/**
+ * The first half of {@link dueCondition}: due pending/retrying rows. Written
+ * exactly as the predicate of the `<table>_claim_due_idx` partial index
+ * (migration 0004), so `ORDER BY next_attempt_at, id LIMIT 1` reads the
+ * first index entry instead of sorting the backlog.
+ * @since 0.1.0
+ */
+export const dueRunCondition = (sql: SqlClient.SqlClient, now: string): Statement.Fragment =>
+  sql`status IN ('pending', 'retrying') AND next_attempt_at <= ${now}`
+
+/**
+ * The second half of {@link dueCondition}: rows whose lease expired (their
+ * worker died), served by the `<table>_claim_lease_idx` partial index (only
+ * running rows: small). Claims probe these first, so a constant backlog of
+ * due rows never starves a rescue.
+ * @since 0.1.0
+ */
+export const expiredLeaseCondition = (sql: SqlClient.SqlClient, now: string): Statement.Fragment =>
+  sql`status = 'processing' AND lease_expires_at <= ${now}`
 
 /**
  * The SET list of a claim.
