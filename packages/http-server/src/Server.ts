@@ -1,10 +1,10 @@
 /**
  * The whole server as one Layer, from a {@link ServerConfig}: storage
  * (SQLite or PostgreSQL), audio directory, engines, the pipeline workers and
- * the HTTP API. Shutdown order follows from the layers: the HTTP server stops
- * accepting first (in-flight requests finish), then the pipeline drains its
- * stages for the grace period and releases what is left, then the database
- * closes.
+ * the HTTP API. Shutdown: the listener stops accepting, then in-flight
+ * requests and the pipeline's stages drain together within one grace period
+ * (see {@link layerListener}); what is left is cut off or interrupted (leases
+ * released), then the database closes.
  *
  * @since 0.1.0
  */
