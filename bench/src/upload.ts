@@ -12,7 +12,10 @@
  *
  * Run: pnpm bench:upload   (SIZE_MB=100, CONCURRENCY="1,8")
  */
+import { BlobStore, Ingest } from "@voice-journal/core"
+import { Duration, Effect, Stream } from "effect"
 import { execFileSync, spawn } from "node:child_process"
+import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
@@ -110,6 +113,43 @@ const measure = async (name: string, pid: number, port: number, key: string, bas
   return results
 }
 
+/**
+ * Main-thread CPU (user ms, this process) of the ingest path alone, in
+ * process: the body as 64 KiB chunks (what a socket delivers) through
+ * `Ingest.ingest` into the filesystem blob store; also with a
+ * `Stream.timeoutFail` per pull (what the server's idle timeout adds), and
+ * SHA-256 alone for scale. Tells which part of the server's time is ours.
+ */
+const inProcess = async (dir: string) => {
+  const chunkSize = 64 * 1024
+  const count = Math.ceil(SIZE / chunkSize)
+  // allocated once, outside what is measured (nothing writes into them)
+  const chunks = Array.from({ length: count }, (_, i) => {
+    const b = Buffer.alloc(chunkSize, 7)
+    if (i === 0) wavHeader(SIZE).copy(b)
+    return b
+  })
+  const body = (n = count) => Stream.fromIterable(chunks.slice(0, n)).pipe(Stream.rechunk(1))
+  const cpu = async (name: string, run: () => Promise<unknown>) => {
+    const before = process.cpuUsage()
+    await run()
+    console.log(`in process: ${name.padEnd(52)} ${(process.cpuUsage(before).user / 1000).toFixed(0).padStart(5)} ms CPU per ${SIZE / 1048576} MB`)
+  }
+  const store = BlobStore.layerFileSystem({ directory: path.join(dir, "in-process") })
+  const ingest = (stream: Stream.Stream<Uint8Array, string>) =>
+    Effect.runPromise(Ingest.ingest(stream, { maxBytes: SIZE * 2 }).pipe(Effect.provide(store)))
+  await ingest(body(200)) // warm-up: modules loaded, code compiled
+  await cpu("SHA-256 alone", async () => {
+    const hash = createHash("sha256")
+    const b = Buffer.alloc(chunkSize, 7)
+    for (let i = 0; i < count; i++) hash.update(b)
+    hash.digest()
+  })
+  await cpu("ingest (limit + sniff + sha256 + write + fsync)", () => ingest(body()))
+  await cpu("ingest + Stream.timeoutFail per pull (server idle timer)", () =>
+    ingest(body().pipe(Stream.timeoutFail(() => "stalled", Duration.seconds(30)))))
+}
+
 const main = async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vj-bench-upload-"))
   const children: Array<ReturnType<typeof spawn>> = []
@@ -159,6 +199,7 @@ const main = async () => {
     children.push(server)
     await waitForPort(4311)
     await measure("voice-journal server", server.pid!, 4311, key, baselines)
+    await inProcess(dir)
   } finally {
     for (const c of children) c.kill("SIGTERM")
     await new Promise((r) => setTimeout(r, 1500))
