@@ -23,9 +23,9 @@
  * @since 0.1.0
  */
 import { type HttpServerRequest, HttpServerResponse, Multipart } from "@effect/platform"
-import { NodeHttpServerRequest, NodeStream } from "@effect/platform-node"
+import { NodeHttpServerRequest } from "@effect/platform-node"
 import { Errors, VoiceJournal } from "@voice-journal/core"
-import { Data, Deferred, Duration, Effect, Exit, Option, Stream } from "effect"
+import { Channel, Chunk, Data, Deferred, Effect, Exit, Option, Stream } from "effect"
 import { type ApiError, CurrentUser } from "./Api.js"
 import { type Tagged, toApiError } from "./ApiErrors.js"
 
@@ -112,17 +112,67 @@ export const discardRest = (request: HttpServerRequest.HttpServerRequest, maxByt
 
 /**
  * The request body as a stream that fails with {@link UploadStalled} when no
- * byte arrives for `idleSeconds` (time spent writing to disk does not count:
- * the clock runs only while we wait for the client). Not `request.stream`:
- * stopping that destroys the socket, and the client would see a reset
- * instead of our 4xx.
+ * byte arrives for `idleSeconds`. The clock runs only while we wait for the
+ * client (time spent writing to disk does not count): one Node timer, armed
+ * when the socket's buffer is empty and we wait for it — not
+ * `Stream.timeoutFail`, which forks a sleeping fiber for every pull and cost
+ * more CPU than the whole ingest path (`pnpm bench:upload`). Reads like
+ * `NodeStream.fromReadable` (everything buffered goes out as one chunk), but
+ * never destroys the request: that would reset the socket, and the client
+ * would see a reset instead of our 4xx.
  */
-const requestBody = (request: HttpServerRequest.HttpServerRequest, idleSeconds: number) =>
-  NodeStream.fromReadable<Tagged>(
-    () => NodeHttpServerRequest.toIncomingMessage(request),
-    (cause) => ({ _tag: "RequestError", message: cause instanceof Error ? cause.message : "the connection failed" }),
-    { closeOnDone: false }
-  ).pipe(Stream.timeoutFail(() => new UploadStalled({ idleSeconds }), Duration.seconds(idleSeconds)))
+const requestBody = (request: HttpServerRequest.HttpServerRequest, idleSeconds: number): Stream.Stream<Uint8Array, Failure> =>
+  Stream.fromChannel(Channel.suspend(() => {
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    if (!incoming.readable) return Channel.void
+    let exit: Exit.Exit<void, Failure> | undefined
+    const latch = Effect.unsafeMakeLatch(false)
+    const onReadable = () => latch.unsafeOpen()
+    const onError = (cause: unknown) => {
+      exit = Exit.fail({ _tag: "RequestError", message: cause instanceof Error ? cause.message : "the connection failed" })
+      latch.unsafeOpen()
+    }
+    const onEnd = () => {
+      exit ??= Exit.void
+      latch.unsafeOpen()
+    }
+    const stalled = () => {
+      exit ??= Exit.fail(new UploadStalled({ idleSeconds }))
+      latch.unsafeOpen()
+    }
+    let idle: ReturnType<typeof setTimeout> | undefined
+    const waiting = (on: boolean) => {
+      clearTimeout(idle)
+      idle = on ? setTimeout(stalled, idleSeconds * 1000).unref() : undefined
+    }
+    incoming.on("readable", onReadable)
+    incoming.on("error", onError)
+    incoming.on("end", onEnd)
+    const read: Channel.Channel<Chunk.Chunk<Uint8Array>, unknown, Failure> = Channel.suspend(function loop(): Channel.Channel<
+      Chunk.Chunk<Uint8Array>,
+      unknown,
+      Failure
+    > {
+      const chunks: Array<Uint8Array> = []
+      for (let item = incoming.read() as Uint8Array | null; item !== null; item = incoming.read() as Uint8Array | null) {
+        chunks.push(item)
+      }
+      if (chunks.length > 0) return Channel.flatMap(Channel.write(Chunk.unsafeFromArray(chunks)), loop)
+      if (exit !== undefined) return Channel.fromEffect(exit)
+      latch.unsafeClose()
+      waiting(true)
+      return Channel.flatMap(Channel.fromEffect(Effect.ensuring(latch.await, Effect.sync(() => waiting(false)))), loop)
+    })
+    return Channel.ensuring(
+      read,
+      Effect.sync(() => {
+        waiting(false)
+        incoming.off("readable", onReadable)
+        incoming.off("error", onError)
+        incoming.off("end", onEnd)
+      })
+    )
+  }))
 
 /** The `boundary` parameter of a multipart Content-Type (RFC 2046: 1–70 characters), if any. */
 const boundaryOf = (contentType: string): string | undefined => {
