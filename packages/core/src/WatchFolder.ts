@@ -114,7 +114,21 @@ const freeName = (dir: string, name: string) => {
   }
 }
 
-/** Moves `file` into `dir`: a rename on the same filesystem, else copy then remove. */
+/** Flushes a file or a directory (its entries) to disk. */
+const fsyncPath = async (p: string) => {
+  const handle = await fs.promises.open(p, "r")
+  try {
+    await handle.sync()
+  } finally {
+    await handle.close()
+  }
+}
+
+/**
+ * Moves `file` into `dir`: a rename on the same filesystem, else copy then
+ * remove. The user's recording must survive a power cut in between: the
+ * copy and the new directory entry are on disk before the original goes.
+ */
 const moveInto = (file: string, dir: string) =>
   Effect.tryPromise({
     try: async () => {
@@ -123,10 +137,14 @@ const moveInto = (file: string, dir: string) =>
         await fs.promises.rename(file, target)
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e
-        // another filesystem: the copy must be whole before the original goes
+        // another filesystem: the copy must be whole, and on disk, before the original goes
         await fs.promises.copyFile(file, target, fs.constants.COPYFILE_EXCL)
+        await fsyncPath(target)
+        await fsyncPath(dir)
         await fs.promises.rm(file)
       }
+      await fsyncPath(dir)
+      await fsyncPath(path.dirname(file))
       return target
     },
     catch: fsError(`cannot move ${file} to ${dir}`)
