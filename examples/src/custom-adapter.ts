@@ -18,7 +18,11 @@ import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
 import { JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { Layer } from "effect"
 
-/** The two things a dialect must say. */
+/**
+ * The two things a dialect must say. (The simplest correct claim; the
+ * bundled SQLite adapter probes `expiredLeaseCondition` and then
+ * `dueRunCondition` separately, so each is served by its partial index.)
+ */
 export const dialect: SqlJournalStore.Dialect = {
   claimOne: (sql, table, params) =>
     sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
