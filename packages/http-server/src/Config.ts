@@ -41,10 +41,11 @@
  * | `VJ_WATCH_SETTLE_SECONDS`   | `2`                              | a file counts as complete once its size and mtime held this long |
  * | `VJ_TLS_CERT`               | — (plain HTTP)                   | PEM certificate (chain) file: serve HTTPS; needs `VJ_TLS_KEY` |
  * | `VJ_TLS_KEY`                | —                                | PEM private key file for `VJ_TLS_CERT` (secret) |
+ * | `VJ_LOG_FORMAT`             | `pretty`                         | `json`: one JSON object per log line (for log collectors) |
  *
  * @since 0.1.0
  */
-import { Config, ConfigError, Either, Option, Redacted } from "effect"
+import { Config, ConfigError, Effect, Either, Layer, Logger, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as tls from "node:tls"
@@ -132,6 +133,22 @@ const positive = (name: string, fallback: number) =>
     Config.withDefault(fallback),
     Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 })
   )
+
+/**
+ * How every command logs (`VJ_LOG_FORMAT`): `pretty` for people, `json` for
+ * log collectors (one object per line, annotations and spans as fields).
+ * For `json`, run with `NodeRuntime.runMain({ disablePrettyLogger: true })`,
+ * or runMain's pretty logger still prints beside it; for `pretty` this layer
+ * adds nothing and runMain's pretty logger is the one.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerLogger: Layer.Layer<never, ConfigError.ConfigError> = Layer.unwrapEffect(
+  Config.literal("pretty", "json")("VJ_LOG_FORMAT").pipe(
+    Config.withDefault("pretty" as const),
+    Effect.map((format) => (format === "json" ? Logger.json : Layer.empty))
+  )
+)
 
 /**
  * The configuration, from the environment.
