@@ -21,28 +21,13 @@ import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import { wavHeader } from "./wav.js"
 
 const SIZE = Number(process.env.SIZE_MB ?? 100) * 1024 * 1024
 const LEVELS = (process.env.CONCURRENCY ?? "1,8").split(",").map(Number)
 const here = path.dirname(fileURLToPath(import.meta.url))
 const serverPackage = path.resolve(here, "../../packages/http-server")
 
-const wavHeader = (dataBytes: number) => {
-  const h = Buffer.alloc(44)
-  h.write("RIFF", 0)
-  h.writeUInt32LE(36 + dataBytes, 4)
-  h.write("WAVEfmt ", 8)
-  h.writeUInt32LE(16, 16)
-  h.writeUInt16LE(1, 20) // PCM
-  h.writeUInt16LE(1, 22) // mono
-  h.writeUInt32LE(16000, 24)
-  h.writeUInt32LE(32000, 28)
-  h.writeUInt16LE(2, 32)
-  h.writeUInt16LE(16, 34)
-  h.write("data", 36)
-  h.writeUInt32LE(dataBytes, 40)
-  return h
-}
 
 const memory = (pid: number) => {
   const status = fs.readFileSync(`/proc/${pid}/status`, "utf8")

@@ -27,29 +27,14 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as url from "node:url"
+import { wavHeader } from "./wav.js"
 
 const UPLOADS = Number(process.env.UPLOADS ?? 30)
 const GOAL_MS = 50
 const workerScript = path.join(path.dirname(url.fileURLToPath(import.meta.url)), "wakeup-worker.ts")
 
 /** A tiny valid PCM WAV: 16 kHz mono 16-bit, 0.1 s of silence. */
-const wav = (() => {
-  const dataBytes = 3200
-  const h = Buffer.alloc(44 + dataBytes)
-  h.write("RIFF", 0)
-  h.writeUInt32LE(36 + dataBytes, 4)
-  h.write("WAVEfmt ", 8)
-  h.writeUInt32LE(16, 16)
-  h.writeUInt16LE(1, 20) // PCM
-  h.writeUInt16LE(1, 22) // mono
-  h.writeUInt32LE(16000, 24)
-  h.writeUInt32LE(32000, 28)
-  h.writeUInt16LE(2, 32)
-  h.writeUInt16LE(16, 34)
-  h.write("data", 36)
-  h.writeUInt32LE(dataBytes, 40)
-  return new Uint8Array(h)
-})()
+const wav = new Uint8Array(Buffer.concat([wavHeader(3200), Buffer.alloc(3200)]))
 
 const percentile = (xs: ReadonlyArray<number>, p: number) => {
   const s = [...xs].sort((a, b) => a - b)
