@@ -134,6 +134,13 @@ const positive = (name: string, fallback: number) =>
     Config.validate({ message: `${name} must be a positive integer`, validation: (n) => n > 0 })
   )
 
+/** Like {@link positive}, for settings that may be fractional (rates, seconds). */
+const positiveNumber = (name: string, fallback: number) =>
+  Config.number(name).pipe(
+    Config.withDefault(fallback),
+    Config.validate({ message: `${name} must be a positive number`, validation: (n) => n > 0 && Number.isFinite(n) })
+  )
+
 /**
  * How every command logs (`VJ_LOG_FORMAT`): `pretty` for people, `json` for
  * log collectors (one object per line, annotations and spans as fields).
@@ -175,10 +182,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
   notionDatabaseId: Config.option(Config.string("VJ_NOTION_DATABASE_ID")),
   notionBaseUrl: Config.url("VJ_NOTION_BASE_URL").pipe(Config.withDefault(new URL("https://api.notion.com"))),
   notionMaxRetries: positive("NOTION_MAX_RETRIES", 5),
-  notionRequestsPerSecond: Config.number("VJ_NOTION_REQUESTS_PER_SECOND").pipe(
-    Config.withDefault(3),
-    Config.validate({ message: "VJ_NOTION_REQUESTS_PER_SECOND must be a positive number", validation: (n) => n > 0 && Number.isFinite(n) })
-  ),
+  notionRequestsPerSecond: positiveNumber("VJ_NOTION_REQUESTS_PER_SECOND", 3),
   shutdownGraceSeconds: Config.integer("VJ_SHUTDOWN_GRACE_SECONDS").pipe(
     Config.withDefault(30),
     Config.validate({ message: "VJ_SHUTDOWN_GRACE_SECONDS must be ≥ 0", validation: (n) => n >= 0 })
@@ -193,10 +197,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
   watchDir: Config.option(Config.string("VJ_WATCH_DIR")),
   watchUser: Config.option(Config.string("VJ_WATCH_USER")),
   watchMoveTo: Config.option(Config.string("VJ_WATCH_MOVE_TO")),
-  watchSettleSeconds: Config.number("VJ_WATCH_SETTLE_SECONDS").pipe(
-    Config.withDefault(2),
-    Config.validate({ message: "VJ_WATCH_SETTLE_SECONDS must be a positive number", validation: (n) => n > 0 && Number.isFinite(n) })
-  ),
+  watchSettleSeconds: positiveNumber("VJ_WATCH_SETTLE_SECONDS", 2),
   trustProxy: Config.integer("VJ_TRUST_PROXY").pipe(
     Config.withDefault(0),
     Config.validate({ message: "VJ_TRUST_PROXY must be the number of proxies in front (an integer ≥ 0)", validation: (n) => n >= 0 })

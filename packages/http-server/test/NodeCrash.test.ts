@@ -17,7 +17,7 @@ import { audioBytes } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
 import * as ServerConfig from "../src/Config.js"
-import { call, exitOf, filesIn, freePort, serve, start, tempDir, waitFor } from "./support/TestServer.js"
+import { call, exitOf, filesIn, freePort, serve, serverEnv, start, tempDir, waitFor } from "./support/TestServer.js"
 
 /** Sets a file's mtime (and atime) `hours` into the past. */
 const age = (file: string, hours: number) => {
@@ -55,18 +55,7 @@ const nodeEnv = (options: {
   readonly transcribeUrl: string
   readonly ollamaUrl: string
   readonly extra?: Record<string, string>
-}): NodeJS.ProcessEnv => ({
-  ...process.env,
-  VJ_PORT: String(options.port),
-  VJ_DATA_DIR: options.dataDir,
-  VJ_DATABASE_URL: options.databaseUrl,
-  VJ_AUDIO_DIR: options.audioDir,
-  VJ_TRANSCRIBER: "openai",
-  VJ_TRANSCRIBE_URL: options.transcribeUrl,
-  OLLAMA_HOST: options.ollamaUrl,
-  VJ_SHUTDOWN_GRACE_SECONDS: "1",
-  ...options.extra
-})
+}): NodeJS.ProcessEnv => serverEnv({ ...options, extra: { VJ_SHUTDOWN_GRACE_SECONDS: "1", ...options.extra } })
 
 describe("lease settings", () => {
   const read = (env: Record<string, string>) =>

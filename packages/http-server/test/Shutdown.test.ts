@@ -15,7 +15,7 @@ import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import { audioBytes } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
-import { cli, exitOf, filesIn, freePort, packageDir, serve, tempDir } from "./support/TestServer.js"
+import { cli, exitOf, filesIn, freePort, packageDir, serve, serverEnv, tempDir } from "./support/TestServer.js"
 
 type Db = "sqlite" | "postgres"
 
@@ -27,16 +27,7 @@ const setup = (db: Db, extra: Record<string, string> = {}) =>
     const transcription = yield* FakeOpenAi.make({ instantText: "hello world this is a test" })
     const port = yield* Effect.promise(freePort)
     const databaseUrl = db === "postgres" ? yield* PgTestDatabase.freshDatabase() : undefined
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      VJ_DATA_DIR: dir,
-      VJ_PORT: String(port),
-      VJ_TRANSCRIBER: "openai",
-      VJ_TRANSCRIBE_URL: transcription.url,
-      OLLAMA_HOST: ollama.url,
-      ...(databaseUrl !== undefined ? { VJ_DATABASE_URL: databaseUrl } : {}),
-      ...extra
-    }
+    const env = serverEnv({ port, dataDir: dir, transcribeUrl: transcription.url, ollamaUrl: ollama.url, databaseUrl, extra })
     return { dir, ollama, port, env, databaseUrl }
   })
 
@@ -136,15 +127,13 @@ describe("server process", () => {
       const ollama = yield* FakeOllama.make()
       const transcription = yield* FakeOpenAi.make({ instantText: "hello world this is a test" })
       const port = yield* Effect.promise(freePort)
-      const env = {
-        ...process.env,
-        VJ_DATA_DIR: dir,
-        VJ_PORT: String(port),
-        VJ_TRANSCRIBER: "openai",
-        VJ_TRANSCRIBE_URL: transcription.url,
-        OLLAMA_HOST: ollama.url,
-        VJ_SHUTDOWN_GRACE_SECONDS: "1"
-      }
+      const env = serverEnv({
+        port,
+        dataDir: dir,
+        transcribeUrl: transcription.url,
+        ollamaUrl: ollama.url,
+        extra: { VJ_SHUTDOWN_GRACE_SECONDS: "1" }
+      })
       const key = cli(env, ["users", "create", "alice"]).trim().split("\n").at(-1)!
       ollama.failNext({ kind: "hang" }) // the cleanup stage will still be running at SIGTERM
       const first = yield* serve(env, port)

@@ -15,7 +15,7 @@ import * as path from "node:path"
 import { audioBytes } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
-import { cli, exitOf, freePort, packageDir, serveHttps, tempDir } from "./support/TestServer.js"
+import { cli, exitOf, freePort, packageDir, serveHttps, serverEnv, tempDir } from "./support/TestServer.js"
 
 interface Answer {
   readonly status: number
@@ -55,14 +55,7 @@ const setup = Effect.gen(function*() {
   const ollama = yield* FakeOllama.make()
   const transcription = yield* FakeOpenAi.make({ instantText: "hello world this is a test" })
   const port = yield* Effect.promise(freePort)
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    VJ_DATA_DIR: dir,
-    VJ_PORT: String(port),
-    VJ_TRANSCRIBER: "openai",
-    VJ_TRANSCRIBE_URL: transcription.url,
-    OLLAMA_HOST: ollama.url
-  }
+  const env = serverEnv({ port, dataDir: dir, transcribeUrl: transcription.url, ollamaUrl: ollama.url })
   const printed = cli(env, ["tls", "self-signed", "--host", "127.0.0.1", "--out", tlsDir])
   return { dir, tlsDir, port, env, printed }
 })

@@ -203,3 +203,24 @@ export const serveHttps = (env: NodeJS.ProcessEnv, port: number, ca: string) =>
     }),
     ({ child }) => Effect.sync(() => child.exitCode === null && child.kill("SIGKILL"))
   )
+
+/** The environment of one `voice-journal serve` process on loopback engines (a fresh PostgreSQL when `databaseUrl` is given). */
+export const serverEnv = (options: {
+  readonly port: number
+  readonly dataDir: string
+  readonly transcribeUrl: string
+  readonly ollamaUrl: string
+  readonly databaseUrl?: string | undefined
+  readonly audioDir?: string | undefined
+  readonly extra?: Record<string, string> | undefined
+}): NodeJS.ProcessEnv => ({
+  ...process.env,
+  VJ_PORT: String(options.port),
+  VJ_DATA_DIR: options.dataDir,
+  VJ_TRANSCRIBER: "openai",
+  VJ_TRANSCRIBE_URL: options.transcribeUrl,
+  OLLAMA_HOST: options.ollamaUrl,
+  ...(options.databaseUrl !== undefined ? { VJ_DATABASE_URL: options.databaseUrl } : {}),
+  ...(options.audioDir !== undefined ? { VJ_AUDIO_DIR: options.audioDir } : {}),
+  ...options.extra
+})
