@@ -246,6 +246,23 @@ export interface JournalStoreService {
    * sweep (`BlobSweeper`) must keep. Any number of keys; indexed lookups.
    */
   readonly existingBlobKeys: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, StoreError>
+  /**
+   * How many rows of each stage are waiting (`pending`, `retrying`) or
+   * running (`processing`), of every user — the queue depth the server's
+   * `/metrics` reports. Served by the claim indexes; finished rows are not
+   * counted (that would scan the tables).
+   */
+  readonly queueDepth: Effect.Effect<ReadonlyArray<QueueDepth>, StoreError>
+}
+
+/**
+ * One line of {@link JournalStoreService.queueDepth}.
+ * @since 0.1.0
+ */
+export interface QueueDepth {
+  readonly stage: Stage
+  readonly status: "pending" | "retrying" | "processing"
+  readonly rows: number
 }
 
 /**

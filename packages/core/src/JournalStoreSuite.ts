@@ -507,5 +507,28 @@ export const run = (name: string, harness: Harness): void => {
           expect((yield* Effect.flip(store.getUser("no-such-user" as UserId)))._tag).toBe("NotFound")
         })
       ))
+
+    it.scoped("queueDepth: waiting and running rows per stage and status, of every user; finished rows not counted", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const depth = Effect.map(store.queueDepth, (rows) =>
+            Object.fromEntries(rows.filter((r) => r.rows > 0).map((r) => [`${r.stage}/${r.status}`, r.rows])))
+          expect(yield* depth).toEqual({})
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          for (let n = 0; n < 3; n++) yield* newEntry(store, alice.id, n)
+          yield* newEntry(store, bob.id)
+          expect(yield* depth).toEqual({ "transcription/pending": 4 })
+          const first = yield* claim(store, "transcription")
+          const second = yield* claim(store, "transcription")
+          const now = yield* TestClock.currentTimeMillis
+          yield* store.failTemporarily(second, { error: "engine down", nextAttemptAt: new Date(now + 60_000) })
+          expect(yield* depth).toEqual({ "transcription/pending": 2, "transcription/processing": 1, "transcription/retrying": 1 })
+          yield* store.completeTranscription(first, { text: "words", engine: "test", language: null, durationSeconds: 1 })
+          const third = yield* claim(store, "transcription")
+          yield* store.failPermanently(third, { error: "undecodable" })
+          expect(yield* depth).toEqual({ "transcription/pending": 1, "transcription/retrying": 1, "cleanup/pending": 1 })
+        })
+      ))
   })
 }

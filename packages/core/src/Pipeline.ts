@@ -28,6 +28,7 @@ import type { Job, Stage } from "./Domain.js"
 import { isTemporaryError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore } from "./JournalStore.js"
 import { NotionPublisher } from "./NotionPublisher.js"
+import * as Metrics from "./Metrics.js"
 import * as RetryPolicy from "./RetryPolicy.js"
 import { Transcriber } from "./Transcriber.js"
 import { WorkSignal } from "./WorkSignal.js"
@@ -226,13 +227,17 @@ export const run = (options: PipelineOptions = {}) =>
         Effect.logWarning(`${job.stage} ${job.id}: its outcome could not be recorded; the row is retried once its lease expires`, e))
 
     /** Runs one claimed job to an end state, keeping its lease alive meanwhile. */
-    const process = (job: Job) =>
-      Effect.gen(function*() {
+    const process = (job: Job) => {
+      let outcome: Metrics.StageOutcome = "completed"
+      const started = performance.now()
+      return Effect.gen(function*() {
         const policy = config.retry[job.stage]
         const attempt = perform(job).pipe(
           // info, not warning: the retry policy decides what happens next, and the outcome is logged below
           Effect.tapError((e) => Effect.logInfo(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
-          (self) => RetryPolicy.retry(self, policy, Deferred.await(released))
+          (self) =>
+            RetryPolicy.retry(self, policy, Deferred.await(released), (e) =>
+              e._tag === "LeaseGone" ? Effect.void : Metrics.recordRetry(job.stage, e, "in_process"))
         )
         // a database hiccup skips one beat; only a lost lease stops the stage
         const beat = store.heartbeat(job, leaseMillis).pipe(
@@ -250,8 +255,12 @@ export const run = (options: PipelineOptions = {}) =>
         const failure = Cause.failureOption(exit.cause)
         if (Option.isSome(failure)) {
           const error = failure.value
-          if (error._tag === "LeaseGone") return
+          if (error._tag === "LeaseGone") {
+            outcome = "lease_lost"
+            return
+          }
           if (error._tag === "RetryReleased") {
+            outcome = "released"
             // shutdown during a backoff sleep: due again at once, this claim not counted
             yield* Effect.logInfo(`${job.stage} ${job.id}: handed back during its retry backoff (shutdown)`)
             return yield* store.releaseLease(job).pipe(
@@ -261,12 +270,15 @@ export const run = (options: PipelineOptions = {}) =>
           if (isTemporaryError(error) && RetryPolicy.hasAttemptsLeft(policy, job.attempts)) {
             const delay = yield* RetryPolicy.durableDelay(policy, job.attempts, error.retryAfterMillis)
             const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+            outcome = "retrying"
+            yield* Metrics.recordRetry(job.stage, error, "durable")
             yield* Effect.logWarning(`${job.stage} ${job.id}: will retry in ${Duration.format(delay)}: ${describeForLog(error)}`)
             yield* store.failTemporarily(job, {
               error: describe(error),
               nextAttemptAt: new Date(now + Duration.toMillis(delay))
             }).pipe(unrecorded(job))
           } else {
+            outcome = "failed"
             yield* Effect.logWarning(`${job.stage} ${job.id}: failed after ${job.attempts} attempt(s): ${describeForLog(error)}`)
             yield* store.failPermanently(job, { error: describe(error) }).pipe(unrecorded(job))
           }
@@ -278,14 +290,20 @@ export const run = (options: PipelineOptions = {}) =>
         yield* Effect.logError(`${job.stage} ${job.id}: unexpected failure`, exit.cause)
         const delay = yield* RetryPolicy.durableDelay(policy, job.attempts)
         const now = yield* Effect.clockWith((c) => c.currentTimeMillis)
+        outcome = RetryPolicy.hasAttemptsLeft(policy, job.attempts) ? "retrying" : "failed"
         yield* (RetryPolicy.hasAttemptsLeft(policy, job.attempts)
           ? store.failTemporarily(job, { error: redactInternals(`internal error: ${message}`), nextAttemptAt: new Date(now + Duration.toMillis(delay)) })
           : store.failPermanently(job, { error: redactInternals(`internal error: ${message}`) })).pipe(unrecorded(job))
       }).pipe(
         // interrupted (shutdown past the grace period): hand the row back at once
-        Effect.onInterrupt(() => store.releaseLease(job).pipe(unrecorded(job))),
+        Effect.onInterrupt(() => {
+          outcome = "interrupted"
+          return store.releaseLease(job).pipe(unrecorded(job))
+        }),
+        Effect.ensuring(Effect.suspend(() => Metrics.recordStageRun(job.stage, outcome, (performance.now() - started) / 1000))),
         Effect.annotateLogs({ stage: job.stage, jobId: job.id, entryId: job.entryId })
       )
+    }
 
     const stopping = yield* Ref.make(false)
     const running = yield* FiberSet.make<void, never>()

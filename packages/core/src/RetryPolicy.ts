@@ -90,7 +90,9 @@ export class RetryReleased {
 export const retry = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   policy: RetryPolicy,
-  release: Effect.Effect<void>
+  release: Effect.Effect<void>,
+  /** Called before each in-process retry (metrics). */
+  onRetry: (error: E) => Effect.Effect<void> = () => Effect.void
 ): Effect.Effect<A, E | RetryReleased, R> =>
   Effect.flatMap(Schedule.driver(schedule(policy)), (driver) => {
     const loop: Effect.Effect<A, E | RetryReleased, R> = Effect.catchAll(self, (error) =>
@@ -104,7 +106,7 @@ export const retry = <A, E, R>(
             ? Effect.fail(new RetryReleased())
             : Either.isLeft(next)
             ? Effect.fail(error)
-            : loop
+            : Effect.zipRight(onRetry(error), loop)
         )
       ))
     return loop

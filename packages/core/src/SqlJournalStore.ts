@@ -28,6 +28,7 @@ import {
   NotionSync,
   type NotionSyncId,
   type Page,
+  type Stage,
   Transcription,
   type TranscriptionId,
   User,
@@ -35,7 +36,7 @@ import {
   VoiceEntry
 } from "./Domain.js"
 import { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
-import type { JournalStoreService } from "./JournalStore.js"
+import type { JournalStoreService, QueueDepth } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
 
 /**
@@ -699,7 +700,15 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.forEach(Arr.chunksOf(keys, 500), (batch) =>
           sql<{ blobKey: string }>`SELECT blob_key AS "blobKey" FROM voice_entries WHERE ${sql.in("blob_key", batch)}`.pipe(
             Effect.mapError(storeError)
-          )).pipe(Effect.map((results) => new Set(results.flat().map((r) => r.blobKey))))
+          )).pipe(Effect.map((results) => new Set(results.flat().map((r) => r.blobKey)))),
+
+      queueDepth: Effect.forEach(Object.entries(stageTables) as ReadonlyArray<[Stage, { readonly table: string }]>, ([stage, { table }]) =>
+        sql<{ status: QueueDepth["status"]; rows: number | string }>`
+          SELECT status, COUNT(*) AS rows FROM ${sql(table)}
+          WHERE status IN ('pending', 'retrying', 'processing') GROUP BY status`.pipe(
+          // PostgreSQL answers COUNT(*) as a string
+          Effect.map((rows) => rows.map((r) => ({ stage, status: r.status, rows: Number(r.rows) })))
+        )).pipe(Effect.map((perStage) => perStage.flat()), Effect.mapError(storeError))
     }
     return store
   })

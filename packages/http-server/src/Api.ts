@@ -280,6 +280,12 @@ export class HealthGroup extends HttpApiGroup.make("health")
       .addSuccess(Schema.Struct({ status: Schema.Literal("ready") }))
       .addError(Unavailable)
   )
+  // Prometheus text format; open unless VJ_METRICS_TOKEN is set (then Bearer that token)
+  .add(
+    HttpApiEndpoint.get("metrics", "/metrics")
+      .addSuccess(Schema.String.pipe(HttpApiSchema.withEncoding({ kind: "Text", contentType: "text/plain; version=0.0.4" })))
+      .addError(Unauthorized)
+  )
 {}
 
 /** @since 0.1.0 */

@@ -42,6 +42,9 @@
  * | `VJ_TLS_CERT`               | — (plain HTTP)                   | PEM certificate (chain) file: serve HTTPS; needs `VJ_TLS_KEY` |
  * | `VJ_TLS_KEY`                | —                                | PEM private key file for `VJ_TLS_CERT` (secret) |
  * | `VJ_LOG_FORMAT`             | `pretty`                         | `json`: one JSON object per log line (for log collectors) |
+ * | `VJ_METRICS_TOKEN`          | — (`/metrics` open)              | a scrape of `GET /metrics` must send `Authorization: Bearer <token>` (secret) |
+ * | `OTEL_EXPORTER_OTLP_ENDPOINT` | — (no export)                  | OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`): traces are sent to `<endpoint>/v1/traces` |
+ * | `OTEL_SERVICE_NAME`         | `voice-journal`                  | the service name on exported spans |
  *
  * @since 0.1.0
  */
@@ -110,6 +113,10 @@ export interface ServerConfig {
     readonly cert: string
     readonly key: Redacted.Redacted<string>
   } | undefined
+  /** When set, `GET /metrics` needs `Authorization: Bearer <token>`. */
+  readonly metricsToken?: Option.Option<Redacted.Redacted<string>> | undefined
+  /** Export traces over OTLP/HTTP to `<endpoint>/v1/traces`; absent: spans stay in-process. */
+  readonly otlp?: { readonly endpoint: string; readonly serviceName: string } | undefined
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
@@ -203,7 +210,10 @@ export const config: Config.Config<ServerConfig> = Config.all({
     Config.validate({ message: "VJ_TRUST_PROXY must be the number of proxies in front (an integer ≥ 0)", validation: (n) => n >= 0 })
   ),
   tlsCert: Config.option(Config.string("VJ_TLS_CERT")),
-  tlsKey: Config.option(Config.string("VJ_TLS_KEY"))
+  tlsKey: Config.option(Config.string("VJ_TLS_KEY")),
+  metricsToken: Config.option(Config.redacted("VJ_METRICS_TOKEN")),
+  otlpEndpoint: Config.option(Config.url("OTEL_EXPORTER_OTLP_ENDPOINT")),
+  otelServiceName: Config.string("OTEL_SERVICE_NAME").pipe(Config.withDefault("voice-journal"))
 }).pipe(
   Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
     // relative to where the command was typed (pnpm runs scripts inside the package)
@@ -274,7 +284,12 @@ export const config: Config.Config<ServerConfig> = Config.all({
       audioSweep: { minAgeSeconds: c.audioSweepAgeSeconds, intervalSeconds: c.audioSweepIntervalSeconds },
       limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute },
       trustProxy: c.trustProxy,
-      tls: tlsFiles.right
+      tls: tlsFiles.right,
+      metricsToken: c.metricsToken,
+      otlp: Option.match(c.otlpEndpoint, {
+        onNone: () => undefined,
+        onSome: (url) => ({ endpoint: url.toString().replace(/\/$/, ""), serviceName: c.otelServiceName })
+      })
     })
   })
 )

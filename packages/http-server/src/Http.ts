@@ -13,6 +13,7 @@ import { ApiKeys, Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@
 import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
 import { Authentication, CleanupBody, CurrentUser, EntryView, NoOptions, RerunBody, VoiceJournalApi } from "./Api.js"
 import { databaseBusy, orApiError, toApiError } from "./ApiErrors.js"
+import * as Metrics from "./Metrics.js"
 import * as RateLimit from "./RateLimit.js"
 import * as Upload from "./Upload.js"
 
@@ -145,6 +146,10 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
       return handlers
         .handleRaw("upload", ({ request }) =>
           doUpload(request).pipe(
+            Effect.tapBoth({
+              onSuccess: (details) => Metrics.uploadAccepted(details.entry.sizeBytes),
+              onFailure: (e) => Metrics.uploadRejected("error" in e ? e.error : "stalled")
+            }),
             Effect.flatMap((details) => encodeEntry({ ...details.entry, ...details })),
             Effect.map((body) => HttpServerResponse.unsafeJson(body, { status: 201 })),
             Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message })),
@@ -222,8 +227,10 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
     Effect.gen(function*() {
       const store = yield* JournalStore.JournalStore
       const pipeline = yield* Pipeline.PipelineStatus
+      const scrape = yield* Metrics.Scrape
       return handlers
         .handle("alive", () => Effect.succeed({ status: "ok" } as const))
+        .handleRaw("metrics", ({ request }) => Metrics.respond(request).pipe(Effect.provideService(Metrics.Scrape, scrape)))
         .handle("ready", () =>
           // SQLite's ping fails at once (busy) while another process holds the lock: 503 + Retry-After, quickly
           store.ping.pipe(

@@ -36,6 +36,7 @@ import * as ApiErrors from "./ApiErrors.js"
 import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
 import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
+import * as Metrics from "./Metrics.js"
 import * as RequestLog from "./RequestLog.js"
 
 /**
@@ -122,14 +123,15 @@ export const layerApp = (config: ServerConfig) => {
  */
 export const layerHttpApi = (config: ServerConfig) =>
   // request logs with query values redacted; rate limits are counted at authentication (RateLimit, Http)
-  HttpApiBuilder.serve((app) => RequestLog.logger(app)).pipe(
+  HttpApiBuilder.serve((app) => RequestLog.logger(Metrics.observeRequests(app))).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     // every error answer is the `{ error, message }` envelope, unknown routes and defects included
     Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json"] })),
     Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
       Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes, uploadIdleSeconds: config.uploadIdleSeconds })),
-      Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
+      Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy })),
+      Layer.provide(Metrics.layer({ token: config.metricsToken ?? Option.none() }))
     )),
     withLogAddress(config)
   )
