@@ -107,6 +107,10 @@ export class VoiceEntry extends Schema.Class<VoiceEntry>("VoiceEntry")({
   mimeType: Schema.String,
   sizeBytes: Schema.Number,
   sha256: Schema.String,
+  /** The trace of the upload (W3C trace id, hex), which the stage spans join; null before tracing was recorded. */
+  traceId: Schema.NullOr(Schema.String),
+  /** The upload's span (W3C span id, hex): the parent of the stage spans. */
+  spanId: Schema.NullOr(Schema.String),
   createdAt: Schema.Date,
   updatedAt: Schema.Date
 }) {}

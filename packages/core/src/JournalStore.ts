@@ -47,6 +47,8 @@ export interface NewVoiceEntry {
   readonly mimeType: string
   readonly sizeBytes: number
   readonly sha256: string
+  /** The span the upload ran in (its trace and span id), if any: the stage spans join its trace. */
+  readonly trace?: { readonly traceId: string; readonly spanId: string } | undefined
 }
 
 /**

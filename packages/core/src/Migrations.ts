@@ -156,5 +156,10 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0003_rate_budgets": run(rateBudgets),
   "0004_claim_partial_indexes": run(claimPartialIndexes),
   // a watch folder asks "does this user already have audio with this sha256" for every new file
-  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`])
+  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`]),
+  // the upload's trace (W3C ids, hex): the pipeline's stage spans join it, so one trace runs from upload to Notion page
+  "0011_voice_entries_trace": run([
+    `ALTER TABLE voice_entries ADD COLUMN trace_id TEXT`,
+    `ALTER TABLE voice_entries ADD COLUMN span_id TEXT`
+  ])
 })

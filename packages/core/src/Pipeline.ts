@@ -19,12 +19,12 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref, Tracer } from "effect"
 import * as os from "node:os"
 import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
-import type { Job, Stage } from "./Domain.js"
+import type { Job, Stage, VoiceEntry } from "./Domain.js"
 import { isTemporaryError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore } from "./JournalStore.js"
 import { NotionPublisher } from "./NotionPublisher.js"
@@ -163,11 +163,10 @@ export const run = (options: PipelineOptions = {}) =>
     const released = yield* Deferred.make<void>()
 
     /** The work of one stage. Failures are StageErrors; lost leases and vanished rows end it quietly. */
-    const perform = (job: Job): Effect.Effect<void, StageError | LeaseGone> => {
+    const perform = (job: Job, entry: VoiceEntry): Effect.Effect<void, StageError | LeaseGone> => {
       switch (job.stage) {
         case "transcription":
           return Effect.gen(function*() {
-            const entry = yield* store.getEntry(job.userId, job.entryId)
             const path = yield* blobs.localPath(entry.blobKey).pipe(
               Effect.mapError((e) =>
                 new TemporaryError({ service: "blob-store", message: "the recording's audio cannot be read from storage", detail: e.message, cause: e })
@@ -197,7 +196,6 @@ export const run = (options: PipelineOptions = {}) =>
             const sync = yield* store.getNotionSync(job.userId, job.id as never)
             const cleanup = yield* store.getCleanup(job.userId, sync.cleanedEntryId)
             const transcription = yield* store.getTranscription(job.userId, cleanup.transcriptionId)
-            const entry = yield* store.getEntry(job.userId, job.entryId)
             const { pageId } = yield* notion.value.publish(
               {
                 syncId: sync.id,
@@ -219,6 +217,27 @@ export const run = (options: PipelineOptions = {}) =>
     }
 
     /**
+     * One attempt at a job, as a span in the trace of the entry's upload (so
+     * one trace runs from the upload to the Notion page) — a root span for
+     * entries stored before traces were.
+     */
+    const attemptOf = (job: Job) =>
+      store.getEntry(job.userId, job.entryId).pipe(
+        gone,
+        Effect.flatMap((entry) =>
+          perform(job, entry).pipe(
+            Effect.withSpan(`voice-journal.${job.stage}`, {
+              kind: "consumer",
+              attributes: { "voice_journal.entry_id": entry.id, "voice_journal.job_id": job.id, "voice_journal.attempt": job.attempts },
+              ...(entry.traceId !== null && entry.spanId !== null
+                ? { parent: Tracer.externalSpan({ traceId: entry.traceId, spanId: entry.spanId }) }
+                : { root: true })
+            })
+          )
+        )
+      )
+
+    /**
      * A job's outcome could not be written (database down, lease lost): said
      * at warning, not fatal — the lease expires and the row is claimed again.
      */
@@ -232,7 +251,7 @@ export const run = (options: PipelineOptions = {}) =>
       const started = performance.now()
       return Effect.gen(function*() {
         const policy = config.retry[job.stage]
-        const attempt = perform(job).pipe(
+        const attempt = attemptOf(job).pipe(
           // info, not warning: the retry policy decides what happens next, and the outcome is logged below
           Effect.tapError((e) => Effect.logInfo(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
           (self) =>

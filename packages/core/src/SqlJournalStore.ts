@@ -130,7 +130,8 @@ const userColumns = `id, name, created_at AS "createdAt"`
 const apiKeyColumns =
   `id, user_id AS "userId", name, key_hash AS "keyHash", created_at AS "createdAt", revoked_at AS "revokedAt"`
 const entryColumns = `id, user_id AS "userId", blob_key AS "blobKey", original_filename AS "originalFilename",
-  mime_type AS "mimeType", size_bytes AS "sizeBytes", sha256, created_at AS "createdAt", updated_at AS "updatedAt"`
+  mime_type AS "mimeType", size_bytes AS "sizeBytes", sha256, trace_id AS "traceId", span_id AS "spanId",
+  created_at AS "createdAt", updated_at AS "updatedAt"`
 const transcriptionColumns = `id, entry_id AS "entryId", user_id AS "userId", is_primary AS "isPrimary",
   make_primary AS "makePrimary", engine, text, language, duration_seconds AS "durationSeconds", ${stageRunColumns}`
 const cleanupColumns = `id, entry_id AS "entryId", transcription_id AS "transcriptionId", user_id AS "userId",
@@ -458,8 +459,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.gen(function*() {
           const now = yield* isoNow
           const id = newId() as EntryId
-          yield* sql`INSERT INTO voice_entries (id, user_id, blob_key, original_filename, mime_type, size_bytes, sha256, created_at, updated_at)
-            VALUES (${id}, ${input.userId}, ${input.blobKey}, ${input.originalFilename}, ${input.mimeType}, ${input.sizeBytes}, ${input.sha256}, ${now}, ${now})`
+          yield* sql`INSERT INTO voice_entries (id, user_id, blob_key, original_filename, mime_type, size_bytes, sha256, trace_id, span_id, created_at, updated_at)
+            VALUES (${id}, ${input.userId}, ${input.blobKey}, ${input.originalFilename}, ${input.mimeType}, ${input.sizeBytes}, ${input.sha256},
+              ${input.trace?.traceId ?? null}, ${input.trace?.spanId ?? null}, ${now}, ${now})`
             .pipe(Effect.mapError(storeError))
           const transcriptionId = yield* insertTranscription({ entryId: id, userId: input.userId, makePrimary: true }, now)
           const entry = yield* getEntry(input.userId, id).pipe(Effect.orDie)

@@ -256,7 +256,10 @@ export const make = (
           // connection or an interruption during COMMIT), so removing the blob
           // here could orphan a row; the BlobSweeper removes it later, and only
           // if no row points to it.
-          const { entry } = yield* store.createEntry({ userId, ...stored }).pipe(
+          // the upload's span (the server's request span, or the caller's): the stage spans join its trace
+          const span = yield* Effect.option(Effect.currentSpan)
+          const trace = Option.map(span, (s) => ({ traceId: s.traceId, spanId: s.spanId }))
+          const { entry } = yield* store.createEntry({ userId, ...stored, trace: Option.getOrUndefined(trace) }).pipe(
             Effect.onError(() =>
               Effect.logWarning(`entry row not written; its audio ${stored.blobKey} is left to the orphan sweep`)
             )

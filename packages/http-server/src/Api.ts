@@ -101,6 +101,8 @@ const entryFields = {
   mimeType: Schema.String,
   sizeBytes: Schema.Number,
   sha256: Schema.String,
+  /** The upload's trace id (W3C, hex): find the entry's whole journey in your tracing backend. */
+  traceId: Schema.NullOr(Schema.String),
   createdAt: Schema.Date
 }
 

@@ -71,7 +71,8 @@ export const uploadRejected = (reason: string) =>
 /**
  * The server span of each request, and its latency metric. It replaces the
  * platform's own tracer span, which records the full URL with its query
- * (`?api_key=…`): this one records the URL redacted (`RequestLog.redactUrl`).
+ * (`?api_key=…`): this one records the URL redacted (`RequestLog.redactUrl`);
+ * the server turns the platform's off ({@link withoutPlatformSpans}).
  * The router writes the matched route template on the current span
  * (`http.route`), which gives the metric its `route` label; a request that
  * matched no route is `route="unmatched"`.
@@ -90,7 +91,6 @@ export const observeRequests: <E, R>(httpApp: HttpApp.Default<E, R>) => HttpApp.
         span.attribute("http.request.method", request.method)
         span.attribute("url.path", redactUrl(request.url))
         return Effect.withParentSpan(httpApp, span).pipe(
-          Effect.locally(HttpMiddleware.currentTracerDisabledWhen, () => true),
           Effect.exit,
           Effect.flatMap((exit) => {
             const status = exit._tag === "Success" ? exit.value.status : HttpServerError.causeResponseStripped(exit.cause)[0].status
@@ -109,6 +109,13 @@ export const observeRequests: <E, R>(httpApp: HttpApp.Default<E, R>) => HttpApp.
       })
     })
 )
+
+/**
+ * Turns off the platform's request span (it runs outside every middleware
+ * and would record the raw URL): {@link observeRequests} makes the span.
+ * @since 0.1.0
+ */
+export const withoutPlatformSpans = HttpMiddleware.withTracerDisabledWhen(() => true)
 
 /**
  * Serves scrapes; needs the bridge ({@link layer}) to be running.

@@ -38,6 +38,7 @@ import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
 import * as Metrics from "./Metrics.js"
 import * as RequestLog from "./RequestLog.js"
+import * as Tracing from "./Tracing.js"
 
 /**
  * Storage, wake-ups and the Notion request budget for the configured
@@ -133,7 +134,8 @@ export const layerHttpApi = (config: ServerConfig) =>
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy })),
       Layer.provide(Metrics.layer({ token: config.metricsToken ?? Option.none() }))
     )),
-    withLogAddress(config)
+    withLogAddress(config),
+    Metrics.withoutPlatformSpans
   )
 
 /** `HttpServer.withLogAddress`, but saying `https://` when the listener speaks TLS (the platform always says http). */
@@ -246,4 +248,9 @@ const makeListener = (config: ServerConfig) =>
  * @category layers
  */
 export const layer = (config: ServerConfig) =>
-  layerHttpApi(config).pipe(Layer.provideMerge(layerListener(config)), Layer.provide(layerApp(config)))
+  layerHttpApi(config).pipe(
+    Layer.provideMerge(layerListener(config)),
+    Layer.provide(layerApp(config)),
+    // the tracer for everything above: requests, the pipeline's stages, the sweeper
+    Layer.provide(Tracing.layer(config.otlp))
+  )
