@@ -13,6 +13,7 @@ import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import {
+  AudioPieces,
   AudioProbe,
   BlobStore,
   BlobSweeper,
@@ -55,7 +56,8 @@ export const layerStorage = (config: ServerConfig) => {
 }
 
 /**
- * The engines: transcriber, cleaner, audio probe and (if configured) Notion.
+ * The engines: transcriber, cleaner, audio probe, the cutter of long
+ * recordings (ffmpeg) and (if configured) Notion.
  * @since 0.1.0
  */
 export const layerEngines = (config: ServerConfig) => {
@@ -80,6 +82,7 @@ export const layerEngines = (config: ServerConfig) => {
     transcriber,
     Cleaner.layerOllama({ host: config.ollama.host, model: config.ollama.model, numCtx: config.ollama.numCtx }),
     AudioProbe.layerFfprobe,
+    AudioPieces.layerFfmpeg,
     notion
   ).pipe(Layer.provide(NodeContext.layer))
 }

@@ -13,6 +13,7 @@ import { Context, Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } fro
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as AudioPieces from "../../src/AudioPieces.js"
 import * as AudioProbe from "../../src/AudioProbe.js"
 import * as BlobStore from "../../src/BlobStore.js"
 import * as Cleaner from "../../src/Cleaner.js"
@@ -84,6 +85,7 @@ export const make = (options: {
       Transcriber.layerOpenAi({ baseUrl: transcription.url, model: "whisper-1", timeout: "1 minute" }),
       Cleaner.layerOllama({ host: ollama.url, model: "llama3.2", timeout: "30 seconds" }),
       AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
+      AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer)),
       notionEnabled
         ? NotionPublisher.layer({ token: Redacted.make(notion.token), databaseId: notion.databaseId, baseUrl: notion.url, requestsPerSecond: 50 })
         : Layer.empty
