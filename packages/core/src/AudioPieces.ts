@@ -294,12 +294,23 @@ export const makeFfmpeg = Effect.gen(function*() {
 export const layerFfmpeg: Layer.Layer<AudioPieces, never, CommandExecutor> = Layer.effect(AudioPieces, makeFfmpeg)
 
 /**
- * A temporary directory for one transcription's pieces, removed (with
- * whatever is in it) when the scope closes — on success, failure or
- * interruption.
+ * The temporary directory for one transcription run's pieces, named after
+ * the run: emptied when acquired (what a killed process left behind is
+ * removed when the run resumes here) and removed, with whatever is in it,
+ * when the scope closes — on success, failure or interruption.
  * @since 0.1.0
  */
-export const temporaryDirectory: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
-  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "voice-journal-pieces-"))),
-  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
-)
+export const temporaryDirectory = (transcriptionId: string): Effect.Effect<string, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const dir = piecesDirectory(transcriptionId)
+      fs.rmSync(dir, { recursive: true, force: true })
+      fs.mkdirSync(dir, { recursive: true })
+      return dir
+    }),
+    (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+  )
+
+/** Where {@link temporaryDirectory} puts a run's pieces. @since 0.1.0 */
+export const piecesDirectory = (transcriptionId: string): string =>
+  path.join(os.tmpdir(), `voice-journal-pieces-${transcriptionId.replace(/[^\w-]/g, "_")}`)

@@ -219,7 +219,7 @@ export const run = (options: PipelineOptions = {}) =>
         const done = new Map<number, { readonly segments: ReadonlyArray<Segment>; readonly engine: string | null; readonly language: string | null }>()
         for (const p of pieces) if (p.text !== null) done.set(p.index, { segments: p.segments ?? [], engine: p.engine, language: p.language })
         yield* Effect.logInfo(`transcribing in ${total} pieces (${done.size} already done)`)
-        const dir = yield* AudioPieces.temporaryDirectory
+        const dir = yield* AudioPieces.temporaryDirectory(job.id)
         let failed = false
         const runPiece = (piece: (typeof pieces)[number]) =>
           Effect.scoped(Effect.gen(function*() {

@@ -68,6 +68,8 @@ export const make = (options: {
   readonly kind: StoreKind
   readonly notion?: boolean
   readonly instantTranscription?: boolean
+  /** How the loopback transcription server answers (default: pocketsphinx). */
+  readonly transcription?: Parameters<typeof FakeOpenAi.make>[0]
 }): Effect.Effect<Harness, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
@@ -78,7 +80,9 @@ export const make = (options: {
     const blobDir = path.join(dir, "audio")
     const ollama = yield* FakeOllama.make()
     const notion = yield* FakeNotion.make()
-    const transcription = yield* FakeOpenAi.make(options.instantTranscription ? { instantText: "hello world this is a test" } : {})
+    const transcription = yield* FakeOpenAi.make(
+      options.transcription ?? (options.instantTranscription ? { instantText: "hello world this is a test" } : {})
+    )
     const notionEnabled = options.notion !== false
 
     const integrations = Layer.mergeAll(

@@ -28,6 +28,8 @@ export interface WorkerConfig {
   readonly transcribeUrl?: string
   readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string }
   readonly noopLog?: string
+  readonly chunkSeconds?: number
+  readonly pieceConcurrency?: number
 }
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig
@@ -60,7 +62,9 @@ const Worker = Pipeline.layer({
   lease: config.lease,
   heartbeat: "500 millis",
   pollInterval: "200 millis",
-  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency }
+  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency },
+  chunkSeconds: config.chunkSeconds,
+  pieceConcurrency: config.pieceConcurrency
 }).pipe(
   Layer.provide(Layer.mergeAll(
     storeLayer(config.kind, config.storeLocation),
