@@ -10,22 +10,14 @@ import { Effect, Stream } from "effect"
 import * as fs from "node:fs"
 import * as AudioPieces from "../src/AudioPieces.js"
 import type { Transcription } from "../src/Domain.js"
-import { audioFile, LONG_SENTENCES, longRecording } from "./support/Audio.js"
+import { LONG_SENTENCES, longRecording } from "./support/Audio.js"
 import * as FakeOpenAi from "./support/FakeOpenAiTranscription.js"
 import { eventually, fastPipeline, type Harness, make } from "./support/PipelineHarness.js"
-
-/** The five sentences and how long each one's speech lasts, measured on its own recording. */
-export const knownSentences = Effect.promise(() =>
-  Promise.all(LONG_SENTENCES.map(async (text) => {
-    const [speech] = await FakeOpenAi.speechStretches(audioFile("wav", text))
-    return { text, seconds: speech!.end - speech!.start }
-  }))
-)
 
 const fileBody = (file: string) => Stream.make(new Uint8Array(fs.readFileSync(file)))
 
 /** Ingests `file` and waits for its transcription to end (completed, or failed: the test then says why). */
-export const transcribe = (h: Harness, file: string, timeout: string = "5 minutes") =>
+const transcribe = (h: Harness, file: string, timeout: string = "5 minutes") =>
   Effect.gen(function*() {
     const { user } = yield* h.journal.createUser("u")
     const { entry } = yield* h.journal.ingest(user.id, fileBody(file))
@@ -57,7 +49,7 @@ describe("Long recordings", () => {
   it.scopedLive("a 30-minute recording becomes one transcript: every sentence once, in order, with timestamps", () =>
     Effect.gen(function*() {
       const recording = longRecording(30 * 60)
-      const h = yield* make({ kind: "sqlite", notion: false, transcription: { sentences: yield* knownSentences } })
+      const h = yield* make({ kind: "sqlite", notion: false, transcription: { sentences: yield* Effect.promise(FakeOpenAi.longSentences) } })
       yield* h.startPipeline(fastPipeline) // pieces of at most 600 s (the default), 3 at a time
       const t = yield* transcribe(h, recording.file)
       expectSentencesInOrder(t, recording.spoken)
@@ -77,7 +69,7 @@ describe("Long recordings", () => {
       const recording = longRecording(240, "wav-stereo")
       const size = fs.statSync(recording.file).size
       expect(size).toBeGreaterThan(40_000_000)
-      const h = yield* make({ kind: "sqlite", notion: false, transcription: { sentences: yield* knownSentences } })
+      const h = yield* make({ kind: "sqlite", notion: false, transcription: { sentences: yield* Effect.promise(FakeOpenAi.longSentences) } })
       // the whole file, sent as it is, is refused
       const form = new FormData()
       form.append("file", yield* Effect.promise(() => fs.openAsBlob(recording.file, { type: "audio/wav" })), "audio.wav")
@@ -98,7 +90,7 @@ describe("Long recordings", () => {
   it.scopedLive("a temporary error on one piece: only that piece is sent again", () =>
     Effect.gen(function*() {
       const recording = longRecording(180)
-      const h = yield* make({ kind: "sqlite", notion: false, transcription: { sentences: yield* knownSentences } })
+      const h = yield* make({ kind: "sqlite", notion: false, transcription: { sentences: yield* Effect.promise(FakeOpenAi.longSentences) } })
       h.transcription.failAfter(2, { kind: "status", status: 503, body: { error: { message: "overloaded", type: "server_error" } } })
       // pieces of ≤ 40 s: the last 10 s before each boundary always hold a pause (the longest sentence is 7.7 s)
       yield* h.startPipeline({ ...fastPipeline, chunkSeconds: 40, pieceConcurrency: 2 })

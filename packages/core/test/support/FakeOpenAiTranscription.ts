@@ -16,6 +16,7 @@ import { promisify } from "node:util"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import { audioFile, LONG_SENTENCES } from "./Audio.js"
 import { type Fault, FaultQueue, readBody } from "./Faults.js"
 import * as LoopbackServer from "./LoopbackServer.js"
 
@@ -84,6 +85,13 @@ export const speechStretches = async (file: string): Promise<Array<{ start: numb
   if (Number.isFinite(speechFrom) && duration - speechFrom > 0.2) stretches.push({ start: speechFrom, end: duration })
   return stretches
 }
+
+/** `Audio.LONG_SENTENCES` and how long each one's speech lasts, measured on its own recording. */
+export const longSentences = (): Promise<Array<KnownSentence>> =>
+  Promise.all(LONG_SENTENCES.map(async (text) => {
+    const [speech] = await speechStretches(audioFile("wav", text))
+    return { text, seconds: speech!.end - speech!.start }
+  }))
 
 export const make = (options: {
   readonly models?: ReadonlyArray<string>
