@@ -66,10 +66,12 @@ export const layerEngines = (config: ServerConfig) => {
     ? Transcriber.layerOpenAi({
       baseUrl: t.url,
       model: t.model,
+      maxBytes: t.maxBytes,
       ...(Option.isSome(t.apiKey) ? { apiKey: t.apiKey.value } : {})
     })
     : Transcriber.layerCommand({
       command: Transcriber.parseCommandLine(t.command),
+      maxBytes: t.maxBytes,
       ...(t.convert === "wav16k" ? { convert: "wav16k" as const } : {})
     })
   const notion = Option.match(config.notion, {
@@ -98,12 +100,18 @@ export const layerApp = (config: ServerConfig) => {
   const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
   const services = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
-  const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
+  const journal = VoiceJournal.layer({
+    maxUploadBytes: config.maxUploadBytes,
+    notionEnabled: Option.isSome(config.notion),
+    ...(config.longRecordings !== undefined ? { maxAudioSeconds: config.longRecordings.maxAudioSeconds } : {})
+  })
   const leaseSeconds = config.lease?.seconds ?? defaultLeaseSeconds
   const pipeline = Pipeline.layer({
     lease: Duration.seconds(leaseSeconds),
     heartbeat: Duration.seconds(config.lease?.heartbeatSeconds ?? leaseSeconds / 3),
     shutdownGrace: Duration.seconds(config.shutdownGraceSeconds),
+    chunkSeconds: config.longRecordings?.chunkSeconds,
+    pieceConcurrency: config.longRecordings?.pieceConcurrency,
     ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
   })
   const sweeper = BlobSweeper.layer({ minAge: sweepAge, interval: Duration.seconds(config.audioSweep?.intervalSeconds ?? 3600) })
