@@ -98,8 +98,10 @@ export const make = (options: {
   readonly apiKey?: string
   readonly instantText?: string
   readonly sentences?: ReadonlyArray<KnownSentence>
-  /** Answers only after this long (a slow engine, for benchmarks). */
+  /** Answers only after this long (a slow engine). */
   readonly latencyMillis?: number
+  /** Answers only after this long per second of audio sent (an engine's real-time factor, for benchmarks). */
+  readonly millisPerAudioSecond?: number
 } = {}): Effect.Effect<FakeOpenAiTranscription, never, Scope.Scope> =>
   Effect.gen(function*() {
     const models = options.models ?? ["whisper-1"]
@@ -154,6 +156,13 @@ export const make = (options: {
         return error(res, 404, `Model '${record.model}' is not installed locally. You can install it with POST /v1/models`, "invalid_request_error")
       }
       if (options.latencyMillis !== undefined) await new Promise((r) => setTimeout(r, options.latencyMillis))
+      if (options.millisPerAudioSecond !== undefined) {
+        const tmp = path.join(os.tmpdir(), `fake-openai-timed-${globalThis.crypto.randomUUID()}${path.extname(file.name)}`)
+        fs.writeFileSync(tmp, Buffer.from(await file.arrayBuffer()))
+        const probed = await run("ffprobe", ["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", tmp], { encoding: "utf8" })
+          .finally(() => fs.rmSync(tmp, { force: true }))
+        await new Promise((r) => setTimeout(r, Number(probed.stdout) * options.millisPerAudioSecond!))
+      }
       if (options.instantText !== undefined) {
         record.answer = options.instantText
         return res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ text: options.instantText }))
