@@ -235,7 +235,10 @@ export const run = (options: PipelineOptions = {}) =>
               )
               yield* audioPieces.cut(path, span, file)
               const t = yield* transcriber.transcribe({ path: file, mimeType: AudioPieces.pieceMimeType, entryId: entry.id })
-              const local = t.segments ?? [{ start: 0, end: span.end - span.start, text: t.text }]
+              // no segments from the engine (or none for a text it did give): one for the whole piece
+              const local = t.segments !== null && (t.segments.length > 0 || t.text === "")
+                ? t.segments
+                : [{ start: 0, end: span.end - span.start, text: t.text }]
               result = {
                 text: t.text,
                 segments: local.map((s) => ({ start: s.start + span.start, end: s.end + span.start, text: s.text })),
@@ -253,12 +256,12 @@ export const run = (options: PipelineOptions = {}) =>
         const failure = outcomes.find(Either.isLeft)
         if (failure !== undefined) return yield* Effect.fail(failure.left)
         const stitched = AudioPieces.stitch(pieces.map((p) => ({ overlap: p.overlapSeconds, segments: done.get(p.index)!.segments })))
-        const first = pieces.map((p) => done.get(p.index)!)
+        const results = pieces.map((p) => done.get(p.index)!)
         return {
           text: stitched.text,
           segments: stitched.segments,
-          engine: first.find((r) => r.engine !== null && r.engine !== "silence")?.engine ?? "silence",
-          language: first.find((r) => r.language !== null)?.language ?? null,
+          engine: results.find((r) => r.engine !== null && r.engine !== "silence")?.engine ?? "silence",
+          language: results.find((r) => r.language !== null)?.language ?? null,
           durationSeconds
         } satisfies TranscriptionResult
       }))

@@ -10,6 +10,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as AudioPieces from "../src/AudioPieces.js"
+import { AudioTooLong } from "../src/Errors.js"
 import { longRecording } from "./support/Audio.js"
 
 describe("AudioPieces.plan", () => {
@@ -75,6 +76,13 @@ describe("AudioPieces.stitch", () => {
     expect(AudioPieces.repeatedWords(["a", "b", "c", "d"], ["c", "d", "e"])).toBe(2)
     expect(AudioPieces.repeatedWords(["a", "b"], ["x", "y"])).toBe(0)
     expect(AudioPieces.repeatedWords(["the", "end."], ["The", "End", "is", "near"])).toBe(2)
+  })
+})
+
+describe("AudioTooLong", () => {
+  it("says how long the recording is and how long it may be, as people say it", () => {
+    expect(new AudioTooLong({ durationSeconds: 18_720, maxSeconds: 14_400 }).message).toBe("the recording is 5.2 h long; the longest accepted is 4 h")
+    expect(new AudioTooLong({ durationSeconds: 186, maxSeconds: 90 }).message).toBe("the recording is 3 min long; the longest accepted is 90 s")
   })
 })
 
