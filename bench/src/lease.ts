@@ -18,9 +18,10 @@
  *
  * Run: pnpm bench:lease   (JOBS=20 PERIOD=60 KILLS=5; PostgreSQL: DATABASE_URL, else embedded)
  */
+import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgJournalStore, PgTestDatabase } from "@voice-journal/adapter-postgres"
-import { AudioProbe, BlobStore, Cleaner, JournalStore, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
+import { AudioPieces, AudioProbe, BlobStore, Cleaner, JournalStore, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
 import { Context, Duration, Effect, Layer, Redacted, Ref, Stream } from "effect"
 import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
@@ -72,7 +73,8 @@ const measureLoad = (setting: Setting) =>
       WorkSignal.layer,
       Layer.succeed(Transcriber.Transcriber, { transcribe: () => Effect.never }),
       Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.never }),
-      Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "pcm", durationSeconds: 1 }) })
+      Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "pcm", durationSeconds: 1 }) }),
+      AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
     ))
     const store = Context.get(base, JournalStore.JournalStore)
     const sql = Context.get(base, SqlClient.SqlClient)

@@ -11,8 +11,9 @@
  *
  * Run: pnpm bench:pipeline   (ENTRIES=1000; PostgreSQL: DATABASE_URL, else embedded)
  */
+import { NodeContext } from "@effect/platform-node"
 import { PgTestDatabase } from "@voice-journal/adapter-postgres"
-import { AudioProbe, BlobStore, Cleaner, NotionPublisher, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
+import { AudioPieces, AudioProbe, BlobStore, Cleaner, NotionPublisher, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
 import type { Domain } from "@voice-journal/core"
 import { Effect, Layer, Redacted, Stream } from "effect"
 import * as fs from "node:fs"
@@ -46,6 +47,7 @@ const runOn = (kind: StoreKind) =>
       Transcriber.layerOpenAi({ baseUrl: transcription.url, model: "whisper-1" }),
       Cleaner.layerOllama({ host: ollama.url, model: "llama3.2" }),
       Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "pcm", durationSeconds: 1 }) }),
+      AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer)),
       NotionPublisher.layer({ token: Redacted.make(notion.token), databaseId: notion.databaseId, baseUrl: notion.url, requestsPerSecond: 10_000 })
     )
     const ctx = yield* Layer.build(services)

@@ -19,9 +19,10 @@
  *
  * Run: pnpm bench:queue   (BACKLOGS=1000,20000; PostgreSQL: DATABASE_URL, else embedded)
  */
+import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgTestDatabase } from "@voice-journal/adapter-postgres"
-import { AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber, WorkSignal } from "@voice-journal/core"
+import { AudioPieces, AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber, WorkSignal } from "@voice-journal/core"
 import { Deferred, Effect, Layer, Logger as EffectLogger, LogLevel } from "effect"
 import { Logger, makeWorkerUtils, run as runGraphile, runMigrations } from "graphile-worker"
 import * as fs from "node:fs"
@@ -69,7 +70,8 @@ const voiceJournal = (kind: StoreKind, n: number) =>
           })
       }),
       Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
-      Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) })
+      Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) }),
+      AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
     )
     const ctx = yield* Layer.build(services)
     const sql = yield* Effect.provide(SqlClient.SqlClient, ctx)

@@ -7,9 +7,9 @@
  *
  *   tsx --conditions=source src/wakeup-worker.ts '{"url":"postgres://…","blobDir":"/tmp/…","pollIntervalMs":3600000}'
  */
-import { NodeRuntime } from "@effect/platform-node"
+import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { PgJournalStore } from "@voice-journal/adapter-postgres"
-import { AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber } from "@voice-journal/core"
+import { AudioPieces, AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber } from "@voice-journal/core"
 import { Duration, Effect, Layer } from "effect"
 
 interface WakeupWorkerConfig {
@@ -25,7 +25,8 @@ const engines = Layer.mergeAll(
     transcribe: () => Effect.succeed({ text: "noop", engine: "noop", language: null, durationSeconds: null, segments: null })
   }),
   Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
-  Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) })
+  Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) }),
+  AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
 )
 
 const store = PgJournalStore.layer({ url: config.url, maxConnections: 4, applicationName: "vj-bench-wakeup-b" })

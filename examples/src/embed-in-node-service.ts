@@ -11,7 +11,7 @@
  */
 import { NodeContext, NodeRuntime, NodeStream } from "@effect/platform-node"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
-import { AudioProbe, BlobStore, Cleaner, type Domain, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
+import { AudioPieces, AudioProbe, BlobStore, Cleaner, type Domain, Pipeline, Transcriber, VoiceJournal, WorkSignal } from "@voice-journal/core"
 import { Effect, Layer, Runtime } from "effect"
 import * as http from "node:http"
 
@@ -26,7 +26,8 @@ const Services = Layer.mergeAll(
     convert: "wav16k"
   }),
   Cleaner.layerOllama({ host: process.env.OLLAMA_HOST ?? "http://127.0.0.1:11434", model: process.env.OLLAMA_MODEL ?? "llama3.2" }),
-  AudioProbe.layerFfprobe
+  AudioProbe.layerFfprobe,
+  AudioPieces.layerFfmpeg
 ).pipe(Layer.provide(NodeContext.layer))
 
 /** The service's own HTTP server, started and stopped with the layer. */

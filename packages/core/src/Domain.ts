@@ -150,8 +150,22 @@ export const StageRunFields = {
 }
 
 /**
+ * A stretch of a transcript: seconds from the start of the recording, and
+ * what was said.
+ * @since 0.1.0
+ */
+export const Segment = Schema.Struct({ start: Schema.Number, end: Schema.Number, text: Schema.String })
+/** @since 0.1.0 */
+export type Segment = typeof Segment.Type
+
+/** Segments as stored: a JSON array in a TEXT column (portable). */
+const StoredSegments = Schema.NullOr(Schema.parseJson(Schema.Array(Segment)))
+
+/**
  * One run of speech-to-text over a voice entry. Several per entry; exactly
- * one is primary once any has completed.
+ * one is primary once any has completed. A long recording is transcribed in
+ * pieces ({@link TranscriptionPiece}): `piecesTotal` is known once they are
+ * planned (1 for a recording sent whole), `piecesDone` counts those stored.
  * @since 0.1.0
  */
 export class Transcription extends Schema.Class<Transcription>("Transcription")({
@@ -165,7 +179,32 @@ export class Transcription extends Schema.Class<Transcription>("Transcription")(
   text: Schema.NullOr(Schema.String),
   language: Schema.NullOr(Schema.String),
   durationSeconds: Schema.NullOr(Schema.Number),
+  /** Timestamped segments of the whole recording, once completed (where known). */
+  segments: StoredSegments,
+  piecesTotal: Schema.NullOr(Schema.Number),
+  piecesDone: Schema.Number,
   ...StageRunFields
+}) {}
+
+/**
+ * One piece of a long recording's transcription run: `[startSeconds,
+ * endSeconds)` of the recording, planned once per run, its transcript
+ * (`text`, `segments` in seconds of the whole recording) stored as soon as
+ * it is done, so a resumed run sends only the unfinished pieces again.
+ * `overlapSeconds`: how much of the piece before it repeats (a hard cut).
+ * @since 0.1.0
+ */
+export class TranscriptionPiece extends Schema.Class<TranscriptionPiece>("TranscriptionPiece")({
+  transcriptionId: TranscriptionId,
+  index: Schema.Number,
+  startSeconds: Schema.Number,
+  endSeconds: Schema.Number,
+  overlapSeconds: Schema.Number,
+  text: Schema.NullOr(Schema.String),
+  segments: StoredSegments,
+  engine: Schema.NullOr(Schema.String),
+  language: Schema.NullOr(Schema.String),
+  completedAt: Schema.NullOr(Schema.Date)
 }) {}
 
 /**

@@ -187,6 +187,25 @@ export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()("Payl
 }
 
 /**
+ * The recording is longer than the configured maximum
+ * (`VoiceJournalConfig.maxAudioSeconds`): refused at ingest, nothing kept.
+ * @since 0.1.0
+ * @category errors
+ */
+export class AudioTooLong extends Schema.TaggedError<AudioTooLong>()("AudioTooLong", {
+  durationSeconds: Schema.Number,
+  maxSeconds: Schema.Number
+}) {
+  override get message() {
+    return `the recording is ${formatSeconds(this.durationSeconds)} long; the longest accepted is ${formatSeconds(this.maxSeconds)}`
+  }
+}
+
+/** "45 s", "12 min", "4.5 h": how long a recording is, as people say it. */
+const formatSeconds = (s: number): string =>
+  s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${Number((s / 3600).toFixed(1))} h`
+
+/**
  * The uploaded bytes are not one of the accepted audio containers.
  * `detected` is what content sniffing found (or undefined if nothing known).
  * @since 0.1.0

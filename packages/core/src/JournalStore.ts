@@ -28,8 +28,10 @@ import type {
   Page,
   PageRequest,
   Stage,
+  Segment,
   Transcription,
   TranscriptionId,
+  TranscriptionPiece,
   User,
   UserId,
   VoiceEntry
@@ -60,6 +62,31 @@ export interface TranscriptionResult {
   readonly engine: string
   readonly language: string | null
   readonly durationSeconds: number | null
+  /** Timestamped segments of the whole recording, where known. */
+  readonly segments?: ReadonlyArray<Segment> | null | undefined
+}
+
+/**
+ * One piece of a planned transcription run (see `AudioPieces.plan`).
+ * @since 0.1.0
+ */
+export interface NewTranscriptionPiece {
+  readonly index: number
+  readonly start: number
+  readonly end: number
+  readonly overlap: number
+}
+
+/**
+ * What a finished piece writes: its transcript, segments in seconds of the
+ * whole recording.
+ * @since 0.1.0
+ */
+export interface PieceResult {
+  readonly text: string
+  readonly segments: ReadonlyArray<Segment>
+  readonly engine: string
+  readonly language: string | null
 }
 
 /**
@@ -224,6 +251,18 @@ export interface JournalStoreService {
     result: CleanupResult,
     options: { readonly queueNotionSync: boolean }
   ) => Effect.Effect<void, LeaseLost | StoreError>
+  /**
+   * The pieces of the claimed transcription run (a long recording): stores
+   * `pieces` as its plan if it has none yet, and returns its pieces in
+   * order — the plan an earlier attempt stored wins, with the transcripts
+   * of the pieces already done. Fenced by the lease.
+   */
+  readonly planPieces: (
+    job: Job,
+    pieces: ReadonlyArray<NewTranscriptionPiece>
+  ) => Effect.Effect<ReadonlyArray<TranscriptionPiece>, LeaseLost | StoreError>
+  /** Stores one piece's transcript as soon as it is done. Fenced by the lease. */
+  readonly completePiece: (job: Job, index: number, result: PieceResult) => Effect.Effect<void, LeaseLost | StoreError>
   /** Remembers the Notion page as soon as it exists, before the sync is done. */
   readonly recordNotionPage: (job: Job, pageId: string) => Effect.Effect<void, LeaseLost | StoreError>
   readonly completeNotionSync: (job: Job, pageId: string) => Effect.Effect<void, LeaseLost | StoreError>

@@ -528,6 +528,63 @@ export const run = (name: string, harness: Harness): void => {
           const third = yield* claim(store, "transcription")
           yield* store.failPermanently(third, { error: "undecodable" })
           expect(yield* depth).toEqual({ "transcription/pending": 1, "transcription/retrying": 1, "cleanup/pending": 1 })
+    it.scoped("pieces of a long recording: the first plan wins, each piece's transcript is kept as it completes, progress counts them", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const { entry, transcription } = yield* newEntry(store, user.id)
+          const job = yield* claim(store, "transcription")
+          const plan = [
+            { index: 0, start: 0, end: 599.5, overlap: 0 },
+            { index: 1, start: 599.5, end: 1200, overlap: 0 },
+            { index: 2, start: 1198, end: 1500.25, overlap: 2 }
+          ]
+          const planned = yield* store.planPieces(job, plan)
+          expect(planned.map((p) => [p.index, p.startSeconds, p.endSeconds, p.overlapSeconds, p.text])).toEqual([
+            [0, 0, 599.5, 0, null],
+            [1, 599.5, 1200, 0, null],
+            [2, 1198, 1500.25, 2, null]
+          ])
+          const progress = () => store.getTranscription(user.id, transcription.id).pipe(Effect.map((t) => [t.piecesDone, t.piecesTotal]))
+          expect(yield* progress()).toEqual([0, 3])
+          yield* store.completePiece(job, 1, { text: "second", segments: [{ start: 600, end: 610, text: "second" }], engine: "e", language: "en" })
+          expect(yield* progress()).toEqual([1, 3])
+          // the job is lost and re-claimed (a crash): a different plan does not replace the stored one
+          yield* store.releaseLease(job)
+          const again = yield* claim(store, "transcription", "worker-b")
+          const resumed = yield* store.planPieces(again, [{ index: 0, start: 0, end: 1500.25, overlap: 0 }])
+          expect(resumed.map((p) => p.text)).toEqual([null, "second", null])
+          expect(resumed[1]!.segments).toEqual([{ start: 600, end: 610, text: "second" }])
+          expect(resumed[1]!.language).toBe("en")
+          expect(resumed[1]!.completedAt).not.toBeNull()
+          // the old holder is fenced out of both
+          expect((yield* Effect.flip(store.completePiece(job, 0, { text: "late", segments: [], engine: "e", language: null })))._tag).toBe("LeaseLost")
+          expect((yield* Effect.flip(store.planPieces(job, plan)))._tag).toBe("LeaseLost")
+          expect((yield* store.planPieces(again, plan)).map((p) => p.text)).toEqual([null, "second", null])
+          yield* store.completePiece(again, 0, { text: "first", segments: [], engine: "e", language: null })
+          yield* store.completePiece(again, 2, { text: "third", segments: [], engine: "e", language: null })
+          expect(yield* progress()).toEqual([3, 3])
+          const segments = [{ start: 0, end: 5, text: "first" }, { start: 600, end: 610, text: "second" }]
+          yield* store.completeTranscription(again, { text: "first second third", engine: "e", language: "en", durationSeconds: 1500.25, segments })
+          const done = yield* store.getTranscription(user.id, transcription.id)
+          expect([done.piecesDone, done.piecesTotal, done.segments]).toEqual([3, 3, segments])
+          expect((yield* store.listTranscriptions(user.id, entry.id))[0]!.segments).toEqual(segments)
+          // deleting the entry removes its pieces
+          yield* store.deleteEntry(user.id, entry.id)
+          expect(yield* countRows(sql, `SELECT count(*) AS n FROM transcription_pieces`)).toBe(0)
+        })
+      ))
+
+    it.scoped("a recording sent whole: no pieces, one in all once completed; segments optional", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const { transcription } = yield* newEntry(store, user.id)
+          expect([transcription.piecesDone, transcription.piecesTotal, transcription.segments]).toEqual([0, null, null])
+          const job = yield* claim(store, "transcription")
+          yield* store.completeTranscription(job, { text: "short", engine: "e", language: null, durationSeconds: 2 })
+          const done = yield* store.getTranscription(user.id, transcription.id)
+          expect([done.piecesDone, done.piecesTotal, done.segments]).toEqual([1, 1, null])
         })
       ))
   })

@@ -146,6 +146,30 @@ const claimPartialIndexes = ["transcriptions", "cleaned_entries", "notion_syncs"
 ])
 
 /**
+ * Long recordings are transcribed in pieces (`AudioPieces`, `Pipeline`):
+ * each run's planned pieces, keyed by run and index, with each piece's
+ * transcript stored as it completes — a resumed run sends only the
+ * unfinished ones again. The run keeps its stitched segments (JSON) and how
+ * many pieces it has.
+ */
+const transcriptionPieces = [
+  `CREATE TABLE transcription_pieces (
+    transcription_id TEXT NOT NULL REFERENCES transcriptions (id) ON DELETE CASCADE,
+    piece_index INTEGER NOT NULL,
+    start_seconds DOUBLE PRECISION NOT NULL,
+    end_seconds DOUBLE PRECISION NOT NULL,
+    overlap_seconds DOUBLE PRECISION NOT NULL,
+    text TEXT,
+    segments TEXT,
+    engine TEXT,
+    language TEXT,
+    completed_at TEXT,
+    PRIMARY KEY (transcription_id, piece_index))`,
+  `ALTER TABLE transcriptions ADD COLUMN segments TEXT`,
+  `ALTER TABLE transcriptions ADD COLUMN pieces_total INTEGER`
+]
+
+/**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
  */
@@ -157,6 +181,7 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0004_claim_partial_indexes": run(claimPartialIndexes),
   // a watch folder asks "does this user already have audio with this sha256" for every new file
   "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`]),
+  "0006_transcription_pieces": run(transcriptionPieces),
   // the upload's trace (W3C ids, hex): the pipeline's stage spans join it, so one trace runs from upload to Notion page
   "0011_voice_entries_trace": run([
     `ALTER TABLE voice_entries ADD COLUMN trace_id TEXT`,

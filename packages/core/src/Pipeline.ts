@@ -15,22 +15,30 @@
  *   claiming, hands back at once the rows of stages sleeping in a retry
  *   backoff, gives stages that are working `shutdownGrace` to finish, then
  *   interrupts them — interruption releases their leases, so the next
- *   process resumes them at once.
+ *   process resumes them at once;
+ * - **long recordings**: a recording longer than `chunkSeconds`, or larger
+ *   than the transcriber's `maxBytes`, is transcribed in pieces
+ *   (`AudioPieces`): planned once per run and stored, each piece's
+ *   transcript stored as it completes, up to `pieceConcurrency` at a time;
+ *   a retry or a resumed run sends only the unfinished pieces, and the
+ *   stitched transcript keeps timestamped segments.
  *
  * @since 0.1.0
  */
-import { Cause, Context, Deferred, Duration, Effect, Exit, Fiber, FiberSet, Layer, Option, Ref, Tracer } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Either, Exit, Fiber, FiberSet, Layer, Option, Ref, Tracer } from "effect"
+import * as fs from "node:fs"
 import * as os from "node:os"
-import { AudioProbe } from "./AudioProbe.js"
+import * as AudioPieces from "./AudioPieces.js"
+import { AudioProbe, type ProbeResult } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
 import type { Job, Stage, VoiceEntry } from "./Domain.js"
 import { isTemporaryError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
-import { JournalStore } from "./JournalStore.js"
+import { JournalStore, type PieceResult, type TranscriptionResult } from "./JournalStore.js"
 import { NotionPublisher } from "./NotionPublisher.js"
 import * as Metrics from "./Metrics.js"
 import * as RetryPolicy from "./RetryPolicy.js"
-import { Transcriber } from "./Transcriber.js"
+import { type Segment, Transcriber } from "./Transcriber.js"
 import { WorkSignal } from "./WorkSignal.js"
 
 /**
@@ -52,6 +60,10 @@ export interface PipelineConfig {
   readonly retry: Readonly<Record<Stage, RetryPolicy.RetryPolicy>>
   /** How long in-flight stages may finish after shutdown begins. Default 30 s. */
   readonly shutdownGrace: Duration.DurationInput
+  /** Recordings longer than this are transcribed in pieces of at most this long (seconds). Default 600. */
+  readonly chunkSeconds: number
+  /** Pieces of one recording transcribed at the same time. Default 3. */
+  readonly pieceConcurrency: number
 }
 
 /** @since 0.1.0 */
@@ -62,7 +74,9 @@ export const defaultConfig = (): PipelineConfig => ({
   pollInterval: "1 second",
   concurrency: { transcription: 2, cleanup: 2, notion: 2 },
   retry: { transcription: RetryPolicy.defaults, cleanup: RetryPolicy.defaults, notion: RetryPolicy.defaults },
-  shutdownGrace: "30 seconds"
+  shutdownGrace: "30 seconds",
+  chunkSeconds: 600,
+  pieceConcurrency: 3
 })
 
 /**
@@ -77,6 +91,8 @@ export interface PipelineOptions {
   readonly concurrency?: Partial<Record<Stage, number>> | undefined
   readonly retry?: Partial<Record<Stage, Partial<RetryPolicy.RetryPolicy>>> | undefined
   readonly shutdownGrace?: Duration.DurationInput | undefined
+  readonly chunkSeconds?: number | undefined
+  readonly pieceConcurrency?: number | undefined
 }
 
 const resolve = (options: PipelineOptions): PipelineConfig => {
@@ -89,7 +105,9 @@ const resolve = (options: PipelineOptions): PipelineConfig => {
     pollInterval: options.pollInterval ?? d.pollInterval,
     concurrency: { ...d.concurrency, ...options.concurrency },
     retry: { transcription: retry("transcription"), cleanup: retry("cleanup"), notion: retry("notion") },
-    shutdownGrace: options.shutdownGrace ?? d.shutdownGrace
+    shutdownGrace: options.shutdownGrace ?? d.shutdownGrace,
+    chunkSeconds: options.chunkSeconds ?? d.chunkSeconds,
+    pieceConcurrency: Math.max(1, options.pieceConcurrency ?? d.pieceConcurrency)
   }
 }
 
@@ -132,7 +150,11 @@ export class PipelineStatus extends Context.Tag("@voice-journal/core/PipelineSta
  */
 export const layer = (
   options: PipelineOptions = {}
-): Layer.Layer<PipelineStatus, never, JournalStore | BlobStore | Transcriber | Cleaner | AudioProbe | WorkSignal> =>
+): Layer.Layer<
+  PipelineStatus,
+  never,
+  JournalStore | BlobStore | Transcriber | Cleaner | AudioProbe | AudioPieces.AudioPieces | WorkSignal
+> =>
   Layer.scoped(
     PipelineStatus,
     Effect.gen(function*() {
@@ -156,11 +178,94 @@ export const run = (options: PipelineOptions = {}) =>
     const transcriber = yield* Transcriber
     const cleaner = yield* Cleaner
     const probe = yield* AudioProbe
+    const audioPieces = yield* AudioPieces.AudioPieces
     const signal = yield* WorkSignal
     const notion = yield* Effect.serviceOption(NotionPublisher)
     const leaseMillis = Duration.toMillis(config.lease)
     /** Completed when shutdown begins: retry backoffs end then, their rows handed back. */
     const released = yield* Deferred.make<void>()
+
+    /** A recording that fits the engine, sent as it is; one segment for all of it if the engine gives none. */
+    const transcribeWhole = (entry: VoiceEntry, path: string, probed: ProbeResult) =>
+      transcriber.transcribe({ path, mimeType: entry.mimeType, entryId: entry.id }).pipe(
+        Effect.map((t): TranscriptionResult => {
+          const durationSeconds = t.durationSeconds ?? probed.durationSeconds
+          return {
+            text: t.text,
+            engine: t.engine,
+            language: t.language,
+            durationSeconds,
+            segments: t.segments ?? (durationSeconds !== null ? [{ start: 0, end: durationSeconds, text: t.text }] : null)
+          }
+        })
+      )
+
+    /**
+     * A long recording in pieces: the plan is stored once (a retry or a
+     * resumed run gets the same pieces back, with the transcripts already
+     * done), the unfinished pieces are cut and sent up to
+     * `pieceConcurrency` at a time, each stored as it completes. After a
+     * piece fails no new one starts, those in flight finish and are kept,
+     * and the stage fails with the first error: its retry sends only what
+     * is not done.
+     */
+    const transcribeInPieces = (job: Job, entry: VoiceEntry, path: string, durationSeconds: number) =>
+      Effect.scoped(Effect.gen(function*() {
+        const silences = yield* audioPieces.silences(path)
+        const plan = AudioPieces.plan(durationSeconds, silences, {
+          pieceSeconds: AudioPieces.pieceSeconds(config.chunkSeconds, transcriber.maxBytes)
+        })
+        const pieces = yield* store.planPieces(job, plan)
+        const total = pieces.length
+        const done = new Map<number, { readonly segments: ReadonlyArray<Segment>; readonly engine: string | null; readonly language: string | null }>()
+        for (const p of pieces) if (p.text !== null) done.set(p.index, { segments: p.segments ?? [], engine: p.engine, language: p.language })
+        yield* Effect.logInfo(`transcribing in ${total} pieces (${done.size} already done)`)
+        const dir = yield* AudioPieces.temporaryDirectory(job.id)
+        let failed = false
+        const runPiece = (piece: (typeof pieces)[number]) =>
+          Effect.scoped(Effect.gen(function*() {
+            if (failed) return
+            const span = { start: piece.startSeconds, end: piece.endSeconds }
+            let result: PieceResult
+            if (AudioPieces.isSilent(span, silences)) {
+              result = { text: "", segments: [], engine: "silence", language: null }
+            } else {
+              const file = yield* Effect.acquireRelease(
+                Effect.sync(() => `${dir}/piece-${piece.index}.mp3`),
+                (f) => Effect.sync(() => fs.rmSync(f, { force: true }))
+              )
+              yield* audioPieces.cut(path, span, file)
+              const t = yield* transcriber.transcribe({ path: file, mimeType: AudioPieces.pieceMimeType, entryId: entry.id })
+              // no segments from the engine (or none for a text it did give): one for the whole piece
+              const local = t.segments !== null && (t.segments.length > 0 || t.text === "")
+                ? t.segments
+                : [{ start: 0, end: span.end - span.start, text: t.text }]
+              result = {
+                text: t.text,
+                segments: local.map((s) => ({ start: s.start + span.start, end: s.end + span.start, text: s.text })),
+                engine: t.engine,
+                language: t.language
+              }
+            }
+            yield* store.completePiece(job, piece.index, result)
+            done.set(piece.index, result)
+            yield* Effect.logInfo(`piece ${piece.index + 1} of ${total} transcribed`)
+          })).pipe(Effect.tapError(() => Effect.sync(() => (failed = true))), Effect.either)
+        const outcomes = yield* Effect.forEach(pieces.filter((p) => !done.has(p.index)), runPiece, {
+          concurrency: config.pieceConcurrency
+        })
+        const failure = outcomes.find(Either.isLeft)
+        if (failure !== undefined) return yield* Effect.fail(failure.left)
+        const stitched = AudioPieces.stitch(pieces.map((p) => ({ overlap: p.overlapSeconds, segments: done.get(p.index)!.segments })))
+        const results = pieces.map((p) => done.get(p.index)!)
+        return {
+          text: stitched.text,
+          segments: stitched.segments,
+          engine: results.find((r) => r.engine !== null && r.engine !== "silence")?.engine ?? "silence",
+          language: results.find((r) => r.language !== null)?.language ?? null,
+          durationSeconds
+        } satisfies TranscriptionResult
+      }))
 
     /** The work of one stage. Failures are StageErrors; lost leases and vanished rows end it quietly. */
     const perform = (job: Job, entry: VoiceEntry): Effect.Effect<void, StageError | LeaseGone> => {
@@ -173,13 +278,11 @@ export const run = (options: PipelineOptions = {}) =>
               )
             )
             const probed = yield* probe.probe(path)
-            const transcript = yield* transcriber.transcribe({ path, mimeType: entry.mimeType, entryId: entry.id })
-            yield* store.completeTranscription(job, {
-              text: transcript.text,
-              engine: transcript.engine,
-              language: transcript.language,
-              durationSeconds: transcript.durationSeconds ?? probed.durationSeconds
-            })
+            const limits = { chunkSeconds: config.chunkSeconds, maxBytes: transcriber.maxBytes }
+            const result = AudioPieces.needsPieces({ durationSeconds: probed.durationSeconds, sizeBytes: entry.sizeBytes }, limits)
+              ? yield* transcribeInPieces(job, entry, path, probed.durationSeconds!)
+              : yield* transcribeWhole(entry, path, probed)
+            yield* store.completeTranscription(job, result)
             yield* signal.notify("cleanup")
           }).pipe(gone)
         case "cleanup":

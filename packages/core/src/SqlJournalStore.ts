@@ -31,6 +31,7 @@ import {
   type Stage,
   Transcription,
   type TranscriptionId,
+  TranscriptionPiece,
   User,
   type UserId,
   VoiceEntry
@@ -132,8 +133,14 @@ const apiKeyColumns =
 const entryColumns = `id, user_id AS "userId", blob_key AS "blobKey", original_filename AS "originalFilename",
   mime_type AS "mimeType", size_bytes AS "sizeBytes", sha256, trace_id AS "traceId", span_id AS "spanId",
   created_at AS "createdAt", updated_at AS "updatedAt"`
+// piecesDone: a run sent whole has no piece rows; once completed, all its pieces are done
 const transcriptionColumns = `id, entry_id AS "entryId", user_id AS "userId", is_primary AS "isPrimary",
-  make_primary AS "makePrimary", engine, text, language, duration_seconds AS "durationSeconds", ${stageRunColumns}`
+  make_primary AS "makePrimary", engine, text, language, duration_seconds AS "durationSeconds", segments,
+  pieces_total AS "piecesTotal", CASE WHEN status = 'completed' THEN COALESCE(pieces_total, 1) ELSE
+  (SELECT count(*) FROM transcription_pieces p WHERE p.transcription_id = transcriptions.id AND p.completed_at IS NOT NULL)
+  END AS "piecesDone", ${stageRunColumns}`
+const pieceColumns = `transcription_id AS "transcriptionId", piece_index AS "index", start_seconds AS "startSeconds",
+  end_seconds AS "endSeconds", overlap_seconds AS "overlapSeconds", text, segments, engine, language, completed_at AS "completedAt"`
 const cleanupColumns = `id, entry_id AS "entryId", transcription_id AS "transcriptionId", user_id AS "userId",
   is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, ${stageRunColumns}`
 const notionSyncColumns = `id, entry_id AS "entryId", cleaned_entry_id AS "cleanedEntryId", user_id AS "userId",
@@ -153,7 +160,7 @@ const decoder = <A, I>(schema: Schema.Schema<A, I>) => {
 const numericCounts = (row: unknown): unknown => {
   if (typeof row !== "object" || row === null) return row
   const r = row as Record<string, unknown>
-  for (const k of ["attempts", "sizeBytes", "isPrimary", "makePrimary"]) {
+  for (const k of ["attempts", "sizeBytes", "isPrimary", "makePrimary", "piecesTotal", "piecesDone", "index"]) {
     if (typeof r[k] === "string") r[k] = Number(r[k])
   }
   return r
@@ -166,6 +173,7 @@ const decodeEntrySummaries = decoder(EntrySummary)
 const decodeTranscriptions = decoder(Transcription)
 const decodeCleanups = decoder(CleanedEntry)
 const decodeNotionSyncs = decoder(NotionSync)
+const decodePieces = decoder(TranscriptionPiece)
 
 const first = <A>(resource: string, id: string) => (rows: ReadonlyArray<A>): Effect.Effect<A, NotFound> =>
   rows.length > 0 ? Effect.succeed(rows[0]!) : Effect.fail(new NotFound({ resource, id }))
@@ -505,6 +513,8 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.gen(function*() {
           const entry = yield* getEntry(userId, entryId)
           // children first: portable even where ON DELETE CASCADE is not enforced
+          yield* sql`DELETE FROM transcription_pieces
+            WHERE transcription_id IN (SELECT id FROM transcriptions WHERE entry_id = ${entryId})`
           yield* sql`DELETE FROM notion_syncs WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM cleaned_entries WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM transcriptions WHERE entry_id = ${entryId}`
@@ -631,7 +641,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           "transcriptions",
           (now) =>
             sql`text = ${result.text}, engine = ${result.engine}, language = ${result.language},
-              duration_seconds = ${result.durationSeconds}, updated_at = ${now}`,
+              duration_seconds = ${result.durationSeconds},
+              segments = ${result.segments == null ? null : JSON.stringify(result.segments)},
+              pieces_total = COALESCE(pieces_total, 1), updated_at = ${now}`,
           (now) =>
             insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now)
         ),
@@ -646,6 +658,41 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
               ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)
               : Effect.void
         ),
+
+      planPieces: (job, pieces) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const listed = sql`SELECT ${cols(pieceColumns)} FROM transcription_pieces WHERE transcription_id = ${job.id}
+            ORDER BY piece_index`.pipe(Effect.mapError(storeError), Effect.flatMap(decodePieces))
+          // the lease check first (and, on PostgreSQL, the row lock that serialises two planners)
+          yield* fenced(job, sql`updated_at = ${now}`)
+          const existing = yield* listed
+          if (existing.length > 0 || pieces.length === 0) return existing
+          yield* fenced(job, sql`pieces_total = ${pieces.length}`)
+          for (const batch of Arr.chunksOf(pieces, 100)) {
+            yield* sql`INSERT INTO transcription_pieces ${
+              sql.insert(batch.map((p) => ({
+                transcription_id: job.id,
+                piece_index: p.index,
+                start_seconds: p.start,
+                end_seconds: p.end,
+                overlap_seconds: p.overlap
+              })))
+            }`.pipe(Effect.mapError(storeError))
+          }
+          return yield* listed
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      completePiece: (job, index, result) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const rows = yield* sql`UPDATE transcription_pieces SET text = ${result.text}, segments = ${JSON.stringify(result.segments)},
+              engine = ${result.engine}, language = ${result.language}, completed_at = ${now}
+            WHERE transcription_id = ${job.id} AND piece_index = ${index} AND EXISTS (SELECT 1 FROM transcriptions t
+              WHERE t.id = ${job.id} AND t.lease_owner = ${job.leaseOwner} AND t.status = 'processing')
+            RETURNING piece_index`.pipe(Effect.mapError(storeError))
+          if (rows.length === 0) return yield* new LeaseLost({ table: "transcriptions", id: job.id })
+        }),
 
       recordNotionPage: (job, pageId) =>
         Effect.gen(function*() {

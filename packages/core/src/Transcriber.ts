@@ -37,6 +37,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { undecodable } from "./AudioProbe.js"
+import type * as Domain from "./Domain.js"
 import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, redactInternals, TemporaryError } from "./Errors.js"
 import * as Command from "./internal/command.js"
 
@@ -51,12 +52,8 @@ export interface AudioInput {
   readonly entryId?: string | undefined
 }
 
-/** @since 0.1.0 */
-export interface Segment {
-  readonly start: number
-  readonly end: number
-  readonly text: string
-}
+/** A timestamped stretch of a transcript (seconds). @since 0.1.0 */
+export type Segment = Domain.Segment
 
 /**
  * What an engine heard, plus what it reports about it.
@@ -76,7 +73,18 @@ export interface Transcript {
  */
 export class Transcriber extends Context.Tag("@voice-journal/core/Transcriber")<Transcriber, {
   readonly transcribe: (audio: AudioInput) => Effect.Effect<Transcript, TemporaryError | PermanentError>
+  /**
+   * The largest file the engine takes, if it has a limit: larger recordings
+   * are sent in pieces that fit (`AudioPieces`, `Pipeline`).
+   */
+  readonly maxBytes?: number | undefined
 }>() {}
+
+/**
+ * The request body OpenAI's endpoint accepts (larger ones get `413`).
+ * @since 0.1.0
+ */
+export const openAiMaxBytes = 25 * 1024 * 1024
 
 // --- OpenAI-compatible ------------------------------------------------------
 
@@ -94,6 +102,8 @@ export interface OpenAiTranscriberConfig {
   readonly language?: string | undefined
   /** Long by default: transcription takes a while on CPU engines. Default 10 minutes. */
   readonly timeout?: Duration.DurationInput | undefined
+  /** The largest request the server takes; larger recordings go in pieces. Default {@link openAiMaxBytes}. */
+  readonly maxBytes?: number | undefined
 }
 
 const VerboseTranscription = Schema.Struct({
@@ -196,7 +206,7 @@ export const makeOpenAi = (config: OpenAiTranscriberConfig) =>
         } satisfies Transcript
       })
 
-    return Transcriber.of({ transcribe })
+    return Transcriber.of({ transcribe, maxBytes: config.maxBytes ?? openAiMaxBytes })
   })
 
 const extensionOf = (mimeType: string): string =>
@@ -250,6 +260,8 @@ export interface CommandTranscriberConfig {
   /** Name recorded with each transcription. Default: the program's name. */
   readonly engine?: string | undefined
   readonly timeout?: Duration.DurationInput | undefined
+  /** The largest file to hand the program; larger recordings go in pieces. Default: no limit. */
+  readonly maxBytes?: number | undefined
 }
 
 /**
@@ -324,7 +336,7 @@ export const makeCommand = (config: CommandTranscriberConfig) =>
         })
       )
 
-    return Transcriber.of({ transcribe })
+    return Transcriber.of({ transcribe, maxBytes: config.maxBytes })
   })
 
 /**

@@ -8,6 +8,7 @@
  */
 import { Context, Effect, Layer, Option, type Redacted, type Stream } from "effect"
 import * as ApiKeys from "./ApiKeys.js"
+import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore, type ByteRange } from "./BlobStore.js"
 import type {
   ApiKey,
@@ -29,6 +30,7 @@ import type {
 } from "./Domain.js"
 import {
   AudioMissing,
+  AudioTooLong,
   type BlobStoreError,
   InvalidState,
   type InvalidUpload,
@@ -104,16 +106,25 @@ export interface VoiceJournalConfig {
   readonly maxUploadBytes: number
   /** Whether Notion is configured (syncs can be queued). */
   readonly notionEnabled: boolean
+  /**
+   * Longest accepted recording, checked at ingest by the `AudioProbe` when
+   * one is provided (the server always provides it). Default 4 h.
+   */
+  readonly maxAudioSeconds: number
 }
 
 /** @since 0.1.0 */
-export const defaultConfig: VoiceJournalConfig = { maxUploadBytes: 100 * 1024 * 1024, notionEnabled: false }
+export const defaultConfig: VoiceJournalConfig = {
+  maxUploadBytes: 100 * 1024 * 1024,
+  notionEnabled: false,
+  maxAudioSeconds: 4 * 3600
+}
 
 /**
  * What can go wrong while ingesting.
  * @since 0.1.0
  */
-export type IngestError = PayloadTooLarge | UnsupportedMediaType | InvalidUpload | BlobStoreError | StoreError
+export type IngestError = PayloadTooLarge | AudioTooLong | UnsupportedMediaType | InvalidUpload | BlobStoreError | StoreError
 
 /**
  * @since 0.1.0
@@ -123,8 +134,9 @@ export interface VoiceJournalService {
   readonly config: VoiceJournalConfig
   /**
    * Streams a recording into storage (size limit enforced while streaming,
-   * type sniffed from the content, sha256 on the way) and queues its
-   * transcription. The row is written only once the file is complete;
+   * type sniffed from the content, sha256 on the way), checks its duration
+   * (`maxAudioSeconds`, with the `AudioProbe` if there is one) and queues
+   * its transcription. The row is written only once the file is complete;
    * on any failure nothing is left behind.
    */
   readonly ingest: <E, R>(
@@ -225,6 +237,32 @@ export const make = (
     const store = yield* JournalStore
     const blobs = yield* BlobStore
     const signal = yield* WorkSignal
+    const probe = yield* Effect.serviceOption(AudioProbe)
+
+    /**
+     * Refuses a stored recording longer than `maxAudioSeconds` (its audio is
+     * removed). One the probe cannot read is let through: the transcription
+     * stage reports why, as it does for any undecodable recording.
+     */
+    const checkDuration = (blobKey: string) =>
+      Effect.gen(function*() {
+        if (Option.isNone(probe)) return
+        const local = yield* blobs.localPath(blobKey)
+        const probed = yield* probe.value.probe(local).pipe(
+          Effect.map((p) => p.durationSeconds),
+          Effect.catchAll((e) =>
+            (e._tag === "PermanentError"
+              ? Effect.logInfo(`duration not checked at ingest (the transcription stage will report it): ${e.message}`)
+              : Effect.logWarning(`duration not checked at ingest: ${e.message}`, e)).pipe(Effect.as(null))
+          )
+        )
+        if (probed !== null && probed > settings.maxAudioSeconds) {
+          yield* blobs.remove(blobKey).pipe(
+            Effect.catchAll((e) => Effect.logWarning(`audio of a refused recording could not be removed; the orphan sweep will`, e))
+          )
+          return yield* new AudioTooLong({ durationSeconds: probed, maxSeconds: settings.maxAudioSeconds })
+        }
+      })
 
     const getEntry = (userId: UserId, entryId: EntryId) =>
       Effect.gen(function*() {
@@ -251,6 +289,7 @@ export const make = (
             maxBytes: options.maxBytes ?? settings.maxUploadBytes,
             originalFilename: options.originalFilename
           })
+          yield* checkDuration(stored.blobKey)
           // Blob first, row second: a row never points at missing audio. If the
           // row's write fails we cannot know it did not commit (a lost
           // connection or an interruption during COMMIT), so removing the blob

@@ -238,6 +238,7 @@ export const make = (config: WatchFolderConfig) =>
           Effect.catchTags({
             UnsupportedMediaType: (e) => Effect.succeed({ _tag: "rejected" as const, reason: e.message }),
             PayloadTooLarge: (e) => Effect.succeed({ _tag: "rejected" as const, reason: e.message }),
+            AudioTooLong: (e) => Effect.succeed({ _tag: "rejected" as const, reason: e.message }),
             InvalidUpload: (e) => Effect.succeed({ _tag: "rejected" as const, reason: e.message })
           })
         )

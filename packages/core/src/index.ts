@@ -3,6 +3,8 @@
  */
 export * as ApiKeys from "./ApiKeys.js"
 /** @since 0.1.0 */
+export * as AudioPieces from "./AudioPieces.js"
+/** @since 0.1.0 */
 export * as AudioProbe from "./AudioProbe.js"
 /** @since 0.1.0 */
 export * as BlobStore from "./BlobStore.js"

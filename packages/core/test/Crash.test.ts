@@ -8,8 +8,10 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as AudioPieces from "../src/AudioPieces.js"
 import * as BlobStore from "../src/BlobStore.js"
-import { audioBytes } from "./support/Audio.js"
+import { audioBytes, longRecording } from "./support/Audio.js"
+import * as FakeOpenAi from "./support/FakeOpenAiTranscription.js"
 import { eventually, fastPipeline, type Harness, make, statusCounts, type StoreKind } from "./support/PipelineHarness.js"
 import type { WorkerConfig } from "./support/worker-process.js"
 
@@ -76,6 +78,36 @@ for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<Store
         expect(h.notion.pages().length).toBe(1)
         expect((yield* statusCounts(h.sql, "cleaned_entries")).processing).toBeUndefined()
       }))
+
+    it.scopedLive("a worker SIGKILLed during piece 4 of a long recording: after restart, pieces 1-3 are not sent again", () =>
+      Effect.gen(function*() {
+        const recording = longRecording(180)
+        const h = yield* make({ kind, notion: false, transcription: { sentences: yield* Effect.promise(FakeOpenAi.longSentences) } })
+        const { user } = yield* h.journal.createUser("u")
+        h.transcription.failAfter(3, { kind: "hang" }) // piece 4 is in flight when the worker dies
+        // one piece at a time, so pieces 1-3 are done and stored when piece 4 is sent
+        const worker = yield* spawnWorker(workerConfig(h, { chunkSeconds: 40, pieceConcurrency: 1 }))
+        const { entry } = yield* h.journal.ingest(user.id, Stream.make(new Uint8Array(fs.readFileSync(recording.file))))
+        const stranded = yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+          Effect.map((d) => h.transcription.requests.length === 4 && d.transcription?.piecesDone === 3 ? d.transcription : undefined)
+        ))
+        yield* killHard(worker)
+        expect(stranded.status).toBe("processing")
+        const n = stranded.piecesTotal!
+        expect(n).toBeGreaterThanOrEqual(5)
+        expect(fs.existsSync(AudioPieces.piecesDirectory(stranded.id))).toBe(true) // what the killed worker left behind…
+        yield* h.startPipeline({ ...fastPipeline, chunkSeconds: 40, pieceConcurrency: 1 })
+        const done = yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+          Effect.map((d) => d.transcription?.status === "completed" ? d.transcription : undefined)
+        ))
+        expect(done.id).toBe(stranded.id)
+        expect(done.text).toBe(recording.spoken.join(" "))
+        expect(done.piecesDone).toBe(n)
+        // pieces 1-3 once, piece 4 twice (its first answer never came), the rest once
+        expect(h.transcription.requests.length).toBe(n + 1)
+        expect(h.transcription.requests.filter((r) => r.answer !== undefined).length).toBe(n)
+        expect(fs.existsSync(AudioPieces.piecesDirectory(stranded.id))).toBe(false) // …removed when the run resumed here
+      }), { timeout: 300_000 })
 
     it.scopedLive("a worker SIGKILLed between Notion's 'page created' and the row update: no second page", () =>
       Effect.gen(function*() {

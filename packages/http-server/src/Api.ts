@@ -32,7 +32,7 @@ export const Conflict = apiError("conflict", 409, "The resource is not in a stat
  */
 export const MethodNotAllowed = apiError("method_not_allowed", 405, "The path exists, but not with this method; see the Allow header.")
 /** @since 0.1.0 */
-export const PayloadTooLarge = apiError("payload_too_large", 413, "The body exceeds its size limit (the upload limit for audio, 64 KiB for JSON options).")
+export const PayloadTooLarge = apiError("payload_too_large", 413, "The body exceeds its size limit (the upload limit for audio, 64 KiB for JSON options), or the recording is longer than VJ_MAX_AUDIO_SECONDS; nothing was kept.")
 /** @since 0.1.0 */
 export const UnsupportedMediaType = apiError("unsupported_media_type", 415, "The body's type is not accepted (an audio format for uploads, application/json for options).")
 /** @since 0.1.0 */
@@ -65,7 +65,15 @@ const stage = {
   updatedAt: Schema.Date
 }
 
-/** @since 0.1.0 */
+/**
+ * A transcription run. A long recording is transcribed in pieces: while it
+ * runs, `piecesDone` of `piecesTotal` are stored (a client shows "piece
+ * `piecesDone + 1` of `piecesTotal`"); `piecesTotal` is `null` until the
+ * pieces are planned, 1 for a recording sent whole. `segments` are the
+ * transcript's timestamped stretches (seconds from the start of the
+ * recording), once completed.
+ * @since 0.1.0
+ */
 export const TranscriptionView = Schema.Struct({
   id: Schema.String,
   isPrimary: Schema.Boolean,
@@ -73,6 +81,9 @@ export const TranscriptionView = Schema.Struct({
   text: Schema.NullOr(Schema.String),
   language: Schema.NullOr(Schema.String),
   durationSeconds: Schema.NullOr(Schema.Number),
+  segments: Schema.NullOr(Schema.Array(Domain.Segment.annotations({ identifier: "Segment" }))),
+  piecesTotal: Schema.NullOr(Schema.Number).annotations({ description: "How many pieces the recording is transcribed in; null until planned." }),
+  piecesDone: Schema.Number.annotations({ description: "How many of the pieces are transcribed and stored." }),
   ...stage
 }).annotations({ identifier: "Transcription" })
 

@@ -47,6 +47,7 @@ export const toApiError = (e: Tagged): Effect.Effect<never, ApiError> => {
     case "PrimaryConflict":
       return Effect.fail({ error: "conflict", message: e.message })
     case "PayloadTooLarge":
+    case "AudioTooLong":
       return Effect.fail({ error: "payload_too_large", message: e.message })
     case "UnsupportedMediaType":
       return Effect.fail({ error: "unsupported_media_type", message: e.message })

@@ -345,7 +345,12 @@ const request = (url: string, key: Redacted.Redacted<string>, pathname: string, 
 
 const stageLine = (entry: Record<string, unknown>) => {
   const state = (k: string) => (entry[k] as { status?: string } | null)?.status ?? "—"
-  return `transcription ${state("transcription")}, cleanup ${state("cleanup")}, notion ${state("notionSync")}`
+  // a long recording goes in pieces: say which one is on its way
+  const t = entry.transcription as { status?: string; piecesDone?: number; piecesTotal?: number | null } | null
+  const pieces = t?.status === "processing" && (t.piecesTotal ?? 0) > 1
+    ? ` (piece ${Math.min((t.piecesDone ?? 0) + 1, t.piecesTotal!)} of ${t.piecesTotal})`
+    : ""
+  return `transcription ${state("transcription")}${pieces}, cleanup ${state("cleanup")}, notion ${state("notionSync")}`
 }
 const finished = (entry: Record<string, unknown>) => {
   const done = (k: string) => ["completed", "success", "failed"].includes((entry[k] as { status?: string } | null)?.status ?? "")

@@ -18,6 +18,10 @@
  * | `VJ_TRANSCRIBE_URL`         | `http://127.0.0.1:8000`          | OpenAI-compatible server |
  * | `VJ_TRANSCRIBE_API_KEY`     | —                                | its key (secret) |
  * | `VJ_TRANSCRIBE_MODEL`       | `whisper-1`                      | its model |
+ * | `VJ_TRANSCRIBE_MAX_BYTES`   | `26214400` (25 MiB) for `openai`, none for `command` | the largest file the engine takes; larger recordings go in pieces |
+ * | `VJ_CHUNK_SECONDS`          | `600`                            | longer recordings are transcribed in pieces of at most this long, cut at pauses |
+ * | `VJ_PIECE_CONCURRENCY`      | `3`                              | pieces of one recording transcribed at the same time |
+ * | `VJ_MAX_AUDIO_SECONDS`      | `14400` (4 h)                    | longer recordings are refused at upload (`413`, nothing kept) |
  * | `OLLAMA_HOST`               | `http://127.0.0.1:11434`         | Ollama |
  * | `VJ_OLLAMA_MODEL`           | `llama3.2`                       | model for the cleanup |
  * | `VJ_OLLAMA_NUM_CTX`         | `8192`                           | context window sent with every request |
@@ -55,12 +59,20 @@ import * as tls from "node:tls"
 
 /** @since 0.1.0 */
 export type Transcription =
-  | { readonly kind: "command"; readonly command: string; readonly convert: "wav16k" | "none" }
+  | {
+    readonly kind: "command"
+    readonly command: string
+    readonly convert: "wav16k" | "none"
+    /** The largest file to hand the command (`VJ_TRANSCRIBE_MAX_BYTES`); absent: no limit. */
+    readonly maxBytes?: number | undefined
+  }
   | {
     readonly kind: "openai"
     readonly url: string
     readonly apiKey: Option.Option<Redacted.Redacted<string>>
     readonly model: string
+    /** The largest request the server takes (`VJ_TRANSCRIBE_MAX_BYTES`); absent: 25 MiB, OpenAI's. */
+    readonly maxBytes?: number | undefined
   }
 
 /** @since 0.1.0 */
@@ -77,6 +89,15 @@ export interface ServerConfig {
   /** Seconds without a byte before an upload is cut off (`408`); default 30. */
   readonly uploadIdleSeconds?: number | undefined
   readonly transcription: Transcription
+  /**
+   * Long recordings (`VJ_CHUNK_SECONDS`, `VJ_PIECE_CONCURRENCY`,
+   * `VJ_MAX_AUDIO_SECONDS`); absent: pieces of 600 s, 3 at a time, at most 4 h.
+   */
+  readonly longRecordings?: {
+    readonly chunkSeconds: number
+    readonly pieceConcurrency: number
+    readonly maxAudioSeconds: number
+  } | undefined
   readonly ollama: { readonly host: string; readonly model: string; readonly numCtx: number }
   readonly notion: Option.Option<{
     readonly token: Redacted.Redacted<string>
@@ -182,6 +203,14 @@ export const config: Config.Config<ServerConfig> = Config.all({
   transcribeUrl: Config.url("VJ_TRANSCRIBE_URL").pipe(Config.withDefault(new URL("http://127.0.0.1:8000"))),
   transcribeApiKey: Config.option(Config.redacted("VJ_TRANSCRIBE_API_KEY")),
   transcribeModel: Config.string("VJ_TRANSCRIBE_MODEL").pipe(Config.withDefault("whisper-1")),
+  transcribeMaxBytes: Config.option(
+    Config.integer("VJ_TRANSCRIBE_MAX_BYTES").pipe(
+      Config.validate({ message: "VJ_TRANSCRIBE_MAX_BYTES must be a positive integer", validation: (n) => n > 0 })
+    )
+  ),
+  chunkSeconds: positiveNumber("VJ_CHUNK_SECONDS", 600),
+  pieceConcurrency: positive("VJ_PIECE_CONCURRENCY", 3),
+  maxAudioSeconds: positiveNumber("VJ_MAX_AUDIO_SECONDS", 4 * 3600),
   ollamaHost: Config.url("OLLAMA_HOST").pipe(Config.withDefault(new URL("http://127.0.0.1:11434"))),
   ollamaModel: Config.string("VJ_OLLAMA_MODEL").pipe(Config.withDefault("llama3.2")),
   ollamaNumCtx: positive("VJ_OLLAMA_NUM_CTX", 8192),
@@ -275,8 +304,15 @@ export const config: Config.Config<ServerConfig> = Config.all({
       maxUploadBytes: c.maxUploadBytes,
       uploadIdleSeconds: c.uploadIdleSeconds,
       transcription: c.transcriber === "openai"
-        ? { kind: "openai", url: c.transcribeUrl.toString(), apiKey: c.transcribeApiKey, model: c.transcribeModel }
-        : { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert },
+        ? {
+          kind: "openai",
+          url: c.transcribeUrl.toString(),
+          apiKey: c.transcribeApiKey,
+          model: c.transcribeModel,
+          maxBytes: Option.getOrUndefined(c.transcribeMaxBytes)
+        }
+        : { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert, maxBytes: Option.getOrUndefined(c.transcribeMaxBytes) },
+      longRecordings: { chunkSeconds: c.chunkSeconds, pieceConcurrency: c.pieceConcurrency, maxAudioSeconds: c.maxAudioSeconds },
       ollama: { host: c.ollamaHost.toString().replace(/\/$/, ""), model: c.ollamaModel, numCtx: c.ollamaNumCtx },
       notion,
       shutdownGraceSeconds: c.shutdownGraceSeconds,

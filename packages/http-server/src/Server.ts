@@ -13,6 +13,7 @@ import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import {
+  AudioPieces,
   AudioProbe,
   BlobStore,
   BlobSweeper,
@@ -57,7 +58,8 @@ export const layerStorage = (config: ServerConfig) => {
 }
 
 /**
- * The engines: transcriber, cleaner, audio probe and (if configured) Notion.
+ * The engines: transcriber, cleaner, audio probe, the cutter of long
+ * recordings (ffmpeg) and (if configured) Notion.
  * @since 0.1.0
  */
 export const layerEngines = (config: ServerConfig) => {
@@ -66,10 +68,12 @@ export const layerEngines = (config: ServerConfig) => {
     ? Transcriber.layerOpenAi({
       baseUrl: t.url,
       model: t.model,
+      maxBytes: t.maxBytes,
       ...(Option.isSome(t.apiKey) ? { apiKey: t.apiKey.value } : {})
     })
     : Transcriber.layerCommand({
       command: Transcriber.parseCommandLine(t.command),
+      maxBytes: t.maxBytes,
       ...(t.convert === "wav16k" ? { convert: "wav16k" as const } : {})
     })
   const notion = Option.match(config.notion, {
@@ -82,6 +86,7 @@ export const layerEngines = (config: ServerConfig) => {
     transcriber,
     Cleaner.layerOllama({ host: config.ollama.host, model: config.ollama.model, numCtx: config.ollama.numCtx }),
     AudioProbe.layerFfprobe,
+    AudioPieces.layerFfmpeg,
     notion
   ).pipe(Layer.provide(NodeContext.layer))
 }
@@ -97,12 +102,18 @@ export const layerApp = (config: ServerConfig) => {
   const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
   const services = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
-  const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
+  const journal = VoiceJournal.layer({
+    maxUploadBytes: config.maxUploadBytes,
+    notionEnabled: Option.isSome(config.notion),
+    ...(config.longRecordings !== undefined ? { maxAudioSeconds: config.longRecordings.maxAudioSeconds } : {})
+  })
   const leaseSeconds = config.lease?.seconds ?? defaultLeaseSeconds
   const pipeline = Pipeline.layer({
     lease: Duration.seconds(leaseSeconds),
     heartbeat: Duration.seconds(config.lease?.heartbeatSeconds ?? leaseSeconds / 3),
     shutdownGrace: Duration.seconds(config.shutdownGraceSeconds),
+    chunkSeconds: config.longRecordings?.chunkSeconds,
+    pieceConcurrency: config.longRecordings?.pieceConcurrency,
     ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
   })
   const sweeper = BlobSweeper.layer({ minAge: sweepAge, interval: Duration.seconds(config.audioSweep?.intervalSeconds ?? 3600) })

@@ -94,3 +94,60 @@ export const elfBytes = (): Uint8Array => {
     fs.closeSync(fd)
   }
 }
+
+/**
+ * Sentences of clearly different lengths (about 1, 2, 3, 4 and 5 seconds
+ * of speech), so an engine can tell them apart by length alone
+ * (`FakeOpenAiTranscription`'s `sentences` mode).
+ */
+export const LONG_SENTENCES = [
+  "good morning",
+  "we walked along the river today",
+  "my sister called to say that she will visit us soon",
+  "the train was late again so I read a book about old ships on the platform",
+  "in the evening we cooked dinner together and talked for hours about the places we want to see next summer"
+] as const
+
+/** A long recording of {@link LONG_SENTENCES} said over and over, 1.5 s of silence after each. */
+export interface LongRecording {
+  readonly file: string
+  /** Every sentence said, in order. */
+  readonly spoken: ReadonlyArray<string>
+  readonly durationSeconds: number
+}
+
+const ffmpeg = (...args: ReadonlyArray<string>) => execFileSync("ffmpeg", ["-nostdin", "-loglevel", "error", "-y", ...args])
+
+/**
+ * A recording of at least `seconds`, made once per machine and cached: the
+ * five sentences (espeak-ng), each followed by 1.5 s of silence, as one
+ * cycle repeated with ffmpeg (`-stream_loop`, no re-encoding), in
+ * `format`: `mp3` (32 kbit/s, compact) or `wav-stereo` (44.1 kHz 16-bit
+ * stereo: 176 kB a second, to make a large file).
+ */
+export const longRecording = (seconds: number, format: "mp3" | "wav-stereo" = "mp3"): LongRecording => {
+  fs.mkdirSync(fixtureDir, { recursive: true })
+  const ext = format === "mp3" ? "mp3" : "wav"
+  const codec = format === "mp3" ? ["-ar", "16000", "-ac", "1", "-c:a", "libmp3lame", "-b:a", "32k"] : ["-ar", "44100", "-ac", "2", "-c:a", "pcm_s16le"]
+  const cycle = path.join(fixtureDir, `long-cycle-v1.${format}.${ext}`)
+  if (!fs.existsSync(cycle)) {
+    const silence = path.join(fixtureDir, "long-silence-1.5s.wav")
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=22050:cl=mono", "-t", "1.5", "-c:a", "pcm_s16le", silence)
+    const list = path.join(fixtureDir, `.tmp-${process.pid}-cycle.txt`)
+    fs.writeFileSync(list, LONG_SENTENCES.flatMap((s) => [`file '${speechWav(s)}'`, `file '${silence}'`]).join("\n"))
+    const tmp = path.join(fixtureDir, `.tmp-${process.pid}-${path.basename(cycle)}`)
+    ffmpeg("-f", "concat", "-safe", "0", "-i", list, ...codec, tmp)
+    fs.rmSync(list)
+    fs.renameSync(tmp, cycle)
+  }
+  const cycleSeconds = Number(execFileSync("ffprobe", ["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", cycle]).toString())
+  const cycles = Math.ceil(seconds / cycleSeconds)
+  const out = path.join(fixtureDir, `long-${cycles}x.${format}.${ext}`)
+  if (!fs.existsSync(out)) {
+    const tmp = path.join(fixtureDir, `.tmp-${process.pid}-${path.basename(out)}`)
+    ffmpeg("-stream_loop", String(cycles - 1), "-i", cycle, "-c", "copy", tmp)
+    fs.renameSync(tmp, out)
+  }
+  const durationSeconds = Number(execFileSync("ffprobe", ["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", out]).toString())
+  return { file: out, spoken: Array.from({ length: cycles }, () => LONG_SENTENCES).flat(), durationSeconds }
+}

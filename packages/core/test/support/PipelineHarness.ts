@@ -13,6 +13,7 @@ import { Context, Duration, Effect, Exit, Layer, Redacted, Schedule, Scope } fro
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as AudioPieces from "../../src/AudioPieces.js"
 import * as AudioProbe from "../../src/AudioProbe.js"
 import * as BlobStore from "../../src/BlobStore.js"
 import * as Cleaner from "../../src/Cleaner.js"
@@ -67,6 +68,8 @@ export const make = (options: {
   readonly kind: StoreKind
   readonly notion?: boolean
   readonly instantTranscription?: boolean
+  /** How the loopback transcription server answers (default: pocketsphinx). */
+  readonly transcription?: Parameters<typeof FakeOpenAi.make>[0]
 }): Effect.Effect<Harness, unknown, Scope.Scope> =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
@@ -77,13 +80,16 @@ export const make = (options: {
     const blobDir = path.join(dir, "audio")
     const ollama = yield* FakeOllama.make()
     const notion = yield* FakeNotion.make()
-    const transcription = yield* FakeOpenAi.make(options.instantTranscription ? { instantText: "hello world this is a test" } : {})
+    const transcription = yield* FakeOpenAi.make(
+      options.transcription ?? (options.instantTranscription ? { instantText: "hello world this is a test" } : {})
+    )
     const notionEnabled = options.notion !== false
 
     const integrations = Layer.mergeAll(
       Transcriber.layerOpenAi({ baseUrl: transcription.url, model: "whisper-1", timeout: "1 minute" }),
       Cleaner.layerOllama({ host: ollama.url, model: "llama3.2", timeout: "30 seconds" }),
       AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
+      AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer)),
       notionEnabled
         ? NotionPublisher.layer({ token: Redacted.make(notion.token), databaseId: notion.databaseId, baseUrl: notion.url, requestsPerSecond: 50 })
         : Layer.empty

@@ -8,6 +8,7 @@
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { type Duration, Effect, Layer, Redacted } from "effect"
 import * as fs from "node:fs"
+import * as AudioPieces from "../../src/AudioPieces.js"
 import * as AudioProbe from "../../src/AudioProbe.js"
 import * as BlobStore from "../../src/BlobStore.js"
 import * as Cleaner from "../../src/Cleaner.js"
@@ -27,6 +28,8 @@ export interface WorkerConfig {
   readonly transcribeUrl?: string
   readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string }
   readonly noopLog?: string
+  readonly chunkSeconds?: number
+  readonly pieceConcurrency?: number
 }
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig
@@ -41,12 +44,14 @@ const engines = config.noopLog !== undefined
         })
     }),
     Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
-    Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) })
+    Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) }),
+    AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
   )
   : Layer.mergeAll(
     Transcriber.layerOpenAi({ baseUrl: config.transcribeUrl!, model: "whisper-1" }),
     Cleaner.layerOllama({ host: config.ollamaUrl!, model: "llama3.2" }),
     AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
+    AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer)),
     config.notion
       ? NotionPublisher.layer({ token: Redacted.make(config.notion.token), databaseId: config.notion.databaseId, baseUrl: config.notion.url })
       : Layer.empty
@@ -57,7 +62,9 @@ const Worker = Pipeline.layer({
   lease: config.lease,
   heartbeat: "500 millis",
   pollInterval: "200 millis",
-  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency }
+  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency },
+  chunkSeconds: config.chunkSeconds,
+  pieceConcurrency: config.pieceConcurrency
 }).pipe(
   Layer.provide(Layer.mergeAll(
     storeLayer(config.kind, config.storeLocation),

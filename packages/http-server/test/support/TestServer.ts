@@ -24,16 +24,17 @@ export interface Running {
   readonly notion: FakeNotion.FakeNotion
   readonly key: (name: string) => Effect.Effect<string>
   readonly config: ServerConfig
+  readonly transcription: FakeOpenAi.FakeOpenAiTranscription
 }
 
-/** Starts the real server on a free port with everything on loopback. */
-export const start = (overrides: Partial<ServerConfig> = {}) =>
+/** Starts the real server on a free port with everything on loopback (the transcription server answering as `transcription` says). */
+export const start = (overrides: Partial<ServerConfig> = {}, transcriptionOptions: Parameters<typeof FakeOpenAi.make>[0] = {}) =>
   Effect.gen(function*() {
     const dir = yield* Effect.acquireRelease(
       Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "vj-server-"))),
       (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
     )
-    const transcription = yield* FakeOpenAi.make()
+    const transcription = yield* FakeOpenAi.make(transcriptionOptions)
     const ollama = yield* FakeOllama.make()
     const notion = yield* FakeNotion.make()
     const config: ServerConfig = {
@@ -54,7 +55,7 @@ export const start = (overrides: Partial<ServerConfig> = {}) =>
     const address = Context.get(ctx, HttpServer.HttpServer).address
     const url = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
     const key = (name: string) => Effect.promise(() => createUserKey(config, name)).pipe(Effect.map((r) => r.apiKey))
-    return { url, dir, notion, key, config } satisfies Running
+    return { url, dir, notion, key, config, transcription } satisfies Running
   })
 
 /** Creates a user through the CLI's own code path (users create). */
