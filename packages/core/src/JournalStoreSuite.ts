@@ -528,6 +528,9 @@ export const run = (name: string, harness: Harness): void => {
           const third = yield* claim(store, "transcription")
           yield* store.failPermanently(third, { error: "undecodable" })
           expect(yield* depth).toEqual({ "transcription/pending": 1, "transcription/retrying": 1, "cleanup/pending": 1 })
+        })
+      ))
+
     it.scoped("pieces of a long recording: the first plan wins, each piece's transcript is kept as it completes, progress counts them", () =>
       withStore(({ sql, store }) =>
         Effect.gen(function*() {
