@@ -1,0 +1,13 @@
+import { defineConfig } from "vitest/config"
+
+// "source" resolves workspace packages to their TypeScript sources (see the exports maps).
+export default defineConfig({
+  resolve: { conditions: ["source"] },
+  ssr: { resolve: { conditions: ["source"] } },
+  test: {
+    include: ["test/**/*.test.ts"],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    fakeTimers: { toFake: undefined }
+  }
+})
