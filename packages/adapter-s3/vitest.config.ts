@@ -8,6 +8,8 @@ export default defineConfig({
     include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,
-    fakeTimers: { toFake: undefined }
+    fakeTimers: { toFake: undefined },
+    // s3rver (the loopback S3 server) makes ListObjectsV2 continuation tokens with DES, which OpenSSL 3 has only in its legacy provider
+    poolOptions: { forks: { execArgv: ["--openssl-legacy-provider"] } }
   }
 })
