@@ -11,6 +11,7 @@
 import { HttpApiBuilder, HttpApiScalar, type HttpApp, type HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
+import { S3BlobStore } from "@voice-journal/adapter-s3"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import {
   AudioProbe,
@@ -55,6 +56,27 @@ export const layerStorage = (config: ServerConfig) => {
 }
 
 /**
+ * Where recordings live: S3-compatible object storage with `VJ_BLOB_URL`,
+ * else files in the audio directory. Unfinished uploads older than
+ * `staleAfter` (a killed node's) are removed at start-up.
+ * @since 0.1.0
+ */
+export const layerBlobs = (config: ServerConfig, staleAfter?: Duration.DurationInput) => {
+  const blobs = config.blobs
+  if (blobs === undefined) return BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter })
+  return S3BlobStore.layer({
+    bucket: blobs.bucket,
+    prefix: blobs.prefix,
+    staleAfter,
+    client: {
+      forcePathStyle: blobs.forcePathStyle,
+      ...(blobs.region !== undefined ? { region: blobs.region } : {}),
+      ...(blobs.endpoint !== undefined ? { endpoint: blobs.endpoint } : {})
+    }
+  })
+}
+
+/**
  * The engines: transcriber, cleaner, audio probe and (if configured) Notion.
  * @since 0.1.0
  */
@@ -94,7 +116,7 @@ export const layerApp = (config: ServerConfig) => {
   // the engines get storage's request budget; the same layer value, so storage is built once
   const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
-  const services = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
+  const services = Layer.mergeAll(storage, layerBlobs(config, sweepAge), engines)
   const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
   const leaseSeconds = config.lease?.seconds ?? defaultLeaseSeconds
   const pipeline = Pipeline.layer({
