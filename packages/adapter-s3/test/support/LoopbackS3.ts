@@ -11,7 +11,7 @@
  * - AbortMultipartUpload: `DELETE /bucket/key?uploadId=…` (204; 404 NoSuchUpload)
  * - ListMultipartUploads: `GET /bucket?uploads[&prefix=…]`
  */
-import { S3Client } from "@aws-sdk/client-s3"
+import { CreateBucketCommand, ListObjectsV2Command, S3Client } from "@aws-sdk/client-s3"
 import { Effect } from "effect"
 import { randomBytes } from "node:crypto"
 import * as fs from "node:fs"
@@ -48,6 +48,9 @@ export interface LoopbackS3 {
   readonly client: S3Client
   /** Where s3rver keeps its files. */
   readonly directory: string
+  readonly createBucket: (bucket: string) => Effect.Effect<void>
+  /** Every object of the bucket (first 1000), key and size. */
+  readonly objects: (bucket: string) => Effect.Effect<ReadonlyArray<{ readonly key: string; readonly size: number }>>
 }
 
 const xml = (ctx: KoaContext, status: number, body: string) => {
@@ -112,7 +115,12 @@ export const make = Effect.acquireRelease(
     const endpoint = `http://127.0.0.1:${port}`
     const region = "us-east-1"
     const client = new S3Client({ endpoint, region, forcePathStyle: true, credentials: { accessKeyId, secretAccessKey } })
-    return { server, s3: { endpoint, accessKeyId, secretAccessKey, region, client, directory } satisfies LoopbackS3 }
+    const createBucket = (bucket: string) => Effect.promise(() => client.send(new CreateBucketCommand({ Bucket: bucket }))).pipe(Effect.asVoid)
+    const objects = (bucket: string) =>
+      Effect.promise(() => client.send(new ListObjectsV2Command({ Bucket: bucket }))).pipe(
+        Effect.map((out) => (out.Contents ?? []).map((o) => ({ key: o.Key ?? "", size: o.Size ?? 0 })))
+      )
+    return { server, s3: { endpoint, accessKeyId, secretAccessKey, region, client, directory, createBucket, objects } satisfies LoopbackS3 }
   }),
   ({ s3, server }) =>
     Effect.promise(async () => {
