@@ -8,13 +8,16 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { spawn } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
+import { promisify } from "node:util"
 import * as path from "node:path"
 import * as LoopbackS3 from "../../adapter-s3/test/support/LoopbackS3.js"
 import { audioBytes, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
 import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
-import { cli, exitOf, filesIn, freePort, packageDir, serve, serverEnv, tempDir, waitFor } from "./support/TestServer.js"
+import { exitOf, filesIn, freePort, packageDir, serve, serverEnv, tempDir, waitFor } from "./support/TestServer.js"
+
+const run = promisify(execFile)
 
 const s3Env = (s3: LoopbackS3.LoopbackS3, blobUrl: string) => ({
   VJ_BLOB_URL: blobUrl,
@@ -48,7 +51,10 @@ describe("object storage (VJ_BLOB_URL)", () => {
       const dataDir = yield* tempDir("vj-s3-server-")
       const port = yield* Effect.promise(freePort)
       const env = serverEnv({ port, dataDir, transcribeUrl: transcription.url, ollamaUrl: ollama.url, extra: s3Env(s3, "s3://journal/voice/audio") })
-      const key = cli(env, ["users", "create", "alice"]).trim().split("\n").at(-1)!
+      // not `cli` (execFileSync): the CLI talks to the S3 server in this process, whose event loop must keep running
+      const key = (yield* Effect.promise(() =>
+        run(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "users", "create", "alice"], { cwd: packageDir, env })
+      )).stdout.trim().split("\n").at(-1)!
       const child = yield* serve(env, port, "pipe")
       let output = ""
       child.stdout!.on("data", (d: Buffer) => (output += d.toString()))
