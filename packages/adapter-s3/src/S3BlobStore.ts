@@ -38,7 +38,7 @@ import { Upload } from "@aws-sdk/lib-storage"
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem, NodeStream } from "@effect/platform-node"
 import { BlobStore, Errors } from "@voice-journal/core"
-import { Chunk, Clock, Duration, Effect, Either, Layer, Option, Stream } from "effect"
+import { Chunk, Clock, Duration, Effect, Layer, Option, Stream } from "effect"
 import * as path from "node:path"
 import type { Readable } from "node:stream"
 
@@ -72,22 +72,6 @@ export interface Config {
 
 /** @since 0.1.0 */
 export const defaultPartSize = 5 * 1024 * 1024
-
-/**
- * `s3://bucket/prefix` as a bucket and a prefix (no leading or trailing
- * slash), or why it is not one.
- * @since 0.1.0
- */
-export const parseUrl = (url: string): Either.Either<{ readonly bucket: string; readonly prefix: string }, string> => {
-  const match = /^s3:\/\/([^/?#]*)(\/[^?#]*)?$/.exec(url)
-  if (match === null) return Either.left("must look like s3://bucket or s3://bucket/prefix (no query, no fragment)")
-  const bucket = match[1]!
-  // S3's bucket naming rules (3-63 of lowercase letters, digits, dots and hyphens; legacy buckets may have more)
-  if (!/^[a-zA-Z0-9][a-zA-Z0-9._-]{1,254}$/.test(bucket)) return Either.left(`"${bucket}" is not a bucket name`)
-  const segments = (match[2] ?? "").split("/").filter((s) => s !== "")
-  if (segments.some((s) => s === "." || s === "..")) return Either.left("the prefix must not contain . or .. segments")
-  return Either.right({ bucket, prefix: segments.join("/") })
-}
 
 /** An SDK or network error in a few words: its name, HTTP status and message (no request, no credentials). */
 const describe = (cause: unknown): string => {

@@ -13,6 +13,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as S3BlobStore from "../src/S3BlobStore.js"
+import * as S3Url from "../src/S3Url.js"
 import * as LoopbackS3 from "./support/LoopbackS3.js"
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -126,12 +127,12 @@ describe("S3BlobStore", () => {
       for (const e of [missing, denied]) expect(JSON.stringify({ message: e.message, key: e.key })).not.toContain(s3.secretAccessKey)
     }))
 
-  it("parseUrl: s3://bucket[/prefix]; anything else says what it expects", () => {
-    expect(S3BlobStore.parseUrl("s3://my-bucket")).toEqual(Either.right({ bucket: "my-bucket", prefix: "" }))
-    expect(S3BlobStore.parseUrl("s3://my-bucket/")).toEqual(Either.right({ bucket: "my-bucket", prefix: "" }))
-    expect(S3BlobStore.parseUrl("s3://my-bucket/voice/audio/")).toEqual(Either.right({ bucket: "my-bucket", prefix: "voice/audio" }))
+  it("S3Url.parse: s3://bucket[/prefix]; anything else says what it expects", () => {
+    expect(S3Url.parse("s3://my-bucket")).toEqual(Either.right({ bucket: "my-bucket", prefix: "" }))
+    expect(S3Url.parse("s3://my-bucket/")).toEqual(Either.right({ bucket: "my-bucket", prefix: "" }))
+    expect(S3Url.parse("s3://my-bucket/voice/audio/")).toEqual(Either.right({ bucket: "my-bucket", prefix: "voice/audio" }))
     for (const bad of ["s3://", "s3:///prefix", "http://bucket/x", "bucket/x", "s3://b", "s3://bucket/a/../b", "s3://bucket/x?region=eu", "s3://bu cket"]) {
-      expect(Either.isLeft(S3BlobStore.parseUrl(bad)), bad).toBe(true)
+      expect(Either.isLeft(S3Url.parse(bad)), bad).toBe(true)
     }
   })
 })

@@ -50,7 +50,7 @@
  *
  * @since 0.1.0
  */
-import { S3BlobStore } from "@voice-journal/adapter-s3"
+import * as S3Url from "@voice-journal/adapter-s3/S3Url"
 import { Config, ConfigError, Effect, Either, Layer, Logger, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -267,7 +267,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
     }
     let blobs: S3Blobs | undefined = undefined
     if (Option.isSome(c.blobUrl)) {
-      const parsed = S3BlobStore.parseUrl(c.blobUrl.value)
+      const parsed = S3Url.parse(c.blobUrl.value)
       if (Either.isLeft(parsed)) return Either.left(ConfigError.InvalidData(["VJ_BLOB_URL"], parsed.left))
       const endpoint = Option.map(c.s3Endpoint, (u) => u.toString())
       blobs = {

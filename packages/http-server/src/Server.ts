@@ -11,7 +11,6 @@
 import { HttpApiBuilder, HttpApiScalar, type HttpApp, type HttpMiddleware, HttpServer } from "@effect/platform"
 import { NodeContext, NodeHttpServer } from "@effect/platform-node"
 import { PgJournalStore, PgRequestBudget } from "@voice-journal/adapter-postgres"
-import { S3BlobStore } from "@voice-journal/adapter-s3"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import {
   AudioProbe,
@@ -64,16 +63,19 @@ export const layerStorage = (config: ServerConfig) => {
 export const layerBlobs = (config: ServerConfig, staleAfter?: Duration.DurationInput) => {
   const blobs = config.blobs
   if (blobs === undefined) return BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter })
-  return S3BlobStore.layer({
-    bucket: blobs.bucket,
-    prefix: blobs.prefix,
-    staleAfter,
-    client: {
-      forcePathStyle: blobs.forcePathStyle,
-      ...(blobs.region !== undefined ? { region: blobs.region } : {}),
-      ...(blobs.endpoint !== undefined ? { endpoint: blobs.endpoint } : {})
-    }
-  })
+  // loaded only when used: the AWS SDK takes a while to load, and every CLI command reads this configuration
+  return Layer.unwrapEffect(Effect.promise(() => import("@voice-journal/adapter-s3")).pipe(Effect.map(({ S3BlobStore }) =>
+    S3BlobStore.layer({
+      bucket: blobs.bucket,
+      prefix: blobs.prefix,
+      staleAfter,
+      client: {
+        forcePathStyle: blobs.forcePathStyle,
+        ...(blobs.region !== undefined ? { region: blobs.region } : {}),
+        ...(blobs.endpoint !== undefined ? { endpoint: blobs.endpoint } : {})
+      }
+    })
+  )))
 }
 
 /**
