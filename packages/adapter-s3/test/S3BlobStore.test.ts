@@ -105,7 +105,7 @@ describe("S3BlobStore", () => {
       const bytes = new Uint8Array(300_000).map((_, i) => i % 251)
       yield* blobs.write(key, Stream.make(bytes))
       const file = yield* Effect.scoped(Effect.map(blobs.localPath(key), (file) => {
-        expect(new Uint8Array(fs.readFileSync(file))).toEqual(bytes)
+        expect(fs.readFileSync(file).equals(bytes)).toBe(true)
         return file
       }))
       expect(fs.existsSync(file)).toBe(false)
