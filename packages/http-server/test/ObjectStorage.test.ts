@@ -80,7 +80,7 @@ describe("object storage (VJ_BLOB_URL)", () => {
         const r = await fetch(`http://127.0.0.1:${port}/entries/${created.body.id}`, { headers: { authorization: `Bearer ${key}` } })
         const entry = await r.json() as any
         return entry.cleanup?.status === "completed" ? entry : undefined
-      }, 90_000)
+      }, 180_000)
       for (const word of RECOGNISED_WORDS) expect(done.transcription.text.toLowerCase()).toContain(word)
 
       const ranged = yield* Effect.promise(() =>
@@ -106,7 +106,7 @@ describe("object storage (VJ_BLOB_URL)", () => {
       child.kill("SIGTERM")
       yield* Effect.promise(() => exitOf(child))
       expect(output).not.toContain(s3.secretAccessKey)
-    }), { timeout: 180_000 })
+    }), { timeout: 300_000 })
 
   it.scopedLive("a bad VJ_BLOB_URL, or a bucket that cannot be used, stops the server with a message that says which", () =>
     Effect.gen(function*() {
