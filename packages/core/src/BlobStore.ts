@@ -8,7 +8,7 @@
  */
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
-import { Chunk, Clock, Context, Duration, Effect, Layer, Option, Stream } from "effect"
+import { Chunk, Clock, Context, Duration, Effect, Layer, Option, type Scope, Stream } from "effect"
 import * as nodeFs from "node:fs"
 import * as path from "node:path"
 import { BlobStoreError } from "./Errors.js"
@@ -59,8 +59,12 @@ export interface BlobStoreService {
   readonly read: (key: BlobKey, range?: ByteRange | undefined) => Stream.Stream<Uint8Array, BlobStoreError>
   /** The blob's size, or None if there is no such blob (check before answering with its bytes). */
   readonly stat: (key: BlobKey) => Effect.Effect<Option.Option<{ readonly sizeBytes: number }>, BlobStoreError>
-  /** A local file holding the blob, for engines that read files. */
-  readonly localPath: (key: BlobKey) => Effect.Effect<string, BlobStoreError>
+  /**
+   * A local file holding the blob, for engines that read files (ffmpeg,
+   * transcribers), valid while `scope` lives: a store that keeps blobs
+   * elsewhere (object storage) downloads a copy that goes when it closes.
+   */
+  readonly localPath: (key: BlobKey) => Effect.Effect<string, BlobStoreError, Scope.Scope>
   /** Removes the blob; removing a missing blob is not an error. */
   readonly remove: (key: BlobKey) => Effect.Effect<void, BlobStoreError>
   readonly exists: (key: BlobKey) => Effect.Effect<boolean, BlobStoreError>
@@ -84,6 +88,21 @@ const keyPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
  * @since 0.1.0
  */
 export const makeKey = (): BlobKey => globalThis.crypto.randomUUID()
+
+/**
+ * Whether `key` has the shape of a generated key (what {@link makeKey}
+ * makes). Stores accept nothing else, so no client-made name or path
+ * (`../x`, `a/b`) ever reaches a disk or a bucket.
+ * @since 0.1.0
+ */
+export const isKey = (key: string): key is BlobKey => keyPattern.test(key)
+
+/**
+ * `key` if it is a generated one, else a `BlobStoreError` (operation `resolve`).
+ * @since 0.1.0
+ */
+export const checkKey = (key: string): Effect.Effect<BlobKey, BlobStoreError> =>
+  isKey(key) ? Effect.succeed(key) : Effect.fail(new BlobStoreError({ operation: "resolve", key, message: "invalid blob key" }))
 
 /** Prefix of in-progress files; one untouched for long is garbage from a crash. */
 const tempPrefix = ".partial-"
@@ -219,10 +238,7 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
      */
     const syncDirectory = Effect.scoped(Effect.flatMap(fs.open(directory, { flag: "r" }), (dir) => dir.sync))
 
-    const pathOf = (key: BlobKey) =>
-      keyPattern.test(key)
-        ? Effect.succeed(path.join(directory, key))
-        : Effect.fail(new BlobStoreError({ operation: "resolve", key, message: "invalid blob key" }))
+    const pathOf = (key: BlobKey) => Effect.map(checkKey(key), (k) => path.join(directory, k))
 
     const service: BlobStoreService = {
       write: (key, body) =>
@@ -282,7 +298,7 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
       remove: (key) => Effect.flatMap(pathOf(key), (p) => fs.remove(p, { force: true }).pipe(Effect.mapError(fail("remove", key)))),
       exists: (key) => Effect.flatMap(pathOf(key), (p) => fs.exists(p).pipe(Effect.mapError(fail("read", key)))),
       list: Stream.fromIterableEffect(fs.readDirectory(directory).pipe(Effect.mapError(fail("list", directory)))).pipe(
-        Stream.filter((name) => keyPattern.test(name)),
+        Stream.filter(isKey),
         Stream.mapEffect((key) => Effect.map(modifiedAt(key), Option.map((modifiedAt): BlobInfo => ({ key, modifiedAt }))), { concurrency: 8 }),
         Stream.filterMap((info) => info)
       )

@@ -284,7 +284,8 @@ export const run = (options: PipelineOptions = {}) =>
               : yield* transcribeWhole(entry, path, probed)
             yield* store.completeTranscription(job, result)
             yield* signal.notify("cleanup")
-          }).pipe(gone)
+            // the local file (a downloaded copy on object storage) lives until the stage ends
+          }).pipe(Effect.scoped, gone)
         case "cleanup":
           return Effect.gen(function*() {
             const cleanup = yield* store.getCleanup(job.userId, job.id as never)

@@ -247,8 +247,8 @@ export const make = (
     const checkDuration = (blobKey: string) =>
       Effect.gen(function*() {
         if (Option.isNone(probe)) return
-        const local = yield* blobs.localPath(blobKey)
-        const probed = yield* probe.value.probe(local).pipe(
+        // a local copy only for the probe (object stores hand out a temporary file)
+        const probed = yield* Effect.scoped(Effect.flatMap(blobs.localPath(blobKey), (local) => probe.value.probe(local))).pipe(
           Effect.map((p) => p.durationSeconds),
           Effect.catchAll((e) =>
             (e._tag === "PermanentError"

@@ -8,7 +8,6 @@
 import { Args, Command, Options } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
 import { Domain, Errors, JournalStore, VoiceJournal, WatchFolder } from "@voice-journal/core"
-import { BlobStore } from "@voice-journal/core"
 import { Config, Console, Data, Duration, Effect, Layer, Option, Redacted, Schedule, ScheduleDecision } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -21,7 +20,7 @@ import * as Server from "./Server.js"
 /** The front door on the configured database, without workers or HTTP. */
 const journalLayer = (config: ServerConfig) =>
   VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) }).pipe(
-    Layer.provideMerge(Layer.mergeAll(Server.layerStorage(config), BlobStore.layerFileSystem({ directory: config.audioDir })))
+    Layer.provideMerge(Layer.mergeAll(Server.layerStorage(config), Server.layerBlobs(config)))
   )
 
 const withJournal = <A, E>(f: (journal: VoiceJournal.VoiceJournalService) => Effect.Effect<A, E>) =>

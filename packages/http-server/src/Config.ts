@@ -10,6 +10,11 @@
  * | `VJ_DATA_DIR`               | `./data`                         | SQLite file and audio live here |
  * | `VJ_DATABASE_URL`           | `sqlite:<VJ_DATA_DIR>/journal.db`| `postgres://…` selects PostgreSQL |
  * | `VJ_AUDIO_DIR`              | `<VJ_DATA_DIR>/audio`            | recordings (shared by all nodes) |
+ * | `VJ_BLOB_URL`               | — (files in `VJ_AUDIO_DIR`)      | `s3://bucket/prefix`: recordings in S3-compatible object storage instead |
+ * | `AWS_REGION`                | SDK default; `us-east-1` with an endpoint | region of the bucket |
+ * | `AWS_ENDPOINT_URL`          | AWS                              | S3-compatible server (MinIO, R2, Garage); `AWS_ENDPOINT_URL_S3` wins |
+ * | `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` | SDK credential chain | credentials (secret; read by the AWS SDK only) |
+ * | `VJ_S3_PATH_STYLE`          | `true` with an endpoint, else `false` | `https://host/bucket/key` instead of `https://bucket.host/key` |
  * | `VJ_MAX_UPLOAD_BYTES`       | `104857600` (100 MiB)            | largest accepted recording |
  * | `VJ_UPLOAD_IDLE_SECONDS`    | `30`                             | an upload that sends nothing this long is answered `408` and dropped |
  * | `VJ_TRANSCRIBER`            | `command`                        | `command` or `openai` |
@@ -52,6 +57,7 @@
  *
  * @since 0.1.0
  */
+import * as S3Url from "@voice-journal/adapter-s3/S3Url"
 import { Config, ConfigError, Effect, Either, Layer, Logger, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -85,6 +91,8 @@ export interface ServerConfig {
     readonly url: Redacted.Redacted<string>
   }
   readonly audioDir: string
+  /** Recordings in S3-compatible object storage (`VJ_BLOB_URL`); absent: files in `audioDir`. */
+  readonly blobs?: S3Blobs | undefined
   readonly maxUploadBytes: number
   /** Seconds without a byte before an upload is cut off (`408`); default 30. */
   readonly uploadIdleSeconds?: number | undefined
@@ -138,6 +146,20 @@ export interface ServerConfig {
   readonly metricsToken?: Option.Option<Redacted.Redacted<string>> | undefined
   /** Export traces over OTLP/HTTP to `<endpoint>/v1/traces`; absent: spans stay in-process. */
   readonly otlp?: { readonly endpoint: string; readonly serviceName: string } | undefined
+}
+
+/**
+ * Where recordings go when `VJ_BLOB_URL=s3://…`. Credentials are not here:
+ * the AWS SDK reads them itself (`AWS_ACCESS_KEY_ID`, profiles, roles).
+ * @since 0.1.0
+ */
+export interface S3Blobs {
+  readonly kind: "s3"
+  readonly bucket: string
+  readonly prefix: string
+  readonly region?: string | undefined
+  readonly endpoint?: string | undefined
+  readonly forcePathStyle: boolean
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
@@ -195,6 +217,10 @@ export const config: Config.Config<ServerConfig> = Config.all({
   dataDir: Config.string("VJ_DATA_DIR").pipe(Config.withDefault("./data")),
   databaseUrl: Config.option(Config.redacted("VJ_DATABASE_URL")),
   audioDir: Config.option(Config.string("VJ_AUDIO_DIR")),
+  blobUrl: Config.option(Config.string("VJ_BLOB_URL")),
+  awsRegion: Config.option(Config.string("AWS_REGION").pipe(Config.orElse(() => Config.string("AWS_DEFAULT_REGION")))),
+  s3Endpoint: Config.option(Config.url("AWS_ENDPOINT_URL_S3").pipe(Config.orElse(() => Config.url("AWS_ENDPOINT_URL")))),
+  s3PathStyle: Config.option(Config.boolean("VJ_S3_PATH_STYLE")),
   maxUploadBytes: positive("VJ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024),
   uploadIdleSeconds: positive("VJ_UPLOAD_IDLE_SECONDS", 30),
   transcriber: Config.literal("command", "openai")("VJ_TRANSCRIBER").pipe(Config.withDefault("command" as const)),
@@ -278,6 +304,21 @@ export const config: Config.Config<ServerConfig> = Config.all({
         `must be more than 0 and less than VJ_LEASE_SECONDS (${c.leaseSeconds})`
       ))
     }
+    let blobs: S3Blobs | undefined = undefined
+    if (Option.isSome(c.blobUrl)) {
+      const parsed = S3Url.parse(c.blobUrl.value)
+      if (Either.isLeft(parsed)) return Either.left(ConfigError.InvalidData(["VJ_BLOB_URL"], parsed.left))
+      const endpoint = Option.map(c.s3Endpoint, (u) => u.toString())
+      blobs = {
+        kind: "s3",
+        ...parsed.right,
+        // S3-compatible servers ignore the region but the SDK wants one
+        region: Option.getOrUndefined(Option.orElse(c.awsRegion, () => Option.as(endpoint, "us-east-1"))),
+        endpoint: Option.getOrUndefined(endpoint),
+        // MinIO and Garage serve path-style by default; AWS prefers virtual-hosted buckets
+        forcePathStyle: Option.getOrElse(c.s3PathStyle, () => Option.isSome(endpoint))
+      }
+    }
     const tlsFiles = readTls(base, c.tlsCert, c.tlsKey)
     if (Either.isLeft(tlsFiles)) return Either.left(tlsFiles.left)
     let watch: ServerConfig["watch"] = undefined
@@ -301,6 +342,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
       dataDir,
       database,
       audioDir: Option.match(c.audioDir, { onNone: () => path.join(dataDir, "audio"), onSome: (d) => path.resolve(base, d) }),
+      blobs,
       maxUploadBytes: c.maxUploadBytes,
       uploadIdleSeconds: c.uploadIdleSeconds,
       transcription: c.transcriber === "openai"

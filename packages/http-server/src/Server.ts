@@ -58,6 +58,30 @@ export const layerStorage = (config: ServerConfig) => {
 }
 
 /**
+ * Where recordings live: S3-compatible object storage with `VJ_BLOB_URL`,
+ * else files in the audio directory. Unfinished uploads older than
+ * `staleAfter` (a killed node's) are removed at start-up.
+ * @since 0.1.0
+ */
+export const layerBlobs = (config: ServerConfig, staleAfter?: Duration.DurationInput) => {
+  const blobs = config.blobs
+  if (blobs === undefined) return BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter })
+  // loaded only when used: the AWS SDK takes a while to load, and every CLI command reads this configuration
+  return Layer.unwrapEffect(Effect.promise(() => import("@voice-journal/adapter-s3")).pipe(Effect.map(({ S3BlobStore }) =>
+    S3BlobStore.layer({
+      bucket: blobs.bucket,
+      prefix: blobs.prefix,
+      staleAfter,
+      client: {
+        forcePathStyle: blobs.forcePathStyle,
+        ...(blobs.region !== undefined ? { region: blobs.region } : {}),
+        ...(blobs.endpoint !== undefined ? { endpoint: blobs.endpoint } : {})
+      }
+    })
+  )))
+}
+
+/**
  * The engines: transcriber, cleaner, audio probe, the cutter of long
  * recordings (ffmpeg) and (if configured) Notion.
  * @since 0.1.0
@@ -101,7 +125,7 @@ export const layerApp = (config: ServerConfig) => {
   // the engines get storage's request budget; the same layer value, so storage is built once
   const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
-  const services = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
+  const services = Layer.mergeAll(storage, layerBlobs(config, sweepAge), engines)
   const journal = VoiceJournal.layer({
     maxUploadBytes: config.maxUploadBytes,
     notionEnabled: Option.isSome(config.notion),
