@@ -24,7 +24,7 @@ import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
-import { Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
+import { type EntrySearch, Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
 
 /**
@@ -48,11 +48,42 @@ export interface SqliteJournalStoreConfig {
   readonly busyWait?: Duration.DurationInput | undefined
 }
 
+/** An FTS5 string: double quotes, inner ones doubled — whatever is inside is one term, never syntax. */
+const ftsString = (s: string) => `"${s.replaceAll("\"", "\"\"")}"`
+
 /**
- * The SQLite differences: the claim query and the unique-violation code.
+ * The FTS5 MATCH expression of a query: every key in `match_keys`, every
+ * term in the text columns (the last as a prefix if asked).
+ * @since 0.1.0
+ */
+export const matchExpression = (query: EntrySearch.Query): string => {
+  const keys = `match_keys : (${query.keys.map(ftsString).join(" AND ")})`
+  if (query.terms.length === 0) return keys
+  const last = query.terms.length - 1
+  const terms = query.terms.map((t, i) => ftsString(t) + (query.prefixLast && i === last ? "*" : "")).join(" AND ")
+  return `${keys} AND {title tags cleaned transcript} : (${terms})`
+}
+
+/**
+ * Search on the FTS5 table `entry_search_fts` (migration 0009), ranked by
+ * bm25 with column weights: keys 0, title 10, tags 10, cleaned text 2,
+ * transcript 1.
+ * @since 0.1.0
+ */
+export const search: SqlJournalStore.SearchDialect = {
+  matches: (sql, query) => ({
+    from: sql`entry_search_fts JOIN entry_search s ON s.doc_id = entry_search_fts.rowid`,
+    where: sql`entry_search_fts MATCH ${matchExpression(query)}`,
+    rank: sql`bm25(entry_search_fts, 0.0, 10.0, 10.0, 2.0, 1.0)`
+  })
+}
+
+/**
+ * The SQLite differences: the claim query, the unique-violation code, FTS5 search.
  * @since 0.1.0
  */
 export const dialect: SqlJournalStore.Dialect = {
+  search,
   claimOne: (sql, table, params) =>
     sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
       WHERE id = COALESCE(

@@ -34,6 +34,7 @@ import type {
   UserId,
   VoiceEntry
 } from "./Domain.js"
+import type * as EntrySearch from "./EntrySearch.js"
 import type { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 
 /**
@@ -113,6 +114,19 @@ export interface JournalStoreService {
    * one query for the page, whatever its size — never one per entry.
    */
   readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
+  /**
+   * Full-text search over the user's entries (see `EntrySearch`): words in
+   * the primary transcript, the primary cleanup's title, text and tags; all
+   * words must match, the last also as a prefix; ranked (title and tags above
+   * cleaned text above transcript, then newest first); `tag` keeps only
+   * entries with that tag. Neither `q` nor `tag`: the same as
+   * {@link listEntries}. Another user's entries never match and are never
+   * counted. Same items as the list, and a `total` of all matches.
+   */
+  readonly searchEntries: (
+    userId: UserId,
+    request: EntrySearch.SearchRequest
+  ) => Effect.Effect<Page<EntrySummary>, EntrySearch.InvalidSearch | StoreError>
   /** Deletes the entry and all its stage rows; returns it so the caller can remove the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
   /**

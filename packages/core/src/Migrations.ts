@@ -14,6 +14,7 @@
 import * as Migrator from "@effect/sql/Migrator"
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
+import * as SqlJournalStore from "./SqlJournalStore.js"
 
 /** The migrations table name. @since 0.1.0 */
 export const table = "voice_journal_migrations"
@@ -145,6 +146,75 @@ const claimPartialIndexes = ["transcriptions", "cleaned_entries", "notion_syncs"
   `CREATE INDEX ${t}_claim_lease_idx ON ${t} (lease_expires_at) WHERE status = 'processing'`
 ])
 
+/** The columns of a search document (`EntrySearch.SearchDocument`), the same on every dialect. */
+const searchDocumentColumns = `
+  user_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  match_keys TEXT NOT NULL,
+  title TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  cleaned TEXT NOT NULL,
+  transcript TEXT NOT NULL`
+
+/**
+ * Full-text search (`EntrySearch`): one document per entry in `entry_search`,
+ * written by `SqlJournalStore` with the writes that change it, and indexed
+ * by the database. The index is the one place the dialects differ:
+ * - SQLite: an external-content FTS5 table over `entry_search` (the text is
+ *   stored once), kept in step by the FTS5 documentation's three triggers;
+ *   `doc_id` is the stable integer rowid FTS5 needs.
+ * - PostgreSQL: a generated `tsvector` with one weight per column (A title
+ *   and tags, B cleaned text, C transcript, D the owner and tag keys) and a
+ *   GIN index. Config `simple`: the text is already folded into words.
+ * Then every existing entry gets its document, in batches.
+ */
+const entrySearch = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const textColumns = "match_keys, title, tags, cleaned, transcript"
+  const old = textColumns.split(", ").map((c) => `old.${c}`).join(", ")
+  const fresh = textColumns.split(", ").map((c) => `new.${c}`).join(", ")
+  const statements = sql.onDialectOrElse({
+    pg: () => [
+      `CREATE TABLE entry_search (
+        entry_id TEXT PRIMARY KEY REFERENCES voice_entries (id) ON DELETE CASCADE,
+        ${searchDocumentColumns},
+        document tsvector GENERATED ALWAYS AS (
+          setweight(to_tsvector('simple', match_keys), 'D') || setweight(to_tsvector('simple', title), 'A') ||
+          setweight(to_tsvector('simple', tags), 'A') || setweight(to_tsvector('simple', cleaned), 'B') ||
+          setweight(to_tsvector('simple', transcript), 'C')) STORED)`,
+      `CREATE INDEX entry_search_document_idx ON entry_search USING gin (document)`
+    ],
+    sqlite: () => [
+      `CREATE TABLE entry_search (
+        doc_id INTEGER PRIMARY KEY,
+        entry_id TEXT NOT NULL UNIQUE REFERENCES voice_entries (id) ON DELETE CASCADE,
+        ${searchDocumentColumns})`,
+      `CREATE VIRTUAL TABLE entry_search_fts USING fts5(${textColumns}, content = 'entry_search', content_rowid = 'doc_id')`,
+      `CREATE TRIGGER entry_search_ai AFTER INSERT ON entry_search BEGIN
+        INSERT INTO entry_search_fts (rowid, ${textColumns}) VALUES (new.doc_id, ${fresh}); END`,
+      `CREATE TRIGGER entry_search_ad AFTER DELETE ON entry_search BEGIN
+        INSERT INTO entry_search_fts (entry_search_fts, rowid, ${textColumns}) VALUES ('delete', old.doc_id, ${old}); END`,
+      `CREATE TRIGGER entry_search_au AFTER UPDATE ON entry_search BEGIN
+        INSERT INTO entry_search_fts (entry_search_fts, rowid, ${textColumns}) VALUES ('delete', old.doc_id, ${old});
+        INSERT INTO entry_search_fts (rowid, ${textColumns}) VALUES (new.doc_id, ${fresh}); END`
+    ],
+    // another dialect: the documents only; its own `SearchDialect` decides how to read them
+    orElse: () => [
+      `CREATE TABLE entry_search (
+        entry_id TEXT PRIMARY KEY REFERENCES voice_entries (id) ON DELETE CASCADE,
+        ${searchDocumentColumns})`
+    ]
+  })
+  yield* run(statements)
+  let after = ""
+  for (;;) {
+    const batch = yield* sql<{ id: string }>`SELECT id FROM voice_entries WHERE id > ${after} ORDER BY id LIMIT 500`
+    if (batch.length === 0) break
+    yield* SqlJournalStore.refreshSearchDocuments(sql, batch.map((r) => r.id))
+    after = batch[batch.length - 1]!.id
+  }
+})
+
 /**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
@@ -156,5 +226,6 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0003_rate_budgets": run(rateBudgets),
   "0004_claim_partial_indexes": run(claimPartialIndexes),
   // a watch folder asks "does this user already have audio with this sha256" for every new file
-  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`])
+  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`]),
+  "0009_entry_search": entrySearch
 })

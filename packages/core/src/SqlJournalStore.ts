@@ -34,6 +34,7 @@ import {
   type UserId,
   VoiceEntry
 } from "./Domain.js"
+import * as EntrySearch from "./EntrySearch.js"
 import { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 import type { JournalStoreService } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
@@ -70,7 +71,71 @@ export interface Dialect {
   ) => Effect.Effect<ReadonlyArray<ClaimedRow>, SqlError.SqlError>
   /** True if `error` is a unique-index violation. */
   readonly isUniqueViolation: (error: SqlError.SqlError) => boolean
+  /** Full-text search over `entry_search` (see {@link SearchDialect}). */
+  readonly search: SearchDialect
 }
+
+/**
+ * How a dialect finds and ranks search documents (`entry_search`, migration
+ * 0009, one row per entry; see `EntrySearch`). The shared SQL scopes the
+ * rows to the owner again, pages them, counts them and reads the summaries.
+ * @since 0.1.0
+ */
+export interface SearchDialect {
+  /**
+   * For `query`: `from`, a FROM list that includes `entry_search s`;
+   * `where`, the condition on it that holds exactly for the documents with
+   * all of `query.keys` in `match_keys` and all `query.terms` in the text
+   * columns, answered from the dialect's full-text index; `rank`, a number
+   * per row, lower is better (title and tags above cleaned text above
+   * transcript).
+   */
+  readonly matches: (sql: SqlClient.SqlClient, query: EntrySearch.Query) => {
+    readonly from: Statement.Fragment
+    readonly where: Statement.Fragment
+    readonly rank: Statement.Fragment
+  }
+}
+
+/**
+ * The rows that make up the search documents of these entries.
+ */
+const searchSources = (sql: SqlClient.SqlClient, entryIds: ReadonlyArray<string>) =>
+  sql<{
+    entryId: string
+    userId: string
+    createdAt: string
+    transcript: string | null
+    title: string | null
+    cleaned: string | null
+  }>`SELECT e.id AS "entryId", e.user_id AS "userId", e.created_at AS "createdAt", t.text AS "transcript",
+      c.title AS "title", c.text AS "cleaned"
+    FROM voice_entries e
+    LEFT JOIN transcriptions t ON t.entry_id = e.id AND t.is_primary = 1
+    LEFT JOIN cleaned_entries c ON c.entry_id = e.id AND c.is_primary = 1
+    WHERE ${sql.in("e.id", entryIds)}`
+
+/**
+ * Rewrites the search documents of these entries (at most a few hundred per
+ * call) from their primary transcription and cleanup. Call it in the
+ * transaction that changed them, so the index never lags a commit.
+ * @since 0.1.0
+ */
+export const refreshSearchDocuments = (
+  sql: SqlClient.SqlClient,
+  entryIds: ReadonlyArray<string>
+): Effect.Effect<void, SqlError.SqlError> =>
+  entryIds.length === 0 ? Effect.void : searchSources(sql, entryIds).pipe(
+    Effect.flatMap((rows) =>
+      Effect.forEach(rows, (row) => {
+        const doc = EntrySearch.document({ ...row, tags: [] })
+        return sql`INSERT INTO entry_search (entry_id, user_id, created_at, match_keys, title, tags, cleaned, transcript)
+          VALUES (${row.entryId}, ${row.userId}, ${row.createdAt}, ${doc.matchKeys}, ${doc.title}, ${doc.tags}, ${doc.cleaned}, ${doc.transcript})
+          ON CONFLICT (entry_id) DO UPDATE SET match_keys = excluded.match_keys, title = excluded.title,
+            tags = excluded.tags, cleaned = excluded.cleaned, transcript = excluded.transcript`
+      }, { discard: true })
+    )
+  )
 
 /**
  * Parameters of one claim.
@@ -346,6 +411,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return yield* new InvalidState({ message: `${resource} ${id} is ${current.status}, not completed` })
         }
         yield* switchPrimary(table, entryId, id, now)
+        yield* refreshSearchDocuments(sql, [entryId])
         return yield* inEntry
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
 
@@ -374,6 +440,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         yield* switchPrimary(table, job.entryId, job.id, now).pipe(
           Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
         )
+        yield* refreshSearchDocuments(sql, [job.entryId])
         yield* next(now)
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
 
@@ -390,6 +457,22 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           offset: request.offset
         }))
       )
+
+    /**
+     * Entry summaries for a page of entries: `entries` selects the page's
+     * `voice_entries` rows (entry columns), `orderBy` orders them (alias `p`).
+     */
+    const summaries = (entries: Statement.Fragment, orderBy: Statement.Fragment) =>
+      sql`SELECT p.*, t.status AS "transcriptionStatus", t.duration_seconds AS "durationSeconds",
+          c.status AS "cleanupStatus", c.title AS "title", n.status AS "notionSyncStatus"
+        FROM (${entries}) p
+        LEFT JOIN transcriptions t ON t.id = (SELECT x.id FROM transcriptions x WHERE x.entry_id = p.id
+          ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
+        LEFT JOIN cleaned_entries c ON c.id = (SELECT x.id FROM cleaned_entries x WHERE x.entry_id = p.id
+          ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
+        LEFT JOIN notion_syncs n ON n.id = (SELECT x.id FROM notion_syncs x WHERE x.entry_id = p.id
+          ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
+        ORDER BY ${orderBy}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEntrySummaries))
 
     const store: JournalStoreService = {
       createUser: (name) =>
@@ -480,28 +563,44 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       // rows picks its primary-or-newest transcription and cleanup and newest sync through the entry_id indexes.
       listEntries: (userId, request) =>
         page(
-          sql`SELECT p.*, t.status AS "transcriptionStatus", t.duration_seconds AS "durationSeconds",
-              c.status AS "cleanupStatus", c.title AS "title", n.status AS "notionSyncStatus"
-            FROM (SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
-              ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}) p
-            LEFT JOIN transcriptions t ON t.id = (SELECT x.id FROM transcriptions x WHERE x.entry_id = p.id
-              ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
-            LEFT JOIN cleaned_entries c ON c.id = (SELECT x.id FROM cleaned_entries x WHERE x.entry_id = p.id
-              ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
-            LEFT JOIN notion_syncs n ON n.id = (SELECT x.id FROM notion_syncs x WHERE x.entry_id = p.id
-              ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
-            ORDER BY p."createdAt" DESC, p.id DESC`.pipe(
-            Effect.mapError(storeError),
-            Effect.flatMap(decodeEntrySummaries)
+          summaries(
+            sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
+              ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}`,
+            sql`p."createdAt" DESC, p.id DESC`
           ),
           sql`SELECT CAST(count(*) AS INTEGER) AS total FROM voice_entries WHERE user_id = ${userId}`,
           request
         ),
 
+      // The page of matches comes off the dialect's full-text index (owner and tag keys included), ranked;
+      // then the same summary joins as the list, for those rows only.
+      searchEntries: (userId, request) =>
+        Effect.gen(function*() {
+          const paging = { limit: request.limit ?? 20, offset: request.offset ?? 0 }
+          const query = EntrySearch.parse(userId, request)
+          if (query === "list") return yield* store.listEntries(userId, paging)
+          if (query === "nothing") return { items: [], total: 0, ...paging }
+          if (query instanceof EntrySearch.InvalidSearch) return yield* query
+          const { from, rank, where } = dialect.search.matches(sql, query)
+          const scoped = sql`${where} AND s.user_id = ${userId}`
+          return yield* page(
+            summaries(
+              sql`SELECT ${cols(entryColumns)}, m.match_rank FROM (
+                  SELECT s.entry_id, ${rank} AS match_rank FROM ${from} WHERE ${scoped}
+                  ORDER BY match_rank, s.created_at DESC, s.entry_id DESC LIMIT ${paging.limit} OFFSET ${paging.offset}) m
+                JOIN voice_entries ON voice_entries.id = m.entry_id`,
+              sql`p.match_rank, p."createdAt" DESC, p.id DESC`
+            ),
+            sql`SELECT CAST(count(*) AS INTEGER) AS total FROM ${from} WHERE ${scoped}`,
+            paging
+          )
+        }),
+
       deleteEntry: (userId, entryId) =>
         Effect.gen(function*() {
           const entry = yield* getEntry(userId, entryId)
           // children first: portable even where ON DELETE CASCADE is not enforced
+          yield* sql`DELETE FROM entry_search WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM notion_syncs WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM cleaned_entries WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM transcriptions WHERE entry_id = ${entryId}`
