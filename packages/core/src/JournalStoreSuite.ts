@@ -43,6 +43,9 @@ const connect = (layer: Layer.Layer<JournalStore | SqlClient.SqlClient, unknown>
     Effect.orDie
   )
 
+/** A cleanup result without structured fields, for tests about other things. */
+const noStructure = { summary: null, actionItems: [], tags: [], sections: {} } as const
+
 const lease = { workerId: "suite-worker", leaseMillis: 30_000 }
 
 const newEntry = (store: JournalStoreService, userId: UserId, n = 0) =>
@@ -70,7 +73,7 @@ const cleanedEntry = (store: JournalStoreService, userId: UserId) =>
     const t = yield* claim(store, "transcription")
     yield* store.completeTranscription(t, { text: "raw words", engine: "test", language: "en", durationSeconds: 1.5 })
     const c = yield* claim(store, "cleanup")
-    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m" }, { queueNotionSync: false })
+    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m", ...noStructure }, { queueNotionSync: false })
     return entry
   })
 
@@ -235,7 +238,7 @@ export const run = (name: string, harness: Harness): void => {
           expect(transcription!.isPrimary).toBe(true)
           expect(transcription!.leaseOwner).toBeNull()
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m" }, { queueNotionSync: true })
+          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m", ...noStructure }, { queueNotionSync: true })
           const [cleanup] = yield* store.listCleanups(user.id, entry.id)
           expect(cleanup!.isPrimary).toBe(true)
           expect(cleanup!.transcriptionId).toBe(transcription!.id)
@@ -410,7 +413,7 @@ export const run = (name: string, harness: Harness): void => {
           yield* store.addTranscription(user.id, b.id, { makePrimary: false })
           yield* store.completeTranscription(yield* claim(store, "transcription"), { text: "again", engine: "e", language: null, durationSeconds: null })
           yield* store.addCleanup(user.id, b.id, { makePrimary: false })
-          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m" }, { queueNotionSync: false })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m", ...noStructure }, { queueNotionSync: false })
           const t2 = (yield* store.listTranscriptions(user.id, b.id)).find((t) => !t.isPrimary)!
           const c2 = (yield* store.listCleanups(user.id, b.id)).find((c) => !c.isPrimary)!
           expect([t2.status, c2.status]).toEqual(["completed", "completed"])
