@@ -19,6 +19,7 @@ import type {
   ApiKeyId,
   CleanedEntry,
   CleanupId,
+  CleanupTemplate,
   EntryId,
   EntrySummary,
   Job,
@@ -27,7 +28,9 @@ import type {
   NotionSyncStatus,
   Page,
   PageRequest,
+  NewCleanupTemplate,
   Stage,
+  TemplateId,
   Transcription,
   TranscriptionId,
   User,
@@ -35,7 +38,7 @@ import type {
   VoiceEntry
 } from "./Domain.js"
 import type * as EntrySearch from "./EntrySearch.js"
-import type { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import type { InvalidState, LeaseLost, NameTaken, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 
 /**
  * What the ingest step knows about a stored recording.
@@ -69,6 +72,13 @@ export interface CleanupResult {
   readonly title: string
   readonly text: string
   readonly model: string
+  /** null when the model had nothing to summarise. */
+  readonly summary: string | null
+  readonly actionItems: ReadonlyArray<string>
+  /** Stored normalised (`Domain.normalizeTags`), whatever is passed. */
+  readonly tags: ReadonlyArray<string>
+  /** The template's extra sections, by name. */
+  readonly sections: Readonly<Record<string, string>>
 }
 
 /**
@@ -162,11 +172,19 @@ export interface JournalStoreService {
     entryId: EntryId,
     id: TranscriptionId
   ) => Effect.Effect<Transcription, NotFound | InvalidState | PrimaryConflict | StoreError>
-  /** Queues a cleanup of `transcriptionId` (default: the primary transcription). */
+  /**
+   * Queues a cleanup of `transcriptionId` (default: the primary
+   * transcription) with `templateId` (default: the built-in journal
+   * template; another user's template is NotFound).
+   */
   readonly addCleanup: (
     userId: UserId,
     entryId: EntryId,
-    options: { readonly transcriptionId?: TranscriptionId | undefined; readonly makePrimary: boolean }
+    options: {
+      readonly transcriptionId?: TranscriptionId | undefined
+      readonly templateId?: TemplateId | undefined
+      readonly makePrimary: boolean
+    }
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | StoreError>
   /** Newest first. */
   readonly listCleanups: (
@@ -183,6 +201,28 @@ export interface JournalStoreService {
     entryId: EntryId,
     id: CleanupId
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
+
+  // --- cleanup templates ----------------------------------------------------
+  /** A new template; names are unique per user (NameTaken otherwise). */
+  readonly createTemplate: (
+    userId: UserId,
+    input: NewCleanupTemplate
+  ) => Effect.Effect<CleanupTemplate, NameTaken | StoreError>
+  /** The user's templates, by name. */
+  readonly listTemplates: (userId: UserId) => Effect.Effect<ReadonlyArray<CleanupTemplate>, StoreError>
+  readonly getTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<CleanupTemplate, NotFound | StoreError>
+  /** Replaces name, instructions and sections; cleanups already written keep what they got. */
+  readonly updateTemplate: (
+    userId: UserId,
+    id: TemplateId,
+    input: NewCleanupTemplate
+  ) => Effect.Effect<CleanupTemplate, NotFound | NameTaken | StoreError>
+  /**
+   * Deletes the template. Refused (InvalidState) while a cleanup with it is
+   * queued or running, so no queued work loses its template; completed and
+   * failed cleanups keep their output and their (now dangling) `templateId`.
+   */
+  readonly deleteTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<void, NotFound | InvalidState | StoreError>
 
   // --- Notion syncs ---------------------------------------------------------
   /**

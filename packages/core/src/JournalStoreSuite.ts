@@ -43,6 +43,9 @@ const connect = (layer: Layer.Layer<JournalStore | SqlClient.SqlClient, unknown>
     Effect.orDie
   )
 
+/** A cleanup result without structured fields, for tests about other things. */
+const noStructure = { summary: null, actionItems: [], tags: [], sections: {} } as const
+
 const lease = { workerId: "suite-worker", leaseMillis: 30_000 }
 
 const newEntry = (store: JournalStoreService, userId: UserId, n = 0) =>
@@ -70,7 +73,7 @@ const cleanedEntry = (store: JournalStoreService, userId: UserId) =>
     const t = yield* claim(store, "transcription")
     yield* store.completeTranscription(t, { text: "raw words", engine: "test", language: "en", durationSeconds: 1.5 })
     const c = yield* claim(store, "cleanup")
-    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m" }, { queueNotionSync: false })
+    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m", ...noStructure }, { queueNotionSync: false })
     return entry
   })
 
@@ -79,6 +82,7 @@ interface Content {
   readonly transcript: string
   readonly title?: string
   readonly cleaned?: string
+  readonly tags?: ReadonlyArray<string>
 }
 
 /** An entry carried through transcription and cleanup with `content`, one second after the previous one. */
@@ -89,9 +93,13 @@ const journalEntry = (store: JournalStoreService, userId: UserId, content: Conte
     const t = yield* claim(store, "transcription")
     yield* store.completeTranscription(t, { text: content.transcript, engine: "test", language: null, durationSeconds: 1 })
     const c = yield* claim(store, "cleanup")
-    yield* store.completeCleanup(c, { title: content.title ?? "Untitled", text: content.cleaned ?? "", model: "m" }, {
-      queueNotionSync: false
-    })
+    yield* store.completeCleanup(c, {
+      ...noStructure,
+      title: content.title ?? "Untitled",
+      text: content.cleaned ?? "",
+      model: "m",
+      tags: content.tags ?? []
+    }, { queueNotionSync: false })
     return entry
   })
 
@@ -260,7 +268,7 @@ export const run = (name: string, harness: Harness): void => {
           expect(transcription!.isPrimary).toBe(true)
           expect(transcription!.leaseOwner).toBeNull()
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m" }, { queueNotionSync: true })
+          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m", ...noStructure }, { queueNotionSync: true })
           const [cleanup] = yield* store.listCleanups(user.id, entry.id)
           expect(cleanup!.isPrimary).toBe(true)
           expect(cleanup!.transcriptionId).toBe(transcription!.id)
@@ -435,7 +443,7 @@ export const run = (name: string, harness: Harness): void => {
           yield* store.addTranscription(user.id, b.id, { makePrimary: false })
           yield* store.completeTranscription(yield* claim(store, "transcription"), { text: "again", engine: "e", language: null, durationSeconds: null })
           yield* store.addCleanup(user.id, b.id, { makePrimary: false })
-          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m" }, { queueNotionSync: false })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m", ...noStructure }, { queueNotionSync: false })
           const t2 = (yield* store.listTranscriptions(user.id, b.id)).find((t) => !t.isPrimary)!
           const c2 = (yield* store.listCleanups(user.id, b.id)).find((c) => !c.isPrimary)!
           expect([t2.status, c2.status]).toEqual(["completed", "completed"])
@@ -519,6 +527,36 @@ export const run = (name: string, harness: Harness): void => {
           expect(sorted(yield* searchIds(store, user.id, "dawn lighth"))).toEqual(sorted([newerTitle.id, olderTitle.id, inCleaned.id, inTranscript.id]))
           expect(yield* searchIds(store, user.id, "lighth dawn")).toEqual([])
           expect(yield* searchIds(store, user.id, "nothing se")).toEqual([])
+        })
+      ))
+
+    it.scoped("search finds words in tags (ranked like the title) and ?tag filters exactly, alone or with words", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const other = yield* store.createUser("other")
+          const inText = yield* journalEntry(store, user.id, { transcript: "a long walk in the garden", tags: ["walks"] })
+          const tagged = yield* journalEntry(store, user.id, { transcript: "pulled weeds", tags: ["Garden", "Home Work"] })
+          const both = yield* journalEntry(store, user.id, { transcript: "the garden again", tags: ["garden"] })
+          yield* journalEntry(store, other.id, { transcript: "my garden", tags: ["garden"] })
+          // a tag word ranks above a transcript word; tags are stored lower-case
+          expect(yield* searchIds(store, user.id, "garden")).toEqual([both.id, tagged.id, inText.id])
+          expect(yield* searchIds(store, user.id, "work")).toEqual([tagged.id])
+          // the filter alone: exact tag (case-folded), newest first, owner-scoped
+          const filtered = yield* store.searchEntries(user.id, { tag: "GARDEN" })
+          expect(filtered.items.map((e) => e.id)).toEqual([both.id, tagged.id])
+          expect(filtered.total).toBe(2)
+          expect(yield* searchIds(store, user.id, "", { tag: "home work" })).toEqual([tagged.id])
+          // a word of a tag is not the tag
+          expect(yield* searchIds(store, user.id, "", { tag: "home" })).toEqual([])
+          expect(yield* searchIds(store, user.id, "", { tag: "walk" })).toEqual([])
+          // with words: both must hold
+          expect(yield* searchIds(store, user.id, "weeds", { tag: "garden" })).toEqual([tagged.id])
+          expect(yield* searchIds(store, user.id, "walk", { tag: "garden" })).toEqual([])
+          expect((yield* store.searchEntries(other.id, { tag: "garden" })).total).toBe(1)
+          // tags with odd characters are keys, never syntax
+          const odd = yield* journalEntry(store, user.id, { transcript: "x", tags: [`c++ "quoted" & 'ok':*`] })
+          expect(yield* searchIds(store, user.id, "", { tag: `c++ "quoted" & 'ok':*` })).toEqual([odd.id])
         })
       ))
 
@@ -606,7 +644,7 @@ export const run = (name: string, harness: Harness): void => {
           // a new cleanup that becomes primary on completion replaces title and text
           yield* store.addCleanup(user.id, entry.id, { makePrimary: true })
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { title: "Fruit bowl", text: "Bananas only.", model: "m" }, { queueNotionSync: false })
+          yield* store.completeCleanup(c, { ...noStructure, title: "Fruit bowl", text: "Bananas only.", model: "m", tags: ["fruit-bowl"] }, { queueNotionSync: false })
           expect(yield* searchIds(store, user.id, "pears")).toEqual([])
           expect(yield* searchIds(store, user.id, "orchard")).toEqual([])
           expect(yield* searchIds(store, user.id, "fruit")).toEqual([entry.id])

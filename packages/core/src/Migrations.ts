@@ -216,6 +216,33 @@ const entrySearch = Effect.gen(function*() {
 })
 
 /**
+ * Structured cleanups (issue 10, part 1): what a template asks the model for
+ * besides title and text, stored as JSON text (portable: SQLite has no JSON
+ * type, and nothing queries inside these columns), and the per-user
+ * templates. `template_id` NULL means the built-in journal template; it has
+ * no foreign key because a cleanup keeps the id of the template it was
+ * written with after that template is deleted (`JournalStore.deleteTemplate`
+ * refuses only while a cleanup with it is still queued or running).
+ */
+const structuredCleanups = [
+  `ALTER TABLE cleaned_entries ADD COLUMN summary TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN action_items TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN tags TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN sections TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN template_id TEXT`,
+  `CREATE INDEX cleaned_entries_template_idx ON cleaned_entries (template_id)`,
+  `CREATE TABLE cleanup_templates (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    instructions TEXT NOT NULL,
+    sections TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL)`,
+  `CREATE UNIQUE INDEX cleanup_templates_user_name_idx ON cleanup_templates (user_id, name)`
+]
+
+/**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
  */
@@ -227,5 +254,6 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0004_claim_partial_indexes": run(claimPartialIndexes),
   // a watch folder asks "does this user already have audio with this sha256" for every new file
   "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`]),
+  "0008_structured_cleanups": run(structuredCleanups),
   "0009_entry_search": entrySearch
 })

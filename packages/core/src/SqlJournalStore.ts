@@ -22,12 +22,16 @@ import {
   ApiKey,
   CleanedEntry,
   type CleanupId,
+  CleanupTemplate,
   type EntryId,
   EntrySummary,
   type Job,
   NotionSync,
   type NotionSyncId,
+  normalizeTags,
   type Page,
+  type TemplateId,
+  TemplateSection,
   Transcription,
   type TranscriptionId,
   User,
@@ -35,7 +39,7 @@ import {
   VoiceEntry
 } from "./Domain.js"
 import * as EntrySearch from "./EntrySearch.js"
-import { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import { InvalidState, LeaseLost, NameTaken, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 import type { JournalStoreService } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
 
@@ -108,8 +112,9 @@ const searchSources = (sql: SqlClient.SqlClient, entryIds: ReadonlyArray<string>
     transcript: string | null
     title: string | null
     cleaned: string | null
+    tags: string | null
   }>`SELECT e.id AS "entryId", e.user_id AS "userId", e.created_at AS "createdAt", t.text AS "transcript",
-      c.title AS "title", c.text AS "cleaned"
+      c.title AS "title", c.text AS "cleaned", c.tags AS "tags"
     FROM voice_entries e
     LEFT JOIN transcriptions t ON t.entry_id = e.id AND t.is_primary = 1
     LEFT JOIN cleaned_entries c ON c.entry_id = e.id AND c.is_primary = 1
@@ -128,7 +133,8 @@ export const refreshSearchDocuments = (
   entryIds.length === 0 ? Effect.void : searchSources(sql, entryIds).pipe(
     Effect.flatMap((rows) =>
       Effect.forEach(rows, (row) => {
-        const doc = EntrySearch.document({ ...row, tags: [] })
+        // written by completeCleanup as a JSON array: anything else is a bug, not input
+        const doc = EntrySearch.document({ ...row, tags: decodeTags(row.tags) })
         return sql`INSERT INTO entry_search (entry_id, user_id, created_at, match_keys, title, tags, cleaned, transcript)
           VALUES (${row.entryId}, ${row.userId}, ${row.createdAt}, ${doc.matchKeys}, ${doc.title}, ${doc.tags}, ${doc.cleaned}, ${doc.transcript})
           ON CONFLICT (entry_id) DO UPDATE SET match_keys = excluded.match_keys, title = excluded.title,
@@ -198,7 +204,9 @@ const entryColumns = `id, user_id AS "userId", blob_key AS "blobKey", original_f
 const transcriptionColumns = `id, entry_id AS "entryId", user_id AS "userId", is_primary AS "isPrimary",
   make_primary AS "makePrimary", engine, text, language, duration_seconds AS "durationSeconds", ${stageRunColumns}`
 const cleanupColumns = `id, entry_id AS "entryId", transcription_id AS "transcriptionId", user_id AS "userId",
-  is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, ${stageRunColumns}`
+  is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, summary, action_items AS "actionItems",
+  tags, sections, template_id AS "templateId", ${stageRunColumns}`
+const templateColumns = `id, user_id AS "userId", name, instructions, sections, created_at AS "createdAt", updated_at AS "updatedAt"`
 const notionSyncColumns = `id, entry_id AS "entryId", cleaned_entry_id AS "cleanedEntryId", user_id AS "userId",
   notion_page_id AS "notionPageId", ${stageRunColumns}`
 
@@ -227,7 +235,37 @@ const decodeApiKeys = decoder(ApiKey)
 const decodeEntries = decoder(VoiceEntry)
 const decodeEntrySummaries = decoder(EntrySummary)
 const decodeTranscriptions = decoder(Transcription)
-const decodeCleanups = decoder(CleanedEntry)
+/**
+ * A JSON text column: the one place structured values are read back. NULL
+ * (a cleanup not completed yet, or written before migration 0008) reads as
+ * `empty`.
+ */
+const jsonColumn = <A, I>(schema: Schema.Schema<A, I>, empty: string) =>
+  Schema.transform(Schema.NullOr(Schema.String), Schema.String, {
+    strict: true,
+    decode: (s) => s ?? empty,
+    encode: (s) => s
+  }).pipe(Schema.compose(Schema.parseJson(schema)))
+
+const TagsColumn = jsonColumn(Schema.Array(Schema.String), "[]")
+const decodeTags = Schema.decodeUnknownSync(TagsColumn)
+
+const CleanedEntryRow = Schema.Struct({
+  ...CleanedEntry.fields,
+  actionItems: jsonColumn(Schema.Array(Schema.String), "[]"),
+  tags: TagsColumn,
+  sections: jsonColumn(Schema.Record({ key: Schema.String, value: Schema.String }), "{}")
+})
+const CleanupTemplateRow = Schema.Struct({
+  ...CleanupTemplate.fields,
+  sections: jsonColumn(Schema.Array(TemplateSection), "[]")
+})
+const decodeCleanupRows = decoder(CleanedEntryRow)
+const decodeCleanups = (rows: ReadonlyArray<unknown>) =>
+  Effect.map(decodeCleanupRows(rows), (decoded) => decoded.map((row) => new CleanedEntry(row)))
+const decodeTemplateRows = decoder(CleanupTemplateRow)
+const decodeTemplates = (rows: ReadonlyArray<unknown>) =>
+  Effect.map(decodeTemplateRows(rows), (decoded) => decoded.map((row) => new CleanupTemplate(row)))
 const decodeNotionSyncs = decoder(NotionSync)
 
 const first = <A>(resource: string, id: string) => (rows: ReadonlyArray<A>): Effect.Effect<A, NotFound> =>
@@ -325,15 +363,37 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         readonly userId: string
         readonly transcriptionId: string
         readonly makePrimary: boolean
+        readonly templateId?: TemplateId | undefined
       },
       now: string
     ) => {
       const id = newId()
-      return sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, make_primary, status, attempts, next_attempt_at, created_at, updated_at)
-        VALUES (${id}, ${row.entryId}, ${row.transcriptionId}, ${row.userId}, ${
-        row.makePrimary ? 1 : 0
+      return sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, make_primary, template_id, status, attempts, next_attempt_at, created_at, updated_at)
+        VALUES (${id}, ${row.entryId}, ${row.transcriptionId}, ${row.userId}, ${row.makePrimary ? 1 : 0}, ${
+        row.templateId ?? null
       }, 'pending', 0, ${now}, ${now}, ${now})`.pipe(Effect.mapError(storeError), Effect.as(id as CleanupId))
     }
+
+    const getTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<CleanupTemplate, NotFound | StoreError> = getOwned(
+      "cleanup_templates",
+      templateColumns,
+      decodeTemplates,
+      "template"
+    )
+
+    /**
+     * Touches the template row: an owner check and, on PostgreSQL, a row
+     * lock until commit, so queueing a cleanup with it and deleting it
+     * cannot interleave (SQLite has one writer anyway).
+     */
+    const lockTemplate = (userId: UserId, id: TemplateId) =>
+      sql`UPDATE cleanup_templates SET user_id = user_id WHERE id = ${id} AND user_id = ${userId} RETURNING id`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(first("template", id))
+      )
+
+    const nameTaken = (name: string) => (e: SqlError.SqlError) =>
+      dialect.isUniqueViolation(e) ? new NameTaken({ resource: "template", name }) : storeError(e)
 
     /** Queues a sync for `cleanedEntryId` unless one is already queued or running. */
     const ensureNotionSync = (
@@ -626,6 +686,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.gen(function*() {
           const now = yield* isoNow
           yield* getEntry(userId, entryId)
+          if (options.templateId !== undefined) yield* lockTemplate(userId, options.templateId)
           let transcriptionId = options.transcriptionId
           if (transcriptionId === undefined) {
             const primary = yield* sql<{ id: string }>`SELECT id FROM transcriptions
@@ -640,15 +701,61 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (t.status !== "completed") {
             return yield* new InvalidState({ message: `transcription ${transcriptionId} is ${t.status}, not completed` })
           }
-          const id = yield* insertCleanup({ entryId, userId, transcriptionId, makePrimary: options.makePrimary }, now)
+          const id = yield* insertCleanup(
+            { entryId, userId, transcriptionId, makePrimary: options.makePrimary, templateId: options.templateId },
+            now
+          )
           return yield* getCleanup(userId, id)
-        }),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       listCleanups: listForEntry("cleaned_entries", cleanupColumns, decodeCleanups),
 
       getCleanup,
 
       setPrimaryCleanup: setPrimary("cleaned_entries", cleanupColumns, decodeCleanups, "cleanup"),
+
+      createTemplate: (userId, input) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const id = newId() as TemplateId
+          yield* sql`INSERT INTO cleanup_templates (id, user_id, name, instructions, sections, created_at, updated_at)
+            VALUES (${id}, ${userId}, ${input.name}, ${input.instructions}, ${JSON.stringify(input.sections)}, ${now}, ${now})`
+            .pipe(Effect.mapError(nameTaken(input.name)))
+          return yield* getTemplate(userId, id).pipe(Effect.orDie)
+        }),
+
+      listTemplates: (userId) =>
+        sql`SELECT ${cols(templateColumns)} FROM cleanup_templates WHERE user_id = ${userId} ORDER BY name, id`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decodeTemplates)
+        ),
+
+      getTemplate,
+
+      updateTemplate: (userId, id, input) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const rows = yield* sql`UPDATE cleanup_templates SET name = ${input.name}, instructions = ${input.instructions},
+              sections = ${JSON.stringify(input.sections)}, updated_at = ${now}
+            WHERE id = ${id} AND user_id = ${userId} RETURNING id`.pipe(Effect.mapError(nameTaken(input.name)))
+          if (rows.length === 0) return yield* new NotFound({ resource: "template", id })
+          return yield* getTemplate(userId, id)
+        }),
+
+      deleteTemplate: (userId, id) =>
+        Effect.gen(function*() {
+          yield* lockTemplate(userId, id)
+          // a statement after the lock: on PostgreSQL it sees every cleanup queued before the lock was granted
+          const open = yield* sql<{ n: number | string }>`SELECT CAST(count(*) AS INTEGER) AS n FROM cleaned_entries
+            WHERE template_id = ${id} AND status IN ('pending', 'processing', 'retrying')`.pipe(Effect.mapError(storeError))
+          const n = Number(open[0]?.n ?? 0)
+          if (n > 0) {
+            return yield* new InvalidState({
+              message: `template ${id} is used by ${n} queued or running cleanup(s); delete it once they finish`
+            })
+          }
+          yield* sql`DELETE FROM cleanup_templates WHERE id = ${id} AND user_id = ${userId}`.pipe(Effect.mapError(storeError))
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       addNotionSync: (userId, entryId) =>
         Effect.gen(function*() {
@@ -736,7 +843,10 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         completeAndPromote(
           job,
           "cleaned_entries",
-          (now) => sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, updated_at = ${now}`,
+          (now) =>
+            sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, summary = ${result.summary},
+              action_items = ${JSON.stringify(result.actionItems)}, tags = ${JSON.stringify(normalizeTags(result.tags))},
+              sections = ${JSON.stringify(result.sections)}, updated_at = ${now}`,
           (now) =>
             queueNotionSync
               ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)
