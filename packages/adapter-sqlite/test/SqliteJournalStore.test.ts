@@ -2,7 +2,7 @@ import { FileSystem } from "@effect/platform"
 import { NodeFileSystem } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient, type Statement } from "@effect/sql"
-import { JournalStore } from "@voice-journal/core"
+import { EntrySearch, JournalStore, SqlJournalStore } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
 import { SqliteJournalStore } from "../src/index.js"
@@ -77,6 +77,33 @@ describe("SQLite adapter", () => {
         const withIndex = yield* plan(sql, query)
         expect(withIndex).toContain("notion_syncs_user_status_idx")
         expect(withIndex).not.toContain("TEMP B-TREE")
+      }))
+
+    it.scoped("a search (page and count) reads the FTS5 index with MATCH, then documents by rowid, not a scan", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(yield* freshDatabase)
+        const sql = Context.get(ctx, SqlClient.SqlClient)
+        const query = EntrySearch.parse("u7" as never, { q: "word42 today", tag: "garden" })
+        if (typeof query === "string" || query instanceof EntrySearch.InvalidSearch) return yield* Effect.dieMessage("no query")
+        const matched = SqlJournalStore.searchMatches(sql, SqliteJournalStore.search, query)
+        const explain = (statement: Statement.Statement<unknown>) => {
+          const [text, params] = statement.compile()
+          return sql.unsafe<{ detail: string }>(`EXPLAIN QUERY PLAN ${text}`, params).pipe(
+            Effect.map((rows) => rows.map((r) => r.detail).join("\n"))
+          )
+        }
+        for (const statement of [matched.page({ limit: 20, offset: 0 }), matched.count]) {
+          const plan = yield* explain(statement as unknown as Statement.Statement<unknown>)
+          // ":M" = the MATCH constraint is handed to FTS5 (its index), not filtered row by row
+          expect(plan).toMatch(/SCAN entry_search_fts VIRTUAL TABLE INDEX \d+:M/)
+          expect(plan).toMatch(/SEARCH s USING INTEGER PRIMARY KEY/)
+          expect(plan).not.toMatch(/SCAN s\b/)
+        }
+        // the check can fail: the same words as a LIKE scan read every document
+        const like = yield* sql.unsafe<{ detail: string }>(
+          `EXPLAIN QUERY PLAN SELECT entry_id FROM entry_search s WHERE s.transcript LIKE '%word42%' AND s.user_id = 'u7'`
+        )
+        expect(like.map((r) => r.detail).join("\n")).toMatch(/SCAN s\b/)
       }))
 
     it.scoped("a claim reads due rows from the partial due index in order, and expired leases from their own index, without a sort or a scan", () =>

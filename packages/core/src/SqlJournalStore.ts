@@ -102,6 +102,24 @@ export interface SearchDialect {
 }
 
 /**
+ * The two queries of a search: one page of matching entry ids (`entry_id`,
+ * `match_rank`), best first, and the count of all matches — both scoped to
+ * the query's user, both answered from the dialect's full-text index.
+ * @since 0.1.0
+ */
+export const searchMatches = (sql: SqlClient.SqlClient, search: SearchDialect, query: EntrySearch.Query) => {
+  const { from, rank, where } = search.matches(sql, query)
+  // the index already scopes to the owner's key; the column check makes it a guarantee
+  const scoped = sql`${where} AND s.user_id = ${query.userId}`
+  return {
+    page: (paging: { readonly limit: number; readonly offset: number }) =>
+      sql<{ entry_id: string; match_rank: number }>`SELECT s.entry_id, ${rank} AS match_rank FROM ${from} WHERE ${scoped}
+        ORDER BY match_rank, s.created_at DESC, s.entry_id DESC LIMIT ${paging.limit} OFFSET ${paging.offset}`,
+    count: sql<{ total: number | string }>`SELECT CAST(count(*) AS INTEGER) AS total FROM ${from} WHERE ${scoped}`
+  }
+}
+
+/**
  * The rows that make up the search documents of these entries.
  */
 const searchSources = (sql: SqlClient.SqlClient, entryIds: ReadonlyArray<string>) =>
@@ -641,17 +659,14 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (query === "list") return yield* store.listEntries(userId, paging)
           if (query === "nothing") return { items: [], total: 0, ...paging }
           if (query instanceof EntrySearch.InvalidSearch) return yield* query
-          const { from, rank, where } = dialect.search.matches(sql, query)
-          const scoped = sql`${where} AND s.user_id = ${userId}`
+          const matched = searchMatches(sql, dialect.search, query)
           return yield* page(
             summaries(
-              sql`SELECT ${cols(entryColumns)}, m.match_rank FROM (
-                  SELECT s.entry_id, ${rank} AS match_rank FROM ${from} WHERE ${scoped}
-                  ORDER BY match_rank, s.created_at DESC, s.entry_id DESC LIMIT ${paging.limit} OFFSET ${paging.offset}) m
+              sql`SELECT ${cols(entryColumns)}, m.match_rank FROM (${matched.page(paging)}) m
                 JOIN voice_entries ON voice_entries.id = m.entry_id`,
               sql`p.match_rank, p."createdAt" DESC, p.id DESC`
             ),
-            sql`SELECT CAST(count(*) AS INTEGER) AS total FROM ${from} WHERE ${scoped}`,
+            matched.count,
             paging
           )
         }),
