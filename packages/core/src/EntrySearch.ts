@@ -57,18 +57,17 @@ const maxWordsPerField = 50_000
 
 /**
  * What a search asks for. `q`: words (all must match; the last also as a
- * prefix); `tag`: only entries carrying this tag. Neither: every entry (the
- * plain list).
+ * prefix), at most {@link maxQueryLength} characters; `tag`: only entries
+ * carrying this tag, at most {@link maxTagLength}. Neither: every entry (the
+ * plain list). Paging as for lists (`limit` default 20, `offset` 0).
  * @since 0.1.0
  */
-export const SearchRequest = Schema.Struct({
-  q: Schema.optional(Schema.String.pipe(Schema.maxLength(maxQueryLength))),
-  tag: Schema.optional(Schema.String.pipe(Schema.maxLength(maxTagLength))),
-  limit: Schema.optionalWith(Schema.Int.pipe(Schema.between(1, 100)), { default: () => 20 }),
-  offset: Schema.optionalWith(Schema.Int.pipe(Schema.nonNegative()), { default: () => 0 })
-})
-/** @since 0.1.0 */
-export type SearchRequest = typeof SearchRequest.Encoded
+export interface SearchRequest {
+  readonly q?: string | undefined
+  readonly tag?: string | undefined
+  readonly limit?: number | undefined
+  readonly offset?: number | undefined
+}
 
 /**
  * A search query that is too long (or a tag filter that is).
