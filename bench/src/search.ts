@@ -20,7 +20,7 @@
  * with a word. p50/p99 in milliseconds and LIKE/search ratios.
  *
  * Run: pnpm bench:search   (PostgreSQL: DATABASE_URL, else embedded)
- * Env: ENTRIES (default 1000000), ROUNDS (default 100)
+ * Env: ENTRIES (default 1000000), ROUNDS (default 100), ONLY (sqlite or postgres: one of them)
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { FileSystem } from "@effect/platform"
@@ -32,6 +32,7 @@ import { Context, Effect, Layer } from "effect"
 
 const ENTRIES = Number(process.env.ENTRIES ?? 1_000_000)
 const ROUNDS = Number(process.env.ROUNDS ?? 100)
+const ONLY = process.env.ONLY
 const USERS = 1000
 const VOCABULARY = 2000
 const WORDS_PER_ENTRY = 20
@@ -291,7 +292,8 @@ const main = Effect.gen(function*() {
   console.log(`bench/search: ${ENTRIES.toLocaleString("en")} entries, ${USERS} users, ${ROUNDS} queries per case (limit 20, with total), node ${process.version}`)
   const fs = yield* FileSystem.FileSystem
   const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-bench-search-" })
-  yield* runOn(sqlite, SqliteJournalStore.layer({ filename: `${dir}/bench.db` }))
+  if (ONLY !== "postgres") yield* runOn(sqlite, SqliteJournalStore.layer({ filename: `${dir}/bench.db` }))
+  if (ONLY === "sqlite") return
   if (!process.env.DATABASE_URL) {
     const server = yield* Effect.acquireRelease(
       Effect.promise(() => PgTestDatabase.startEmbedded()),

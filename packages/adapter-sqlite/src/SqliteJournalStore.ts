@@ -64,18 +64,34 @@ export const matchExpression = (query: EntrySearch.Query): string => {
   return `${keys} AND {title tags cleaned transcript} : (${terms})`
 }
 
+/** Column weights of the rank: a hit in the title or tags counts 10, in the cleaned text 2, in the transcript 1. */
+const rankWeights = [["title", 10], ["tags", 10], ["cleaned", 2], ["transcript", 1]] as const
+
 /**
- * Search on the FTS5 table `entry_search_fts` (migration 0009), ranked by
- * bm25 with column weights: keys 0, title 10, tags 10, cleaned text 2,
- * transcript 1.
+ * Search on the FTS5 table `entry_search_fts` (migration 0009): MATCH finds
+ * the rows; the rank adds, per query term, the weights of the document
+ * columns that contain it (the last term as a prefix), read from the
+ * matched rows only. Not bm25: its IDF reads the whole posting list of every
+ * term, which for a word in half the journal cost 40× the rest of the query
+ * (`pnpm bench:search`).
  * @since 0.1.0
  */
 export const search: SqlJournalStore.SearchDialect = {
-  matches: (sql, query) => ({
-    from: sql`entry_search_fts JOIN entry_search s ON s.doc_id = entry_search_fts.rowid`,
-    where: sql`entry_search_fts MATCH ${matchExpression(query)}`,
-    rank: sql`bm25(entry_search_fts, 0.0, 10.0, 10.0, 2.0, 1.0)`
-  })
+  matches: (sql, query) => {
+    const last = query.terms.length - 1
+    // documents are folded words separated by single spaces: ' word ' is a whole word, ' word' a prefix
+    const hits = query.terms.flatMap((term, i) => {
+      const needle = query.prefixLast && i === last ? ` ${term}` : ` ${term} `
+      return rankWeights.map(([column, weight]) =>
+        sql`${sql.literal(String(weight))} * (instr(' ' || s.${sql.literal(column)} || ' ', ${needle}) > 0)`
+      )
+    })
+    return {
+      from: sql`entry_search_fts JOIN entry_search s ON s.doc_id = entry_search_fts.rowid`,
+      where: sql`entry_search_fts MATCH ${matchExpression(query)}`,
+      rank: hits.length === 0 ? sql`0` : sql`-(${sql.join(" + ", false)(hits)})`
+    }
+  }
 }
 
 /**
