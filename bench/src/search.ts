@@ -138,7 +138,7 @@ const seed = (sql: SqlClient.SqlClient, d: Dialect) =>
       insertRows(sql, "bench_tags", TAGS.map((tag, i) => [i, tag, EntrySearch.tagKey(tag)]))
     ]))
     const created = `'2026-01-01T00:00:00.000Z'`
-    const text = `bench_texts b ON b.i = (x * 7919) % ${TEXTS}`
+    const text = `bench_texts b ON b.i = ((x % ${TEXTS}) * 7919) % ${TEXTS}` // (x mod TEXTS first: no int4 overflow)
     // entry x: user x mod 1000; tags: one (x mod 10), every third entry a second ((x / 10) mod 10)
     const twoTags = `x % 3 = 0 AND g2.i <> g1.i`
     const steps: Array<[string, string]> = [
