@@ -20,7 +20,8 @@
  * with a word. p50/p99 in milliseconds and LIKE/search ratios.
  *
  * Run: pnpm bench:search   (PostgreSQL: DATABASE_URL, else embedded)
- * Env: ENTRIES (default 1000000), ROUNDS (default 100), ONLY (sqlite or postgres: one of them)
+ * Env: ENTRIES (default 1000000), ROUNDS (default 100), ONLY (sqlite or postgres: one of them),
+ * SQLITE_FILE (a new file to keep the SQLite database in)
  */
 import { NodeFileSystem } from "@effect/platform-node"
 import { FileSystem } from "@effect/platform"
@@ -292,7 +293,9 @@ const main = Effect.gen(function*() {
   console.log(`bench/search: ${ENTRIES.toLocaleString("en")} entries, ${USERS} users, ${ROUNDS} queries per case (limit 20, with total), node ${process.version}`)
   const fs = yield* FileSystem.FileSystem
   const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-bench-search-" })
-  if (ONLY !== "postgres") yield* runOn(sqlite, SqliteJournalStore.layer({ filename: `${dir}/bench.db` }))
+  // SQLITE_FILE keeps the SQLite database after the run, to inspect its plans
+  const file = process.env.SQLITE_FILE ?? `${dir}/bench.db`
+  if (ONLY !== "postgres") yield* runOn(sqlite, SqliteJournalStore.layer({ filename: file }))
   if (ONLY === "sqlite") return
   if (!process.env.DATABASE_URL) {
     const server = yield* Effect.acquireRelease(
