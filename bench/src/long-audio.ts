@@ -38,7 +38,7 @@ const run = (label: string, recording: { readonly file: string }, options: { chu
       BlobStore.layerFileSystem({ directory: path.join(dir, "audio") }),
       WorkSignal.layer,
       Transcriber.layerOpenAi({ baseUrl: engine.url, model: "whisper-1" }),
-      Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "t", text: "t", model: "m" }) }),
+      Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "t", text: "t", model: "m", summary: null, actionItems: [], tags: [], sections: {} }) }),
       AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
       AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
     )

@@ -69,7 +69,7 @@ const voiceJournal = (kind: StoreKind, n: number) =>
             return transcribed === n ? Deferred.succeed(allTranscribed, undefined).pipe(Effect.as(done)) : Effect.succeed(done)
           })
       }),
-      Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
+      Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop", summary: null, actionItems: [], tags: [], sections: {} }) }),
       Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) }),
       AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
     )

@@ -24,7 +24,7 @@ const engines = Layer.mergeAll(
   Layer.succeed(Transcriber.Transcriber, {
     transcribe: () => Effect.succeed({ text: "noop", engine: "noop", language: null, durationSeconds: null, segments: null })
   }),
-  Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
+  Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop", summary: null, actionItems: [], tags: [], sections: {} }) }),
   Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) }),
   AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
 )

@@ -15,11 +15,12 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
+import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import { JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { Layer } from "effect"
 
 /**
- * The two things a dialect must say. (The simplest correct claim; the
+ * The three things a dialect must say. (The simplest correct claim; the
  * bundled SQLite adapter probes `expiredLeaseCondition` and then
  * `dueRunCondition` separately, so each is served by its partial index.)
  */
@@ -29,7 +30,9 @@ export const dialect: SqlJournalStore.Dialect = {
       WHERE id = (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
                   ORDER BY next_attempt_at, id LIMIT 1)
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns)}`,
-  isUniqueViolation: (error) => String((error.cause as { code?: unknown } | undefined)?.code).startsWith("SQLITE_CONSTRAINT")
+  isUniqueViolation: (error) => String((error.cause as { code?: unknown } | undefined)?.code).startsWith("SQLITE_CONSTRAINT"),
+  // full-text search: on SQLite, the bundled adapter's FTS5 queries (migration 0009 made the index)
+  search: SqliteJournalStore.search
 }
 
 /** Your client + the shared migrations + the shared store. */

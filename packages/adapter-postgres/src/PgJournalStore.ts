@@ -11,7 +11,7 @@
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Errors, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
+import { type EntrySearch, Errors, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
 import { Deferred, Effect, Layer, Redacted, Schedule, Stream } from "effect"
 
 /**
@@ -26,11 +26,43 @@ export interface PgJournalStoreConfig {
   readonly applicationName?: string | undefined
 }
 
+/** A tsquery lexeme: single quotes, inner quotes and backslashes escaped — one lexeme, never syntax. */
+const lexeme = (s: string) => `'${s.replaceAll("\\", "\\\\").replaceAll("'", "''")}'`
+
+/** The query terms as tsquery operands, restricted to the text weights (A title/tags, B cleaned, C transcript). */
+const termOperands = (query: EntrySearch.Query) =>
+  query.terms.map((t, i) => lexeme(t) + (query.prefixLast && i === query.terms.length - 1 ? ":*ABC" : ":ABC"))
+
 /**
- * The PostgreSQL differences: the claim query and the unique-violation code.
+ * The tsquery of a query: every key (weight D) and every term (weights
+ * A–C; the last as a prefix if asked).
+ * @since 0.1.0
+ */
+export const tsquery = (query: EntrySearch.Query): string =>
+  [...query.keys.map((k) => `${lexeme(k)}:D`), ...termOperands(query)].join(" & ")
+
+/**
+ * Search on `entry_search.document` (a `tsvector` with a GIN index,
+ * migration 0009), ranked by `ts_rank` over the terms only, with weights
+ * A (title, tags) 1.0, B (cleaned text) 0.4, C (transcript) 0.2, D (keys) 0.
+ * @since 0.1.0
+ */
+export const search: SqlJournalStore.SearchDialect = {
+  matches: (sql, query) => ({
+    from: sql`entry_search s`,
+    where: sql`s.document @@ CAST(${tsquery(query)} AS tsquery)`,
+    rank: query.terms.length === 0
+      ? sql`0`
+      : sql`-ts_rank('{0, 0.2, 0.4, 1.0}', s.document, CAST(${termOperands(query).join(" & ")} AS tsquery))`
+  })
+}
+
+/**
+ * The PostgreSQL differences: the claim query, the unique-violation code, `tsvector` search.
  * @since 0.1.0
  */
 export const dialect: SqlJournalStore.Dialect = {
+  search,
   claimOne: (sql, table, params) =>
     // FOR UPDATE is not allowed in a UNION: lock in two CTEs; the Append
     // under LIMIT 1 reads the second only when the first is empty

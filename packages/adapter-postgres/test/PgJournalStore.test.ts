@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient, type Statement } from "@effect/sql"
-import { Migrations } from "@voice-journal/core"
+import { EntrySearch, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
 import { PgJournalStore, PgTestDatabase } from "../src/index.js"
@@ -72,6 +72,39 @@ describe("PostgreSQL adapter", () => {
         const withIndex = yield* plan(sql, query)
         expect(withIndex).toContain("notion_syncs_user_status_idx")
         expect(withIndex).not.toMatch(/\bSort\b/)
+      }))
+
+    it.scoped("a search (page and count) reads the GIN index on entry_search.document, owner key and words together, not a scan", () =>
+      Effect.gen(function*() {
+        const sql = yield* connect
+        // 20,000 documents of 20 users; FK triggers off to seed without the parent rows
+        yield* sql`SET session_replication_role = replica`
+        yield* sql`INSERT INTO entry_search (entry_id, user_id, created_at, match_keys, title, tags, cleaned, transcript)
+          SELECT 'e' || g, 'u' || (g % 20), to_char(timestamp '2026-01-01' + g * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                 'o' || encode(convert_to('u' || (g % 20), 'UTF8'), 'hex'), 'note ' || g, '', 'word' || (g % 1000) || ' and more',
+                 'we said word' || (g % 777) || ' today'
+          FROM generate_series(1, 20000) g`
+        // VACUUM moves the rows out of GIN's pending list (fastupdate) into the index proper, as autovacuum would
+        yield* sql`VACUUM ANALYZE entry_search`
+        const query = EntrySearch.parse("u7" as never, { q: "word42 today" })
+        if (typeof query === "string" || query instanceof EntrySearch.InvalidSearch) return yield* Effect.dieMessage("no query")
+        const matched = SqlJournalStore.searchMatches(sql, PgJournalStore.dialect.search, query)
+        const explain = (statement: Statement.Statement<unknown>) => {
+          const [text, params] = statement.compile()
+          return sql.unsafe<{ "QUERY PLAN": string }>(`EXPLAIN ${text}`, params).pipe(
+            Effect.map((rows) => rows.map((r) => r["QUERY PLAN"]).join("\n"))
+          )
+        }
+        const page = matched.page({ limit: 20, offset: 0 }) as unknown as Statement.Statement<unknown>
+        const count = matched.count as unknown as Statement.Statement<unknown>
+        for (const statement of [page, count]) {
+          const withIndex = yield* explain(statement)
+          expect(withIndex).toContain("entry_search_document_idx")
+          expect(withIndex).not.toMatch(/Seq Scan on entry_search/)
+        }
+        // the check can fail: without the GIN index the search scans every document
+        yield* sql`DROP INDEX entry_search_document_idx`
+        expect(yield* explain(page)).toMatch(/Seq Scan on entry_search/)
       }))
 
     it.scoped("a claim reads due rows from the partial due index in order, and expired leases from their own index, without a sort or a scan", () =>

@@ -24,7 +24,7 @@ import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import type { SqlError } from "@effect/sql"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
-import { Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
+import { type EntrySearch, Errors, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { Duration, Effect, Layer, Option, Schedule } from "effect"
 
 /**
@@ -48,11 +48,58 @@ export interface SqliteJournalStoreConfig {
   readonly busyWait?: Duration.DurationInput | undefined
 }
 
+/** An FTS5 string: double quotes, inner ones doubled — whatever is inside is one term, never syntax. */
+const ftsString = (s: string) => `"${s.replaceAll("\"", "\"\"")}"`
+
 /**
- * The SQLite differences: the claim query and the unique-violation code.
+ * The FTS5 MATCH expression of a query: every key in `match_keys`, every
+ * term in the text columns (the last as a prefix if asked).
+ * @since 0.1.0
+ */
+export const matchExpression = (query: EntrySearch.Query): string => {
+  const keys = `match_keys : (${query.keys.map(ftsString).join(" AND ")})`
+  if (query.terms.length === 0) return keys
+  const last = query.terms.length - 1
+  const terms = query.terms.map((t, i) => ftsString(t) + (query.prefixLast && i === last ? "*" : "")).join(" AND ")
+  return `${keys} AND {title tags cleaned transcript} : (${terms})`
+}
+
+/** Column weights of the rank: a hit in the title or tags counts 10, in the cleaned text 2, in the transcript 1. */
+const rankWeights = [["title", 10], ["tags", 10], ["cleaned", 2], ["transcript", 1]] as const
+
+/**
+ * Search on the FTS5 table `entry_search_fts` (migration 0009): MATCH finds
+ * the rows; the rank adds, per query term, the weights of the document
+ * columns that contain it (the last term as a prefix), read from the
+ * matched rows only. Not bm25: its IDF reads the whole posting list of every
+ * term, which for a word in half the journal cost 40× the rest of the query
+ * (`pnpm bench:search`).
+ * @since 0.1.0
+ */
+export const search: SqlJournalStore.SearchDialect = {
+  matches: (sql, query) => {
+    const last = query.terms.length - 1
+    // documents are folded words separated by single spaces: ' word ' is a whole word, ' word' a prefix
+    const hits = query.terms.flatMap((term, i) => {
+      const needle = query.prefixLast && i === last ? ` ${term}` : ` ${term} `
+      return rankWeights.map(([column, weight]) =>
+        sql`${sql.literal(String(weight))} * (instr(' ' || s.${sql.literal(column)} || ' ', ${needle}) > 0)`
+      )
+    })
+    return {
+      from: sql`entry_search_fts JOIN entry_search s ON s.doc_id = entry_search_fts.rowid`,
+      where: sql`entry_search_fts MATCH ${matchExpression(query)}`,
+      rank: hits.length === 0 ? sql`0` : sql`-(${sql.join(" + ", false)(hits)})`
+    }
+  }
+}
+
+/**
+ * The SQLite differences: the claim query, the unique-violation code, FTS5 search.
  * @since 0.1.0
  */
 export const dialect: SqlJournalStore.Dialect = {
+  search,
   claimOne: (sql, table, params) =>
     sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
       WHERE id = COALESCE(

@@ -1,8 +1,9 @@
 import { FileSystem } from "@effect/platform"
-import { NodeFileSystem } from "@effect/platform-node"
+import { NodeContext, NodeFileSystem } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient, type Statement } from "@effect/sql"
-import { JournalStore } from "@voice-journal/core"
+import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
+import { EntrySearch, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
 import { SqliteJournalStore } from "../src/index.js"
@@ -32,6 +33,38 @@ describe("SQLite adapter", () => {
       const users = yield* sql<{ id: string }>`SELECT id FROM users`
       expect(users.map((u) => u.id)).toEqual([user.id])
     }))
+
+  it.scoped("migration 0009 indexes the entries already there (primary transcript, cleanup title, text and tags)", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-sqlite-" })
+      const filename = `${dir}/journal.db`
+      const raw = Context.get(yield* Layer.build(SqliteClient.layer({ filename })), SqlClient.SqlClient)
+      const upTo0008 = Effect.map(Migrations.loader, (all) => all.filter(([id]) => id < 9))
+      yield* SqliteMigrator.run({ loader: upTo0008, table: Migrations.table }).pipe(
+        Effect.provide(NodeContext.layer),
+        Effect.provideService(SqlClient.SqlClient, raw)
+      )
+      const t = "2026-01-01T00:00:00.000Z"
+      yield* raw`INSERT INTO users (id, name, created_at) VALUES ('u1', 'u', ${t})`
+      yield* raw`INSERT INTO voice_entries (id, user_id, blob_key, mime_type, size_bytes, sha256, created_at, updated_at)
+        VALUES ('e1', 'u1', 'b1', 'audio/mpeg', 1, 'x', ${t}, ${t}), ('e2', 'u1', 'b2', 'audio/mpeg', 1, 'x', ${t}, ${t})`
+      yield* raw`INSERT INTO transcriptions (id, entry_id, user_id, is_primary, text, status, next_attempt_at, created_at, updated_at)
+        VALUES ('t1', 'e1', 'u1', 1, 'an old walk by the river', 'completed', ${t}, ${t}, ${t}),
+               ('t2', 'e1', 'u1', 0, 'not primary zebra', 'completed', ${t}, ${t}, ${t})`
+      yield* raw`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, is_primary, title, text, tags, status, next_attempt_at, created_at, updated_at)
+        VALUES ('c1', 'e1', 't1', 'u1', 1, 'River', 'A walk.', '["outdoors"]', 'completed', ${t}, ${t}, ${t})`
+      const store = Context.get(yield* Layer.build(SqliteJournalStore.layer({ filename })), JournalStore.JournalStore)
+      const ids = (request: EntrySearch.SearchRequest) =>
+        store.searchEntries("u1" as never, request).pipe(Effect.map((p) => p.items.map((e) => e.id)))
+      expect(yield* ids({ q: "river" })).toEqual(["e1"])
+      expect(yield* ids({ tag: "outdoors" })).toEqual(["e1"])
+      expect(yield* ids({ q: "zebra" })).toEqual([])
+      expect(yield* ids({ q: "walk" })).toEqual(["e1"])
+      // every entry got its document, also the one with nothing transcribed yet
+      const docs = yield* raw<{ n: number }>`SELECT count(*) AS n FROM entry_search`
+      expect(docs[0]!.n).toBe(2)
+    }).pipe(Effect.provide(NodeFileSystem.layer)))
 
   it.scoped("connection settings: WAL, foreign keys on, a busy timeout short enough not to freeze the event loop", () =>
     Effect.gen(function*() {
@@ -77,6 +110,33 @@ describe("SQLite adapter", () => {
         const withIndex = yield* plan(sql, query)
         expect(withIndex).toContain("notion_syncs_user_status_idx")
         expect(withIndex).not.toContain("TEMP B-TREE")
+      }))
+
+    it.scoped("a search (page and count) reads the FTS5 index with MATCH, then documents by rowid, not a scan", () =>
+      Effect.gen(function*() {
+        const ctx = yield* Layer.build(yield* freshDatabase)
+        const sql = Context.get(ctx, SqlClient.SqlClient)
+        const query = EntrySearch.parse("u7" as never, { q: "word42 today", tag: "garden" })
+        if (typeof query === "string" || query instanceof EntrySearch.InvalidSearch) return yield* Effect.dieMessage("no query")
+        const matched = SqlJournalStore.searchMatches(sql, SqliteJournalStore.search, query)
+        const explain = (statement: Statement.Statement<unknown>) => {
+          const [text, params] = statement.compile()
+          return sql.unsafe<{ detail: string }>(`EXPLAIN QUERY PLAN ${text}`, params).pipe(
+            Effect.map((rows) => rows.map((r) => r.detail).join("\n"))
+          )
+        }
+        for (const statement of [matched.page({ limit: 20, offset: 0 }), matched.count]) {
+          const plan = yield* explain(statement as unknown as Statement.Statement<unknown>)
+          // ":M" = the MATCH constraint is handed to FTS5 (its index), not filtered row by row
+          expect(plan).toMatch(/SCAN entry_search_fts VIRTUAL TABLE INDEX \d+:M/)
+          expect(plan).toMatch(/SEARCH s USING INTEGER PRIMARY KEY/)
+          expect(plan).not.toMatch(/SCAN s\b/)
+        }
+        // the check can fail: the same words as a LIKE scan read every document
+        const like = yield* sql.unsafe<{ detail: string }>(
+          `EXPLAIN QUERY PLAN SELECT entry_id FROM entry_search s WHERE s.transcript LIKE '%word42%' AND s.user_id = 'u7'`
+        )
+        expect(like.map((r) => r.detail).join("\n")).toMatch(/SCAN s\b/)
       }))
 
     it.scoped("a claim reads due rows from the partial due index in order, and expired leases from their own index, without a sort or a scan", () =>

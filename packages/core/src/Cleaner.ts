@@ -66,6 +66,10 @@ export interface CleanedText {
   readonly title: string
   readonly text: string
   readonly model: string
+  readonly summary: string | null
+  readonly actionItems: ReadonlyArray<string>
+  readonly tags: ReadonlyArray<string>
+  readonly sections: Readonly<Record<string, string>>
 }
 
 /**
@@ -268,7 +272,7 @@ export const makeOllama = (config: OllamaCleanerConfig): Effect.Effect<Cleaner["
         const answers = yield* Effect.forEach(pieces, (piece, i) =>
           cleanPiece(piece, { split: pieces.length > 1, needsTitle: i === 0, depth: 0 }))
         const cleaned = answers.flat()
-        return { title: cleaned[0]!.title, text: cleaned.map((c) => c.text).join("\n\n"), model: config.model } satisfies CleanedText
+        return { title: cleaned[0]!.title, text: cleaned.map((c) => c.text).join("\n\n"), model: config.model, summary: null, actionItems: [], tags: [], sections: {} } satisfies CleanedText
       }).pipe(Effect.withSpan("Cleaner.clean", { attributes: { model: config.model, numCtx } }))
 
     return Cleaner.of({ clean })

@@ -32,6 +32,10 @@ export const CleanupId = Schema.String.pipe(Schema.brand("CleanupId"))
 /** @since 0.1.0 */
 export type CleanupId = typeof CleanupId.Type
 /** @since 0.1.0 */
+export const TemplateId = Schema.String.pipe(Schema.brand("TemplateId"))
+/** @since 0.1.0 */
+export type TemplateId = typeof TemplateId.Type
+/** @since 0.1.0 */
 export const NotionSyncId = Schema.String.pipe(Schema.brand("NotionSyncId"))
 /** @since 0.1.0 */
 export type NotionSyncId = typeof NotionSyncId.Type
@@ -223,7 +227,99 @@ export class CleanedEntry extends Schema.Class<CleanedEntry>("CleanedEntry")({
   model: Schema.NullOr(Schema.String),
   title: Schema.NullOr(Schema.String),
   text: Schema.NullOr(Schema.String),
+  /** A few sentences on what the entry is about; null until completed (and for cleanups made before 0.2). */
+  summary: Schema.NullOr(Schema.String),
+  /** Things the speaker said they will or must do, one per item. */
+  actionItems: Schema.Array(Schema.String),
+  /** Normalised by {@link normalizeTags}: trimmed, lower-case, no duplicates. */
+  tags: Schema.Array(Schema.String),
+  /** The extra sections the template declares, by section name. */
+  sections: Schema.Record({ key: Schema.String, value: Schema.String }),
+  /** The template it is (to be) written with; null = the built-in journal template. */
+  templateId: Schema.NullOr(TemplateId),
   ...StageRunFields
+}) {}
+
+/**
+ * Tags as stored and searched: NFC, trimmed, lower-case, no empty ones, each
+ * once (first occurrence wins the order).
+ * @since 0.2.0
+ */
+export const normalizeTags = (tags: ReadonlyArray<string>): ReadonlyArray<string> => [
+  ...new Set(tags.map((t) => t.normalize("NFC").trim().replace(/\s+/g, " ").toLowerCase()).filter((t) => t !== ""))
+]
+
+/**
+ * The fields every structured cleanup has; a template's own sections may
+ * not reuse these names.
+ * @since 0.2.0
+ */
+export const builtInSections = ["title", "text", "summary", "actionItems", "tags"] as const
+
+/**
+ * A section name: the key in `sections` and in the JSON Schema the model
+ * answers to, so an identifier (letters, digits, `_`; 1–40 characters), and
+ * none of {@link builtInSections}.
+ * @since 0.2.0
+ */
+export const SectionName = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z][A-Za-z0-9_]{0,39}$/, {
+    message: () => "a section name is 1-40 letters, digits or _, starting with a letter"
+  }),
+  Schema.filter((name) =>
+    !builtInSections.some((b) => b.toLowerCase() === name.toLowerCase()) ||
+    `"${name}" is built in (${builtInSections.join(", ")}); pick another section name`
+  )
+)
+
+/**
+ * One extra section a template asks the model for: its name and what the
+ * model should put in it.
+ * @since 0.2.0
+ */
+export const TemplateSection = Schema.Struct({
+  name: SectionName,
+  description: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(500))
+})
+/** @since 0.2.0 */
+export type TemplateSection = typeof TemplateSection.Type
+
+/** At most 10 extra sections, each name once. */
+const TemplateSections = Schema.Array(TemplateSection).pipe(
+  Schema.maxItems(10),
+  Schema.filter((sections) => {
+    const names = sections.map((s) => s.name.toLowerCase())
+    const twice = names.find((n, i) => names.indexOf(n) !== i)
+    return twice === undefined || `section "${twice}" is declared twice`
+  })
+)
+
+/**
+ * What a person writes to make a template: a name (unique per user), the
+ * instructions the model gets, and optional extra sections.
+ * @since 0.2.0
+ */
+export const NewCleanupTemplate = Schema.Struct({
+  name: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(100), Schema.pattern(/^[^\n\r]*$/)),
+  instructions: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(4000)),
+  sections: Schema.optionalWith(TemplateSections, { default: () => [] })
+})
+/** @since 0.2.0 */
+export type NewCleanupTemplate = typeof NewCleanupTemplate.Type
+
+/**
+ * A user's cleanup template. A cleanup written with it asks the model for
+ * the built-in fields plus `sections`, following `instructions`.
+ * @since 0.2.0
+ */
+export class CleanupTemplate extends Schema.Class<CleanupTemplate>("CleanupTemplate")({
+  id: TemplateId,
+  userId: UserId,
+  name: Schema.String,
+  instructions: Schema.String,
+  sections: Schema.Array(TemplateSection),
+  createdAt: Schema.Date,
+  updatedAt: Schema.Date
 }) {}
 
 /**

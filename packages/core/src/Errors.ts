@@ -133,6 +133,22 @@ export class InvalidState extends Schema.TaggedError<InvalidState>()("InvalidSta
 }) {}
 
 /**
+ * The name is already used by another of this user's rows of that kind
+ * (e.g. a second cleanup template called "Work").
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class NameTaken extends Schema.TaggedError<NameTaken>()("NameTaken", {
+  resource: Schema.String,
+  name: Schema.String
+}) {
+  override get message() {
+    return `a ${this.resource} named "${this.name}" already exists`
+  }
+}
+
+/**
  * A worker's lease on a stage row was lost (it expired and another worker
  * claimed the row). The worker must stop writing; the other one owns it now.
  *

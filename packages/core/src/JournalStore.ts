@@ -19,6 +19,7 @@ import type {
   ApiKeyId,
   CleanedEntry,
   CleanupId,
+  CleanupTemplate,
   EntryId,
   EntrySummary,
   Job,
@@ -27,8 +28,10 @@ import type {
   NotionSyncStatus,
   Page,
   PageRequest,
+  NewCleanupTemplate,
   Stage,
   Segment,
+  TemplateId,
   Transcription,
   TranscriptionId,
   TranscriptionPiece,
@@ -36,7 +39,8 @@ import type {
   UserId,
   VoiceEntry
 } from "./Domain.js"
-import type { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import type * as EntrySearch from "./EntrySearch.js"
+import type { InvalidState, LeaseLost, NameTaken, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 
 /**
  * What the ingest step knows about a stored recording.
@@ -97,6 +101,13 @@ export interface CleanupResult {
   readonly title: string
   readonly text: string
   readonly model: string
+  /** null when the model had nothing to summarise. */
+  readonly summary: string | null
+  readonly actionItems: ReadonlyArray<string>
+  /** Stored normalised (`Domain.normalizeTags`), whatever is passed. */
+  readonly tags: ReadonlyArray<string>
+  /** The template's extra sections, by name. */
+  readonly sections: Readonly<Record<string, string>>
 }
 
 /**
@@ -142,6 +153,19 @@ export interface JournalStoreService {
    * one query for the page, whatever its size — never one per entry.
    */
   readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
+  /**
+   * Full-text search over the user's entries (see `EntrySearch`): words in
+   * the primary transcript, the primary cleanup's title, text and tags; all
+   * words must match, the last also as a prefix; ranked (title and tags above
+   * cleaned text above transcript, then newest first); `tag` keeps only
+   * entries with that tag. Neither `q` nor `tag`: the same as
+   * {@link listEntries}. Another user's entries never match and are never
+   * counted. Same items as the list, and a `total` of all matches.
+   */
+  readonly searchEntries: (
+    userId: UserId,
+    request: EntrySearch.SearchRequest
+  ) => Effect.Effect<Page<EntrySummary>, EntrySearch.InvalidSearch | StoreError>
   /** Deletes the entry and all its stage rows; returns it so the caller can remove the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
   /**
@@ -177,11 +201,19 @@ export interface JournalStoreService {
     entryId: EntryId,
     id: TranscriptionId
   ) => Effect.Effect<Transcription, NotFound | InvalidState | PrimaryConflict | StoreError>
-  /** Queues a cleanup of `transcriptionId` (default: the primary transcription). */
+  /**
+   * Queues a cleanup of `transcriptionId` (default: the primary
+   * transcription) with `templateId` (default: the built-in journal
+   * template; another user's template is NotFound).
+   */
   readonly addCleanup: (
     userId: UserId,
     entryId: EntryId,
-    options: { readonly transcriptionId?: TranscriptionId | undefined; readonly makePrimary: boolean }
+    options: {
+      readonly transcriptionId?: TranscriptionId | undefined
+      readonly templateId?: TemplateId | undefined
+      readonly makePrimary: boolean
+    }
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | StoreError>
   /** Newest first. */
   readonly listCleanups: (
@@ -198,6 +230,28 @@ export interface JournalStoreService {
     entryId: EntryId,
     id: CleanupId
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
+
+  // --- cleanup templates ----------------------------------------------------
+  /** A new template; names are unique per user (NameTaken otherwise). */
+  readonly createTemplate: (
+    userId: UserId,
+    input: NewCleanupTemplate
+  ) => Effect.Effect<CleanupTemplate, NameTaken | StoreError>
+  /** The user's templates, by name. */
+  readonly listTemplates: (userId: UserId) => Effect.Effect<ReadonlyArray<CleanupTemplate>, StoreError>
+  readonly getTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<CleanupTemplate, NotFound | StoreError>
+  /** Replaces name, instructions and sections; cleanups already written keep what they got. */
+  readonly updateTemplate: (
+    userId: UserId,
+    id: TemplateId,
+    input: NewCleanupTemplate
+  ) => Effect.Effect<CleanupTemplate, NotFound | NameTaken | StoreError>
+  /**
+   * Deletes the template. Refused (InvalidState) while a cleanup with it is
+   * queued or running, so no queued work loses its template; completed and
+   * failed cleanups keep their output and their (now dangling) `templateId`.
+   */
+  readonly deleteTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<void, NotFound | InvalidState | StoreError>
 
   // --- Notion syncs ---------------------------------------------------------
   /**

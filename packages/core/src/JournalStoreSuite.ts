@@ -43,6 +43,9 @@ const connect = (layer: Layer.Layer<JournalStore | SqlClient.SqlClient, unknown>
     Effect.orDie
   )
 
+/** A cleanup result without structured fields, for tests about other things. */
+const noStructure = { summary: null, actionItems: [], tags: [], sections: {} } as const
+
 const lease = { workerId: "suite-worker", leaseMillis: 30_000 }
 
 const newEntry = (store: JournalStoreService, userId: UserId, n = 0) =>
@@ -70,9 +73,39 @@ const cleanedEntry = (store: JournalStoreService, userId: UserId) =>
     const t = yield* claim(store, "transcription")
     yield* store.completeTranscription(t, { text: "raw words", engine: "test", language: "en", durationSeconds: 1.5 })
     const c = yield* claim(store, "cleanup")
-    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m" }, { queueNotionSync: false })
+    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m", ...noStructure }, { queueNotionSync: false })
     return entry
   })
+
+/** What a finished entry says: its primary transcript, and its primary cleanup's title and text. */
+interface Content {
+  readonly transcript: string
+  readonly title?: string
+  readonly cleaned?: string
+  readonly tags?: ReadonlyArray<string>
+}
+
+/** An entry carried through transcription and cleanup with `content`, one second after the previous one. */
+const journalEntry = (store: JournalStoreService, userId: UserId, content: Content) =>
+  Effect.gen(function*() {
+    yield* TestClock.adjust("1 second")
+    const { entry } = yield* newEntry(store, userId)
+    const t = yield* claim(store, "transcription")
+    yield* store.completeTranscription(t, { text: content.transcript, engine: "test", language: null, durationSeconds: 1 })
+    const c = yield* claim(store, "cleanup")
+    yield* store.completeCleanup(c, {
+      ...noStructure,
+      title: content.title ?? "Untitled",
+      text: content.cleaned ?? "",
+      model: "m",
+      tags: content.tags ?? []
+    }, { queueNotionSync: false })
+    return entry
+  })
+
+/** The ids a search returns, in order. */
+const searchIds = (store: JournalStoreService, userId: UserId, q: string, extra: { tag?: string; limit?: number; offset?: number } = {}) =>
+  store.searchEntries(userId, { q, ...extra }).pipe(Effect.map((page) => page.items.map((e) => e.id as string)))
 
 const countRows = (sql: SqlClient.SqlClient, query: string) =>
   sql.unsafe<{ n: number | string }>(query).pipe(Effect.map((rows) => Number(rows[0]!.n)), Effect.orDie)
@@ -235,7 +268,7 @@ export const run = (name: string, harness: Harness): void => {
           expect(transcription!.isPrimary).toBe(true)
           expect(transcription!.leaseOwner).toBeNull()
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m" }, { queueNotionSync: true })
+          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m", ...noStructure }, { queueNotionSync: true })
           const [cleanup] = yield* store.listCleanups(user.id, entry.id)
           expect(cleanup!.isPrimary).toBe(true)
           expect(cleanup!.transcriptionId).toBe(transcription!.id)
@@ -410,7 +443,7 @@ export const run = (name: string, harness: Harness): void => {
           yield* store.addTranscription(user.id, b.id, { makePrimary: false })
           yield* store.completeTranscription(yield* claim(store, "transcription"), { text: "again", engine: "e", language: null, durationSeconds: null })
           yield* store.addCleanup(user.id, b.id, { makePrimary: false })
-          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m" }, { queueNotionSync: false })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m", ...noStructure }, { queueNotionSync: false })
           const t2 = (yield* store.listTranscriptions(user.id, b.id)).find((t) => !t.isPrimary)!
           const c2 = (yield* store.listCleanups(user.id, b.id)).find((c) => !c.isPrimary)!
           expect([t2.status, c2.status]).toEqual(["completed", "completed"])
@@ -466,6 +499,200 @@ export const run = (name: string, harness: Harness): void => {
           const again = yield* claim(store, "notion")
           expect(again.id).toBe(sync.id)
           expect(yield* store.ping).toBeUndefined()
+        })
+      ))
+
+    it.scoped("search ranks title hits above cleaned-text hits above transcript-only hits, newest first on ties", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const inTranscript = yield* journalEntry(store, user.id, { transcript: "we walked to the lighthouse at dawn", cleaned: "A walk at dawn." })
+          const inCleaned = yield* journalEntry(store, user.id, { transcript: "we walked at dawn", cleaned: "The lighthouse at dawn." })
+          const inTitle = { transcript: "we walked at dawn", title: "Lighthouse", cleaned: "A walk at dawn." }
+          const olderTitle = yield* journalEntry(store, user.id, inTitle)
+          const newerTitle = yield* journalEntry(store, user.id, inTitle)
+          yield* journalEntry(store, user.id, { transcript: "nothing to see", cleaned: "Nothing." })
+          const page = yield* store.searchEntries(user.id, { q: "lighthouse" })
+          expect(page.total).toBe(4)
+          expect(page.items.map((e) => e.id)).toEqual([newerTitle.id, olderTitle.id, inCleaned.id, inTranscript.id])
+          // the items are the list's summaries
+          expect(page.items[0]).toMatchObject({ id: newerTitle.id, title: "Lighthouse", cleanupStatus: "completed", transcriptionStatus: "completed" })
+          // a hit in the cleaned text and the transcript outranks one in the transcript only
+          expect(yield* searchIds(store, user.id, "walk")).toEqual([newerTitle.id, olderTitle.id, inTranscript.id, inCleaned.id])
+          // every word must match, in any field
+          expect(yield* searchIds(store, user.id, "lighthouse nothing")).toEqual([])
+          expect(yield* searchIds(store, user.id, "nothing see")).toHaveLength(1)
+          // the last word also matches as a prefix (3 letters or more); earlier words only whole
+          const sorted = (ids: ReadonlyArray<string>) => [...ids].sort()
+          expect(sorted(yield* searchIds(store, user.id, "dawn lighth"))).toEqual(sorted([newerTitle.id, olderTitle.id, inCleaned.id, inTranscript.id]))
+          expect(yield* searchIds(store, user.id, "lighth dawn")).toEqual([])
+          expect(yield* searchIds(store, user.id, "nothing se")).toEqual([])
+        })
+      ))
+
+    it.scoped("search finds words in tags (ranked like the title) and ?tag filters exactly, alone or with words", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const other = yield* store.createUser("other")
+          const inText = yield* journalEntry(store, user.id, { transcript: "a long walk in the garden", tags: ["walks"] })
+          const tagged = yield* journalEntry(store, user.id, { transcript: "pulled weeds", tags: ["Garden", "Home Work"] })
+          const both = yield* journalEntry(store, user.id, { transcript: "the garden again", tags: ["garden"] })
+          yield* journalEntry(store, other.id, { transcript: "my garden", tags: ["garden"] })
+          // a tag word ranks above a transcript word; tags are stored lower-case
+          expect(yield* searchIds(store, user.id, "garden")).toEqual([both.id, tagged.id, inText.id])
+          expect(yield* searchIds(store, user.id, "work")).toEqual([tagged.id])
+          // the filter alone: exact tag (case-folded), newest first, owner-scoped
+          const filtered = yield* store.searchEntries(user.id, { tag: "GARDEN" })
+          expect(filtered.items.map((e) => e.id)).toEqual([both.id, tagged.id])
+          expect(filtered.total).toBe(2)
+          expect(yield* searchIds(store, user.id, "", { tag: "home work" })).toEqual([tagged.id])
+          // a word of a tag is not the tag
+          expect(yield* searchIds(store, user.id, "", { tag: "home" })).toEqual([])
+          expect(yield* searchIds(store, user.id, "", { tag: "walk" })).toEqual([])
+          // with words: both must hold
+          expect(yield* searchIds(store, user.id, "weeds", { tag: "garden" })).toEqual([tagged.id])
+          expect(yield* searchIds(store, user.id, "walk", { tag: "garden" })).toEqual([])
+          expect((yield* store.searchEntries(other.id, { tag: "garden" })).total).toBe(1)
+          // tags with odd characters are keys, never syntax
+          const odd = yield* journalEntry(store, user.id, { transcript: "x", tags: [`c++ "quoted" & 'ok':*`] })
+          expect(yield* searchIds(store, user.id, "", { tag: `c++ "quoted" & 'ok':*` })).toEqual([odd.id])
+        })
+      ))
+
+    it.scoped("search is owner-scoped: another user's entries never match and are never counted", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const mallory = yield* store.createUser("mallory")
+          const mine = yield* journalEntry(store, alice.id, { transcript: "the secret garden", title: "Garden" })
+          for (let i = 0; i < 3; i++) yield* journalEntry(store, mallory.id, { transcript: "my secret garden too", title: "Garden" })
+          const page = yield* store.searchEntries(alice.id, { q: "secret garden" })
+          expect(page.items.map((e) => e.id)).toEqual([mine.id])
+          expect(page.total).toBe(1)
+          expect((yield* store.searchEntries(mallory.id, { q: "garden" })).total).toBe(3)
+          // a user who has nothing finds nothing, even what others have
+          const eve = yield* store.createUser("eve")
+          expect(yield* store.searchEntries(eve.id, { q: "garden" })).toMatchObject({ items: [], total: 0 })
+        })
+      ))
+
+    it.scoped("search pages its matches with limit/offset and the total of all matches", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const made: Array<string> = []
+          for (let i = 0; i < 7; i++) made.push((yield* journalEntry(store, user.id, { transcript: `note ${i} about coffee` })).id)
+          yield* journalEntry(store, user.id, { transcript: "about tea" })
+          const newestFirst = made.reverse()
+          const p1 = yield* store.searchEntries(user.id, { q: "coffee", limit: 3, offset: 0 })
+          expect(p1).toMatchObject({ total: 7, limit: 3, offset: 0 })
+          expect(p1.items.map((e) => e.id)).toEqual(newestFirst.slice(0, 3))
+          const p3 = yield* store.searchEntries(user.id, { q: "coffee", limit: 3, offset: 6 })
+          expect(p3.items.map((e) => e.id)).toEqual(newestFirst.slice(6))
+          expect(p3.total).toBe(7)
+          const beyond = yield* store.searchEntries(user.id, { q: "coffee", limit: 3, offset: 9 })
+          expect(beyond).toMatchObject({ items: [], total: 7 })
+          // no q and no tag: the plain list
+          const all = yield* store.searchEntries(user.id, { limit: 100 })
+          expect(all.items.map((e) => e.id)).toEqual((yield* store.listEntries(user.id, { limit: 100, offset: 0 })).items.map((e) => e.id))
+          expect(all.total).toBe(8)
+        })
+      ))
+
+    it.scoped("search folds case and accents and finds words in any script", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const french = yield* journalEntry(store, user.id, { transcript: "Un café crème à Besançon", title: "Éloïse" })
+          const greek = yield* journalEntry(store, user.id, { transcript: "Καλημέρα κόσμε" })
+          const russian = yield* journalEntry(store, user.id, { transcript: "Привет, МИР!" })
+          const hindi = yield* journalEntry(store, user.id, { transcript: "नमस्ते दुनिया" })
+          const japanese = yield* journalEntry(store, user.id, { transcript: "東京都庁に行きました" })
+          const german = yield* journalEntry(store, user.id, { transcript: "Die Straße nach Köln" })
+          expect(yield* searchIds(store, user.id, "CAFÉ")).toEqual([french.id])
+          expect(yield* searchIds(store, user.id, "cafe creme besancon")).toEqual([french.id])
+          expect(yield* searchIds(store, user.id, "eloise")).toEqual([french.id])
+          expect(yield* searchIds(store, user.id, "ΚΑΛΗΜΕΡΑ")).toEqual([greek.id])
+          expect(yield* searchIds(store, user.id, "καλημέρα")).toEqual([greek.id])
+          expect(yield* searchIds(store, user.id, "мир")).toEqual([russian.id])
+          expect(yield* searchIds(store, user.id, "привет мир")).toEqual([russian.id])
+          expect(yield* searchIds(store, user.id, "दुनिया")).toEqual([hindi.id])
+          // no spaces between Japanese words: the run is one term, and the last word's prefix finds its beginning
+          expect(yield* searchIds(store, user.id, "東京都")).toEqual([japanese.id])
+          expect(yield* searchIds(store, user.id, "東京都庁に行きました")).toEqual([japanese.id])
+          expect(yield* searchIds(store, user.id, "KÖLN straße")).toEqual([german.id])
+          expect(yield* searchIds(store, user.id, "koln")).toEqual([german.id])
+        })
+      ))
+
+    it.scoped("search follows the primary: a re-run that becomes primary replaces the indexed text; deletion removes it", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const entry = yield* journalEntry(store, user.id, { transcript: "apples and pears", title: "Orchard", cleaned: "Apples and pears." })
+          expect(yield* searchIds(store, user.id, "pears")).toEqual([entry.id])
+          // a re-transcription that is not primary changes nothing
+          yield* store.addTranscription(user.id, entry.id, { makePrimary: false })
+          const side = yield* claim(store, "transcription")
+          yield* store.completeTranscription(side, { text: "bananas", engine: "test", language: null, durationSeconds: 1 })
+          expect(yield* searchIds(store, user.id, "bananas")).toEqual([])
+          // switching the primary transcription re-indexes it
+          yield* store.setPrimaryTranscription(user.id, entry.id, side.id as never)
+          expect(yield* searchIds(store, user.id, "bananas")).toEqual([entry.id])
+          expect(yield* searchIds(store, user.id, "pears")).toEqual([entry.id]) // still in the primary cleanup
+          // a new cleanup that becomes primary on completion replaces title and text
+          yield* store.addCleanup(user.id, entry.id, { makePrimary: true })
+          const c = yield* claim(store, "cleanup")
+          yield* store.completeCleanup(c, { ...noStructure, title: "Fruit bowl", text: "Bananas only.", model: "m", tags: ["fruit-bowl"] }, { queueNotionSync: false })
+          expect(yield* searchIds(store, user.id, "pears")).toEqual([])
+          expect(yield* searchIds(store, user.id, "orchard")).toEqual([])
+          expect(yield* searchIds(store, user.id, "fruit")).toEqual([entry.id])
+          // a primary transcription re-run (make primary) re-indexes on completion
+          yield* store.addTranscription(user.id, entry.id, { makePrimary: true })
+          const rerun = yield* claim(store, "transcription")
+          yield* store.completeTranscription(rerun, { text: "cherries", engine: "test", language: null, durationSeconds: 1 })
+          expect(yield* searchIds(store, user.id, "cherries")).toEqual([entry.id])
+          // switching the cleanup back brings the old title back
+          const cleanups = yield* store.listCleanups(user.id, entry.id)
+          const first = cleanups.find((x) => x.title === "Orchard")!
+          yield* store.setPrimaryCleanup(user.id, entry.id, first.id)
+          expect(yield* searchIds(store, user.id, "orchard")).toEqual([entry.id])
+          expect(yield* searchIds(store, user.id, "fruit")).toEqual([])
+          yield* store.deleteEntry(user.id, entry.id)
+          expect(yield* store.searchEntries(user.id, { q: "orchard" })).toMatchObject({ items: [], total: 0 })
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM entry_search")).toBe(0)
+        })
+      ))
+
+    it.scoped("hostile query strings are words, never syntax: no error, no other user's rows; too long is InvalidSearch", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          const entry = yield* journalEntry(store, alice.id, { transcript: "don't panic: the answer is 42", title: "Notes" })
+          yield* journalEntry(store, bob.id, { transcript: "the answer is 42 for bob too" })
+          const hostile = [
+            `"`, `'`, `*`, `"unterminated`, `answer" OR "`, `NEAR(answer 42)`, `answer*`, `^answer`, `title: answer`,
+            `{title}: answer`, `answer AND NOT 42`, `answer & !42 | x`, `answer:*`, `'answer':A`, `(answer`, `answer)`,
+            `' OR 1=1 --`, `"; DROP TABLE voice_entries; --`, `\\`, `answer\\'`, `%`, `_`, `-42`, `+answer`, `\u0000`,
+            `${"(".repeat(100)}`, `match_keys: ${"o"}`, `ⁿ⁵ ﬁ`, `answer\u0000`
+          ]
+          for (const q of hostile) {
+            const page = yield* store.searchEntries(alice.id, { q })
+            expect(page.items.every((e) => e.userId === alice.id)).toBe(true)
+            expect(page.total).toBe(page.items.length)
+          }
+          // the words in them still match
+          expect(yield* searchIds(store, alice.id, `"answer" "42`)).toEqual([entry.id])
+          expect(yield* searchIds(store, alice.id, `answer" OR "42`)).toEqual([]) // "or" is a word it lacks
+          expect(yield* searchIds(store, alice.id, `don't`)).toEqual([entry.id])
+          expect(yield* searchIds(store, alice.id, `' OR 1=1 --`)).toEqual([])
+          // punctuation only: no words, no match (not the whole list)
+          expect(yield* store.searchEntries(alice.id, { q: `"*:()` })).toMatchObject({ items: [], total: 0 })
+          const tooLong = yield* Effect.flip(store.searchEntries(alice.id, { q: "a".repeat(201) }))
+          expect(tooLong._tag).toBe("InvalidSearch")
+          expect((yield* store.searchEntries(alice.id, { q: "answer ".repeat(28) })).total).toBe(1)
         })
       ))
 

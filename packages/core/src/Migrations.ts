@@ -14,6 +14,7 @@
 import * as Migrator from "@effect/sql/Migrator"
 import { SqlClient } from "@effect/sql"
 import { Effect } from "effect"
+import * as SqlJournalStore from "./SqlJournalStore.js"
 
 /** The migrations table name. @since 0.1.0 */
 export const table = "voice_journal_migrations"
@@ -145,6 +146,102 @@ const claimPartialIndexes = ["transcriptions", "cleaned_entries", "notion_syncs"
   `CREATE INDEX ${t}_claim_lease_idx ON ${t} (lease_expires_at) WHERE status = 'processing'`
 ])
 
+/** The columns of a search document (`EntrySearch.SearchDocument`), the same on every dialect. */
+const searchDocumentColumns = `
+  user_id TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  match_keys TEXT NOT NULL,
+  title TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  cleaned TEXT NOT NULL,
+  transcript TEXT NOT NULL`
+
+/**
+ * Full-text search (`EntrySearch`): one document per entry in `entry_search`,
+ * written by `SqlJournalStore` with the writes that change it, and indexed
+ * by the database. The index is the one place the dialects differ:
+ * - SQLite: an external-content FTS5 table over `entry_search` (the text is
+ *   stored once), kept in step by the FTS5 documentation's three triggers;
+ *   `doc_id` is the stable integer rowid FTS5 needs.
+ * - PostgreSQL: a generated `tsvector` with one weight per column (A title
+ *   and tags, B cleaned text, C transcript, D the owner and tag keys) and a
+ *   GIN index. Config `simple`: the text is already folded into words.
+ * Then every existing entry gets its document, in batches.
+ */
+const entrySearch = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const textColumns = "match_keys, title, tags, cleaned, transcript"
+  const old = textColumns.split(", ").map((c) => `old.${c}`).join(", ")
+  const fresh = textColumns.split(", ").map((c) => `new.${c}`).join(", ")
+  const statements = sql.onDialectOrElse({
+    pg: () => [
+      `CREATE TABLE entry_search (
+        entry_id TEXT PRIMARY KEY REFERENCES voice_entries (id) ON DELETE CASCADE,
+        ${searchDocumentColumns},
+        document tsvector GENERATED ALWAYS AS (
+          setweight(to_tsvector('simple', match_keys), 'D') || setweight(to_tsvector('simple', title), 'A') ||
+          setweight(to_tsvector('simple', tags), 'A') || setweight(to_tsvector('simple', cleaned), 'B') ||
+          setweight(to_tsvector('simple', transcript), 'C')) STORED)`,
+      `CREATE INDEX entry_search_document_idx ON entry_search USING gin (document)`
+    ],
+    sqlite: () => [
+      `CREATE TABLE entry_search (
+        doc_id INTEGER PRIMARY KEY,
+        entry_id TEXT NOT NULL UNIQUE REFERENCES voice_entries (id) ON DELETE CASCADE,
+        ${searchDocumentColumns})`,
+      `CREATE VIRTUAL TABLE entry_search_fts USING fts5(${textColumns}, content = 'entry_search', content_rowid = 'doc_id')`,
+      `CREATE TRIGGER entry_search_ai AFTER INSERT ON entry_search BEGIN
+        INSERT INTO entry_search_fts (rowid, ${textColumns}) VALUES (new.doc_id, ${fresh}); END`,
+      `CREATE TRIGGER entry_search_ad AFTER DELETE ON entry_search BEGIN
+        INSERT INTO entry_search_fts (entry_search_fts, rowid, ${textColumns}) VALUES ('delete', old.doc_id, ${old}); END`,
+      `CREATE TRIGGER entry_search_au AFTER UPDATE ON entry_search BEGIN
+        INSERT INTO entry_search_fts (entry_search_fts, rowid, ${textColumns}) VALUES ('delete', old.doc_id, ${old});
+        INSERT INTO entry_search_fts (rowid, ${textColumns}) VALUES (new.doc_id, ${fresh}); END`
+    ],
+    // another dialect: the documents only; its own `SearchDialect` decides how to read them
+    orElse: () => [
+      `CREATE TABLE entry_search (
+        entry_id TEXT PRIMARY KEY REFERENCES voice_entries (id) ON DELETE CASCADE,
+        ${searchDocumentColumns})`
+    ]
+  })
+  yield* run(statements)
+  let after = ""
+  for (;;) {
+    const batch = yield* sql<{ id: string }>`SELECT id FROM voice_entries WHERE id > ${after} ORDER BY id LIMIT 500`
+    if (batch.length === 0) break
+    yield* SqlJournalStore.refreshSearchDocuments(sql, batch.map((r) => r.id))
+    after = batch[batch.length - 1]!.id
+  }
+})
+
+/**
+ * Structured cleanups (issue 10, part 1): what a template asks the model for
+ * besides title and text, stored as JSON text (portable: SQLite has no JSON
+ * type, and nothing queries inside these columns), and the per-user
+ * templates. `template_id` NULL means the built-in journal template; it has
+ * no foreign key because a cleanup keeps the id of the template it was
+ * written with after that template is deleted (`JournalStore.deleteTemplate`
+ * refuses only while a cleanup with it is still queued or running).
+ */
+const structuredCleanups = [
+  `ALTER TABLE cleaned_entries ADD COLUMN summary TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN action_items TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN tags TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN sections TEXT`,
+  `ALTER TABLE cleaned_entries ADD COLUMN template_id TEXT`,
+  `CREATE INDEX cleaned_entries_template_idx ON cleaned_entries (template_id)`,
+  `CREATE TABLE cleanup_templates (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    instructions TEXT NOT NULL,
+    sections TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL)`,
+  `CREATE UNIQUE INDEX cleanup_templates_user_name_idx ON cleanup_templates (user_id, name)`
+]
+
 /**
  * Long recordings are transcribed in pieces (`AudioPieces`, `Pipeline`):
  * each run's planned pieces, keyed by run and index, with each piece's
@@ -182,6 +279,8 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   // a watch folder asks "does this user already have audio with this sha256" for every new file
   "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`]),
   "0006_transcription_pieces": run(transcriptionPieces),
+  "0008_structured_cleanups": run(structuredCleanups),
+  "0009_entry_search": entrySearch,
   // the upload's trace (W3C ids, hex): the pipeline's stage spans join it, so one trace runs from upload to Notion page
   "0011_voice_entries_trace": run([
     `ALTER TABLE voice_entries ADD COLUMN trace_id TEXT`,

@@ -22,13 +22,17 @@ import {
   ApiKey,
   CleanedEntry,
   type CleanupId,
+  CleanupTemplate,
   type EntryId,
   EntrySummary,
   type Job,
   NotionSync,
   type NotionSyncId,
+  normalizeTags,
   type Page,
   type Stage,
+  type TemplateId,
+  TemplateSection,
   Transcription,
   type TranscriptionId,
   TranscriptionPiece,
@@ -36,7 +40,8 @@ import {
   type UserId,
   VoiceEntry
 } from "./Domain.js"
-import { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import * as EntrySearch from "./EntrySearch.js"
+import { InvalidState, LeaseLost, NameTaken, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 import type { JournalStoreService, QueueDepth } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
 
@@ -72,7 +77,91 @@ export interface Dialect {
   ) => Effect.Effect<ReadonlyArray<ClaimedRow>, SqlError.SqlError>
   /** True if `error` is a unique-index violation. */
   readonly isUniqueViolation: (error: SqlError.SqlError) => boolean
+  /** Full-text search over `entry_search` (see {@link SearchDialect}). */
+  readonly search: SearchDialect
 }
+
+/**
+ * How a dialect finds and ranks search documents (`entry_search`, migration
+ * 0009, one row per entry; see `EntrySearch`). The shared SQL scopes the
+ * rows to the owner again, pages them, counts them and reads the summaries.
+ * @since 0.1.0
+ */
+export interface SearchDialect {
+  /**
+   * For `query`: `from`, a FROM list that includes `entry_search s`;
+   * `where`, the condition on it that holds exactly for the documents with
+   * all of `query.keys` in `match_keys` and all `query.terms` in the text
+   * columns, answered from the dialect's full-text index; `rank`, a number
+   * per row, lower is better (title and tags above cleaned text above
+   * transcript).
+   */
+  readonly matches: (sql: SqlClient.SqlClient, query: EntrySearch.Query) => {
+    readonly from: Statement.Fragment
+    readonly where: Statement.Fragment
+    readonly rank: Statement.Fragment
+  }
+}
+
+/**
+ * The two queries of a search: one page of matching entry ids (`entry_id`,
+ * `match_rank`), best first, and the count of all matches — both scoped to
+ * the query's user, both answered from the dialect's full-text index.
+ * @since 0.1.0
+ */
+export const searchMatches = (sql: SqlClient.SqlClient, search: SearchDialect, query: EntrySearch.Query) => {
+  const { from, rank, where } = search.matches(sql, query)
+  // the index already scopes to the owner's key; the column check makes it a guarantee
+  const scoped = sql`${where} AND s.user_id = ${query.userId}`
+  return {
+    page: (paging: { readonly limit: number; readonly offset: number }) =>
+      sql<{ entry_id: string; match_rank: number }>`SELECT s.entry_id, ${rank} AS match_rank FROM ${from} WHERE ${scoped}
+        ORDER BY match_rank, s.created_at DESC, s.entry_id DESC LIMIT ${paging.limit} OFFSET ${paging.offset}`,
+    count: sql<{ total: number | string }>`SELECT CAST(count(*) AS INTEGER) AS total FROM ${from} WHERE ${scoped}`
+  }
+}
+
+/**
+ * The rows that make up the search documents of these entries.
+ */
+const searchSources = (sql: SqlClient.SqlClient, entryIds: ReadonlyArray<string>) =>
+  sql<{
+    entryId: string
+    userId: string
+    createdAt: string
+    transcript: string | null
+    title: string | null
+    cleaned: string | null
+    tags: string | null
+  }>`SELECT e.id AS "entryId", e.user_id AS "userId", e.created_at AS "createdAt", t.text AS "transcript",
+      c.title AS "title", c.text AS "cleaned", c.tags AS "tags"
+    FROM voice_entries e
+    LEFT JOIN transcriptions t ON t.entry_id = e.id AND t.is_primary = 1
+    LEFT JOIN cleaned_entries c ON c.entry_id = e.id AND c.is_primary = 1
+    WHERE ${sql.in("e.id", entryIds)}`
+
+/**
+ * Rewrites the search documents of these entries (at most a few hundred per
+ * call) from their primary transcription and cleanup. Call it in the
+ * transaction that changed them, so the index never lags a commit.
+ * @since 0.1.0
+ */
+export const refreshSearchDocuments = (
+  sql: SqlClient.SqlClient,
+  entryIds: ReadonlyArray<string>
+): Effect.Effect<void, SqlError.SqlError> =>
+  entryIds.length === 0 ? Effect.void : searchSources(sql, entryIds).pipe(
+    Effect.flatMap((rows) =>
+      Effect.forEach(rows, (row) => {
+        // written by completeCleanup as a JSON array: anything else is a bug, not input
+        const doc = EntrySearch.document({ ...row, tags: decodeTags(row.tags) })
+        return sql`INSERT INTO entry_search (entry_id, user_id, created_at, match_keys, title, tags, cleaned, transcript)
+          VALUES (${row.entryId}, ${row.userId}, ${row.createdAt}, ${doc.matchKeys}, ${doc.title}, ${doc.tags}, ${doc.cleaned}, ${doc.transcript})
+          ON CONFLICT (entry_id) DO UPDATE SET match_keys = excluded.match_keys, title = excluded.title,
+            tags = excluded.tags, cleaned = excluded.cleaned, transcript = excluded.transcript`
+      }, { discard: true })
+    )
+  )
 
 /**
  * Parameters of one claim.
@@ -142,7 +231,9 @@ const transcriptionColumns = `id, entry_id AS "entryId", user_id AS "userId", is
 const pieceColumns = `transcription_id AS "transcriptionId", piece_index AS "index", start_seconds AS "startSeconds",
   end_seconds AS "endSeconds", overlap_seconds AS "overlapSeconds", text, segments, engine, language, completed_at AS "completedAt"`
 const cleanupColumns = `id, entry_id AS "entryId", transcription_id AS "transcriptionId", user_id AS "userId",
-  is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, ${stageRunColumns}`
+  is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, summary, action_items AS "actionItems",
+  tags, sections, template_id AS "templateId", ${stageRunColumns}`
+const templateColumns = `id, user_id AS "userId", name, instructions, sections, created_at AS "createdAt", updated_at AS "updatedAt"`
 const notionSyncColumns = `id, entry_id AS "entryId", cleaned_entry_id AS "cleanedEntryId", user_id AS "userId",
   notion_page_id AS "notionPageId", ${stageRunColumns}`
 
@@ -171,7 +262,37 @@ const decodeApiKeys = decoder(ApiKey)
 const decodeEntries = decoder(VoiceEntry)
 const decodeEntrySummaries = decoder(EntrySummary)
 const decodeTranscriptions = decoder(Transcription)
-const decodeCleanups = decoder(CleanedEntry)
+/**
+ * A JSON text column: the one place structured values are read back. NULL
+ * (a cleanup not completed yet, or written before migration 0008) reads as
+ * `empty`.
+ */
+const jsonColumn = <A, I>(schema: Schema.Schema<A, I>, empty: string) =>
+  Schema.transform(Schema.NullOr(Schema.String), Schema.String, {
+    strict: true,
+    decode: (s) => s ?? empty,
+    encode: (s) => s
+  }).pipe(Schema.compose(Schema.parseJson(schema)))
+
+const TagsColumn = jsonColumn(Schema.Array(Schema.String), "[]")
+const decodeTags = Schema.decodeUnknownSync(TagsColumn)
+
+const CleanedEntryRow = Schema.Struct({
+  ...CleanedEntry.fields,
+  actionItems: jsonColumn(Schema.Array(Schema.String), "[]"),
+  tags: TagsColumn,
+  sections: jsonColumn(Schema.Record({ key: Schema.String, value: Schema.String }), "{}")
+})
+const CleanupTemplateRow = Schema.Struct({
+  ...CleanupTemplate.fields,
+  sections: jsonColumn(Schema.Array(TemplateSection), "[]")
+})
+const decodeCleanupRows = decoder(CleanedEntryRow)
+const decodeCleanups = (rows: ReadonlyArray<unknown>) =>
+  Effect.map(decodeCleanupRows(rows), (decoded) => decoded.map((row) => new CleanedEntry(row)))
+const decodeTemplateRows = decoder(CleanupTemplateRow)
+const decodeTemplates = (rows: ReadonlyArray<unknown>) =>
+  Effect.map(decodeTemplateRows(rows), (decoded) => decoded.map((row) => new CleanupTemplate(row)))
 const decodeNotionSyncs = decoder(NotionSync)
 const decodePieces = decoder(TranscriptionPiece)
 
@@ -270,15 +391,37 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         readonly userId: string
         readonly transcriptionId: string
         readonly makePrimary: boolean
+        readonly templateId?: TemplateId | undefined
       },
       now: string
     ) => {
       const id = newId()
-      return sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, make_primary, status, attempts, next_attempt_at, created_at, updated_at)
-        VALUES (${id}, ${row.entryId}, ${row.transcriptionId}, ${row.userId}, ${
-        row.makePrimary ? 1 : 0
+      return sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, make_primary, template_id, status, attempts, next_attempt_at, created_at, updated_at)
+        VALUES (${id}, ${row.entryId}, ${row.transcriptionId}, ${row.userId}, ${row.makePrimary ? 1 : 0}, ${
+        row.templateId ?? null
       }, 'pending', 0, ${now}, ${now}, ${now})`.pipe(Effect.mapError(storeError), Effect.as(id as CleanupId))
     }
+
+    const getTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<CleanupTemplate, NotFound | StoreError> = getOwned(
+      "cleanup_templates",
+      templateColumns,
+      decodeTemplates,
+      "template"
+    )
+
+    /**
+     * Touches the template row: an owner check and, on PostgreSQL, a row
+     * lock until commit, so queueing a cleanup with it and deleting it
+     * cannot interleave (SQLite has one writer anyway).
+     */
+    const lockTemplate = (userId: UserId, id: TemplateId) =>
+      sql`UPDATE cleanup_templates SET user_id = user_id WHERE id = ${id} AND user_id = ${userId} RETURNING id`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap(first("template", id))
+      )
+
+    const nameTaken = (name: string) => (e: SqlError.SqlError) =>
+      dialect.isUniqueViolation(e) ? new NameTaken({ resource: "template", name }) : storeError(e)
 
     /** Queues a sync for `cleanedEntryId` unless one is already queued or running. */
     const ensureNotionSync = (
@@ -356,6 +499,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return yield* new InvalidState({ message: `${resource} ${id} is ${current.status}, not completed` })
         }
         yield* switchPrimary(table, entryId, id, now)
+        yield* refreshSearchDocuments(sql, [entryId])
         return yield* inEntry
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
 
@@ -384,6 +528,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         yield* switchPrimary(table, job.entryId, job.id, now).pipe(
           Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
         )
+        yield* refreshSearchDocuments(sql, [job.entryId])
         yield* next(now)
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
 
@@ -400,6 +545,22 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           offset: request.offset
         }))
       )
+
+    /**
+     * Entry summaries for a page of entries: `entries` selects the page's
+     * `voice_entries` rows (entry columns), `orderBy` orders them (alias `p`).
+     */
+    const summaries = (entries: Statement.Fragment, orderBy: Statement.Fragment) =>
+      sql`SELECT p.*, t.status AS "transcriptionStatus", t.duration_seconds AS "durationSeconds",
+          c.status AS "cleanupStatus", c.title AS "title", n.status AS "notionSyncStatus"
+        FROM (${entries}) p
+        LEFT JOIN transcriptions t ON t.id = (SELECT x.id FROM transcriptions x WHERE x.entry_id = p.id
+          ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
+        LEFT JOIN cleaned_entries c ON c.id = (SELECT x.id FROM cleaned_entries x WHERE x.entry_id = p.id
+          ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
+        LEFT JOIN notion_syncs n ON n.id = (SELECT x.id FROM notion_syncs x WHERE x.entry_id = p.id
+          ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
+        ORDER BY ${orderBy}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEntrySummaries))
 
     const store: JournalStoreService = {
       createUser: (name) =>
@@ -491,23 +652,35 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       // rows picks its primary-or-newest transcription and cleanup and newest sync through the entry_id indexes.
       listEntries: (userId, request) =>
         page(
-          sql`SELECT p.*, t.status AS "transcriptionStatus", t.duration_seconds AS "durationSeconds",
-              c.status AS "cleanupStatus", c.title AS "title", n.status AS "notionSyncStatus"
-            FROM (SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
-              ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}) p
-            LEFT JOIN transcriptions t ON t.id = (SELECT x.id FROM transcriptions x WHERE x.entry_id = p.id
-              ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
-            LEFT JOIN cleaned_entries c ON c.id = (SELECT x.id FROM cleaned_entries x WHERE x.entry_id = p.id
-              ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
-            LEFT JOIN notion_syncs n ON n.id = (SELECT x.id FROM notion_syncs x WHERE x.entry_id = p.id
-              ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
-            ORDER BY p."createdAt" DESC, p.id DESC`.pipe(
-            Effect.mapError(storeError),
-            Effect.flatMap(decodeEntrySummaries)
+          summaries(
+            sql`SELECT ${cols(entryColumns)} FROM voice_entries WHERE user_id = ${userId}
+              ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}`,
+            sql`p."createdAt" DESC, p.id DESC`
           ),
           sql`SELECT CAST(count(*) AS INTEGER) AS total FROM voice_entries WHERE user_id = ${userId}`,
           request
         ),
+
+      // The page of matches comes off the dialect's full-text index (owner and tag keys included), ranked;
+      // then the same summary joins as the list, for those rows only.
+      searchEntries: (userId, request) =>
+        Effect.gen(function*() {
+          const paging = { limit: request.limit ?? 20, offset: request.offset ?? 0 }
+          const query = EntrySearch.parse(userId, request)
+          if (query === "list") return yield* store.listEntries(userId, paging)
+          if (query === "nothing") return { items: [], total: 0, ...paging }
+          if (query instanceof EntrySearch.InvalidSearch) return yield* query
+          const matched = searchMatches(sql, dialect.search, query)
+          return yield* page(
+            summaries(
+              sql`SELECT ${cols(entryColumns)}, m.match_rank FROM (${matched.page(paging)}) m
+                JOIN voice_entries ON voice_entries.id = m.entry_id`,
+              sql`p.match_rank, p."createdAt" DESC, p.id DESC`
+            ),
+            matched.count,
+            paging
+          )
+        }),
 
       deleteEntry: (userId, entryId) =>
         Effect.gen(function*() {
@@ -515,6 +688,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           // children first: portable even where ON DELETE CASCADE is not enforced
           yield* sql`DELETE FROM transcription_pieces
             WHERE transcription_id IN (SELECT id FROM transcriptions WHERE entry_id = ${entryId})`
+          yield* sql`DELETE FROM entry_search WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM notion_syncs WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM cleaned_entries WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM transcriptions WHERE entry_id = ${entryId}`
@@ -540,6 +714,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.gen(function*() {
           const now = yield* isoNow
           yield* getEntry(userId, entryId)
+          if (options.templateId !== undefined) yield* lockTemplate(userId, options.templateId)
           let transcriptionId = options.transcriptionId
           if (transcriptionId === undefined) {
             const primary = yield* sql<{ id: string }>`SELECT id FROM transcriptions
@@ -554,15 +729,61 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (t.status !== "completed") {
             return yield* new InvalidState({ message: `transcription ${transcriptionId} is ${t.status}, not completed` })
           }
-          const id = yield* insertCleanup({ entryId, userId, transcriptionId, makePrimary: options.makePrimary }, now)
+          const id = yield* insertCleanup(
+            { entryId, userId, transcriptionId, makePrimary: options.makePrimary, templateId: options.templateId },
+            now
+          )
           return yield* getCleanup(userId, id)
-        }),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       listCleanups: listForEntry("cleaned_entries", cleanupColumns, decodeCleanups),
 
       getCleanup,
 
       setPrimaryCleanup: setPrimary("cleaned_entries", cleanupColumns, decodeCleanups, "cleanup"),
+
+      createTemplate: (userId, input) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const id = newId() as TemplateId
+          yield* sql`INSERT INTO cleanup_templates (id, user_id, name, instructions, sections, created_at, updated_at)
+            VALUES (${id}, ${userId}, ${input.name}, ${input.instructions}, ${JSON.stringify(input.sections)}, ${now}, ${now})`
+            .pipe(Effect.mapError(nameTaken(input.name)))
+          return yield* getTemplate(userId, id).pipe(Effect.orDie)
+        }),
+
+      listTemplates: (userId) =>
+        sql`SELECT ${cols(templateColumns)} FROM cleanup_templates WHERE user_id = ${userId} ORDER BY name, id`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decodeTemplates)
+        ),
+
+      getTemplate,
+
+      updateTemplate: (userId, id, input) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const rows = yield* sql`UPDATE cleanup_templates SET name = ${input.name}, instructions = ${input.instructions},
+              sections = ${JSON.stringify(input.sections)}, updated_at = ${now}
+            WHERE id = ${id} AND user_id = ${userId} RETURNING id`.pipe(Effect.mapError(nameTaken(input.name)))
+          if (rows.length === 0) return yield* new NotFound({ resource: "template", id })
+          return yield* getTemplate(userId, id)
+        }),
+
+      deleteTemplate: (userId, id) =>
+        Effect.gen(function*() {
+          yield* lockTemplate(userId, id)
+          // a statement after the lock: on PostgreSQL it sees every cleanup queued before the lock was granted
+          const open = yield* sql<{ n: number | string }>`SELECT CAST(count(*) AS INTEGER) AS n FROM cleaned_entries
+            WHERE template_id = ${id} AND status IN ('pending', 'processing', 'retrying')`.pipe(Effect.mapError(storeError))
+          const n = Number(open[0]?.n ?? 0)
+          if (n > 0) {
+            return yield* new InvalidState({
+              message: `template ${id} is used by ${n} queued or running cleanup(s); delete it once they finish`
+            })
+          }
+          yield* sql`DELETE FROM cleanup_templates WHERE id = ${id} AND user_id = ${userId}`.pipe(Effect.mapError(storeError))
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       addNotionSync: (userId, entryId) =>
         Effect.gen(function*() {
@@ -652,7 +873,10 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         completeAndPromote(
           job,
           "cleaned_entries",
-          (now) => sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, updated_at = ${now}`,
+          (now) =>
+            sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, summary = ${result.summary},
+              action_items = ${JSON.stringify(result.actionItems)}, tags = ${JSON.stringify(normalizeTags(result.tags))},
+              sections = ${JSON.stringify(result.sections)}, updated_at = ${now}`,
           (now) =>
             queueNotionSync
               ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)

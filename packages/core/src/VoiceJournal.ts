@@ -41,6 +41,7 @@ import {
   StoreError,
   type UnsupportedMediaType
 } from "./Errors.js"
+import type * as EntrySearch from "./EntrySearch.js"
 import * as Ingest from "./Ingest.js"
 import { JournalStore } from "./JournalStore.js"
 import { WorkSignal } from "./WorkSignal.js"
@@ -147,6 +148,11 @@ export interface VoiceJournalService {
   readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<EntryDetails, NotFound | StoreError>
   /** Newest first, each with its stages' status, title and duration (one store query per page). */
   readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
+  /** Full-text search with `q` and/or a `tag` filter, ranked and paged (see `JournalStore.searchEntries`). */
+  readonly searchEntries: (
+    userId: UserId,
+    request: EntrySearch.SearchRequest
+  ) => Effect.Effect<Page<EntrySummary>, EntrySearch.InvalidSearch | StoreError>
   /** Removes the rows, then the audio. */
   readonly deleteEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<void, NotFound | StoreError>
   /**
@@ -311,6 +317,7 @@ export const make = (
 
       getEntry,
       listEntries: store.listEntries,
+      searchEntries: store.searchEntries,
 
       deleteEntry: (userId, entryId) =>
         store.deleteEntry(userId, entryId).pipe(

@@ -15,6 +15,8 @@ export * as Cleaner from "./Cleaner.js"
 /** @since 0.1.0 */
 export * as Domain from "./Domain.js"
 /** @since 0.1.0 */
+export * as EntrySearch from "./EntrySearch.js"
+/** @since 0.1.0 */
 export * as Errors from "./Errors.js"
 /** @since 0.1.0 */
 export * as Ingest from "./Ingest.js"

@@ -7,7 +7,7 @@
  * @since 0.1.0
  */
 import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSchema, HttpApiSecurity, OpenApi } from "@effect/platform"
-import { Domain } from "@voice-journal/core"
+import { Domain, EntrySearch } from "@voice-journal/core"
 import { Context, Schema, SchemaAST as AST } from "effect"
 
 const apiError = <const Code extends string>(code: Code, status: number, description: string) =>
@@ -153,6 +153,19 @@ const Paging = Schema.Struct({
   offset: option(Schema.String, "must be given once")
 })
 
+/** The entry list's query string: paging, and the search words and tag filter (length-checked; any characters). */
+const EntryListParams = Schema.Struct({
+  ...Paging.fields,
+  q: option(
+    Schema.String.pipe(Schema.maxLength(EntrySearch.maxQueryLength)),
+    `must be given once, at most ${EntrySearch.maxQueryLength} characters`
+  ),
+  tag: option(
+    Schema.String.pipe(Schema.maxLength(EntrySearch.maxTagLength)),
+    `must be given once, at most ${EntrySearch.maxTagLength} characters`
+  )
+})
+
 const IdPath = Schema.Struct({ id: Schema.String })
 const ChildPath = Schema.Struct({ id: Schema.String, childId: Schema.String })
 const makePrimary = option(Schema.Boolean, "must be true or false")
@@ -228,7 +241,13 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
       .addError(RequestTimeout)
       .annotate(OpenApi.Description, "Upload a recording: multipart/form-data with the audio in field `file`, or a raw body (any audio Content-Type). The type is decided from the bytes.")
   )
-  .add(HttpApiEndpoint.get("list", "/entries").setUrlParams(Paging).addSuccess(page(EntrySummary, "EntryPage")))
+  .add(
+    HttpApiEndpoint.get("list", "/entries").setUrlParams(EntryListParams).addSuccess(page(EntrySummary, "EntryPage"))
+      .annotate(
+        OpenApi.Description,
+        "The user's entries, newest first. With `q` and/or `tag`: a full-text search (words in the primary transcript and the primary cleanup's title, text and tags; all words must match, the last also as a prefix; case and accents ignored), ranked — title and tag hits first, then cleaned text, then transcript, then newest — with `total` counting all matches."
+      )
+  )
   .add(HttpApiEndpoint.get("get", "/entries/:id").setPath(IdPath).addSuccess(EntryView))
   .add(HttpApiEndpoint.del("delete", "/entries/:id").setPath(IdPath).addSuccess(Schema.Void, { status: 204 }))
   .add(

@@ -442,6 +442,30 @@ const listEntries = Command.make("list", {
     )
   )).pipe(Command.withDescription("List your entries, newest first."))
 
+const searchEntries = Command.make("search", {
+  words: Args.text({ name: "words" }).pipe(Args.repeated),
+  tag: Options.text("tag").pipe(Options.optional, Options.withDescription("only entries with this tag")),
+  url: serverUrl,
+  key: apiKey,
+  limit: Options.integer("limit").pipe(Options.withDefault(20)),
+  offset: Options.integer("offset").pipe(Options.withDefault(0))
+}, ({ key, limit, offset, tag, url, words }) => {
+  const query = new URLSearchParams({ limit: String(limit), offset: String(offset) })
+  if (words.length > 0) query.set("q", words.join(" "))
+  if (Option.isSome(tag)) query.set("tag", tag.value)
+  return request(url, key, `/entries?${query}`).pipe(
+    Effect.flatMap((page) =>
+      Effect.gen(function*() {
+        const items = page.items as Array<Record<string, unknown>>
+        yield* Console.log(`${items.length} of ${String(page.total)} matching entries (offset ${offset})`)
+        for (const e of items) yield* Console.log(`${String(e.id)}  ${String(e.createdAt)}  ${String(e.title ?? "(untitled)")}`)
+      })
+    )
+  )
+}).pipe(Command.withDescription(
+  "Search your entries: every word must appear (the last may be the start of one) in the transcript, title, cleaned text or tags; best matches first. --tag keeps only entries with that tag."
+))
+
 /** @since 0.1.0 */
 export const command = Command.make("voice-journal").pipe(
   Command.withSubcommands([
@@ -451,7 +475,7 @@ export const command = Command.make("voice-journal").pipe(
     Command.make("keys").pipe(Command.withSubcommands([keysCreate, keysRevoke])),
     upload,
     watch,
-    Command.make("entries").pipe(Command.withSubcommands([listEntries])),
+    Command.make("entries").pipe(Command.withSubcommands([listEntries, searchEntries])),
     Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned]))
   ])
 )

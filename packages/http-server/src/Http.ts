@@ -156,7 +156,9 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
             Effect.catchTag("UploadStalled", (e) => Effect.succeed(Upload.stalledResponse(e)))
           ))
         .handle("list", ({ urlParams }) =>
-          Effect.flatMap(current, (user) => Effect.flatMap(paging(urlParams), (page) => orApiError(journal.listEntries(user.id, page)))))
+          Effect.flatMap(current, (user) =>
+            Effect.flatMap(paging(urlParams), (page) =>
+              orApiError(journal.searchEntries(user.id, { ...page, q: urlParams.q, tag: urlParams.tag })))))
         .handle("get", ({ path }) =>
           Effect.flatMap(current, (user) =>
             orApiError(journal.getEntry(user.id, entryId(path.id))).pipe(Effect.map((d) => ({ ...d.entry, ...d })))))

@@ -43,7 +43,7 @@ const engines = config.noopLog !== undefined
           return { text: "noop", engine: "noop", language: null, durationSeconds: null, segments: null }
         })
     }),
-    Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop" }) }),
+    Layer.succeed(Cleaner.Cleaner, { clean: () => Effect.succeed({ title: "noop", text: "noop", model: "noop", summary: null, actionItems: [], tags: [], sections: {} }) }),
     Layer.succeed(AudioProbe.AudioProbe, { probe: () => Effect.succeed({ codec: "noop", durationSeconds: null }) }),
     AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
   )
