@@ -25,7 +25,7 @@ import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
 import type { Job, Stage } from "./Domain.js"
-import { isTemporaryError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
+import { isTemporaryError, PermanentError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore } from "./JournalStore.js"
 import { NotionPublisher } from "./NotionPublisher.js"
 import * as RetryPolicy from "./RetryPolicy.js"
@@ -186,7 +186,14 @@ export const run = (options: PipelineOptions = {}) =>
           return Effect.gen(function*() {
             const cleanup = yield* store.getCleanup(job.userId, job.id as never)
             const transcription = yield* store.getTranscription(job.userId, cleanup.transcriptionId)
-            const cleaned = yield* cleaner.clean(transcription.text ?? "")
+            // null: the built-in journal template. A queued cleanup's template cannot be deleted (deleteTemplate refuses).
+            const template = cleanup.templateId === null
+              ? undefined
+              : yield* store.getTemplate(job.userId, cleanup.templateId).pipe(
+                Effect.catchTag("NotFound", () =>
+                  new PermanentError({ service: "database", message: `template ${cleanup.templateId} no longer exists` }))
+              )
+            const cleaned = yield* cleaner.clean(transcription.text ?? "", template)
             yield* store.completeCleanup(job, cleaned, { queueNotionSync: Option.isSome(notion) })
             if (Option.isSome(notion)) yield* signal.notify("notion")
           }).pipe(gone)
