@@ -65,7 +65,7 @@
 import { Agent, fetch as undiciFetch } from "@effect/platform-node/Undici"
 import { Context, Data, Duration, Effect, Either, JSONSchema, Layer, ParseResult, Schema, type Scope } from "effect"
 import { type ChatResponse, type Message, Ollama, type Options } from "ollama"
-import { type CleanupTemplate, normalizeTags, type TemplateSection } from "./Domain.js"
+import { type builtInSections, type CleanupTemplate, normalizeTags, type TemplateSection } from "./Domain.js"
 import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, TemporaryError } from "./Errors.js"
 import { estimateTokens, sanitizeText, sanitizeTitle, splitForContext } from "./internal/cleanerText.js"
 
@@ -125,7 +125,7 @@ const builtInFields = {
   summary: "two or three sentences on what the note is about",
   actionItems: "each thing the speaker says they will or must do, one short item each; [] if none",
   tags: "one to five short topic tags; [] if none"
-} as const
+} as const satisfies Record<(typeof builtInSections)[number], string> // the names a template's sections may not take
 
 const described = <A, I>(schema: Schema.Schema<A, I>, description: string): Schema.Schema<A, I> =>
   schema.annotations({ description })
