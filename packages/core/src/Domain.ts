@@ -279,14 +279,16 @@ export const SectionName = Schema.String.pipe(
  */
 export const TemplateSection = Schema.Struct({
   name: SectionName,
-  description: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(500))
+  description: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(500)).annotations({
+    message: () => ({ message: "must be a description of 1-500 characters", override: true })
+  })
 })
 /** @since 0.2.0 */
 export type TemplateSection = typeof TemplateSection.Type
 
 /** At most 10 extra sections, each name once. */
 const TemplateSections = Schema.Array(TemplateSection).pipe(
-  Schema.maxItems(10),
+  Schema.maxItems(10, { message: () => "must be at most 10 sections" }),
   Schema.filter((sections) => {
     const names = sections.map((s) => s.name.toLowerCase())
     const twice = names.find((n, i) => names.indexOf(n) !== i)
@@ -300,8 +302,13 @@ const TemplateSections = Schema.Array(TemplateSection).pipe(
  * @since 0.2.0
  */
 export const NewCleanupTemplate = Schema.Struct({
-  name: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(100), Schema.pattern(/^[^\n\r]*$/)),
-  instructions: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(4000)),
+  // the messages never echo the value: they are answered to clients
+  name: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(100), Schema.pattern(/^[^\n\r]*$/)).annotations({
+    message: () => ({ message: "must be a name of 1-100 characters on one line", override: true })
+  }),
+  instructions: Schema.Trim.pipe(Schema.minLength(1), Schema.maxLength(4000)).annotations({
+    message: () => ({ message: "must be instructions of 1-4000 characters", override: true })
+  }),
   sections: Schema.optionalWith(TemplateSections, { default: () => [] })
 })
 /** @since 0.2.0 */

@@ -286,6 +286,99 @@ export const run = (name: string, harness: Harness): void => {
         })
       ))
 
+    it.scoped("structured cleanup fields round-trip; tags are stored normalised; a cleanup not yet done has empty ones", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const { entry } = yield* newEntry(store, user.id)
+          yield* store.completeTranscription(yield* claim(store, "transcription"), {
+            text: "raw",
+            engine: "e",
+            language: null,
+            durationSeconds: null
+          })
+          const [pending] = yield* store.listCleanups(user.id, entry.id)
+          expect(pending).toMatchObject({ summary: null, actionItems: [], tags: [], sections: {}, templateId: null })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), {
+            title: "T",
+            text: "Body.",
+            model: "m",
+            summary: "About the garden.",
+            actionItems: ["Buy seeds", "Call \"Anna\" — ünïcode"],
+            tags: [" Garden ", "garden", "WORK", "", "Été"],
+            sections: { mood: "calm", gratitude: "the sun\nand rain" }
+          }, { queueNotionSync: false })
+          const [done] = yield* store.listCleanups(user.id, entry.id)
+          expect(done).toMatchObject({
+            summary: "About the garden.",
+            actionItems: ["Buy seeds", "Call \"Anna\" — ünïcode"],
+            tags: ["garden", "work", "été"],
+            sections: { mood: "calm", gratitude: "the sun\nand rain" }
+          })
+          expect(yield* store.getCleanup(user.id, done!.id)).toEqual(done)
+        })
+      ))
+
+    it.scoped("templates: create, list by name, get, update, delete; names unique per user; owner-scoped", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          const sections = [{ name: "mood", description: "how I feel" }]
+          const work = yield* store.createTemplate(alice.id, { name: "Work", instructions: "Work log.", sections })
+          expect(work).toMatchObject({ userId: alice.id, name: "Work", instructions: "Work log.", sections })
+          const dream = yield* store.createTemplate(alice.id, { name: "Dreams", instructions: "Dream log.", sections: [] })
+          expect((yield* store.listTemplates(alice.id)).map((t) => t.name)).toEqual(["Dreams", "Work"])
+          expect(yield* store.getTemplate(alice.id, work.id)).toEqual(work)
+          // unique per user: alice cannot have a second "Work", bob can
+          const taken = yield* Effect.flip(store.createTemplate(alice.id, { name: "Work", instructions: "x", sections: [] }))
+          expect(taken._tag).toBe("NameTaken")
+          yield* store.createTemplate(bob.id, { name: "Work", instructions: "Bob's.", sections: [] })
+          const renameTaken = yield* Effect.flip(store.updateTemplate(alice.id, dream.id, { name: "Work", instructions: "x", sections: [] }))
+          expect(renameTaken._tag).toBe("NameTaken")
+          yield* TestClock.adjust("1 second")
+          const updated = yield* store.updateTemplate(alice.id, dream.id, { name: "Night", instructions: "Night log.", sections })
+          expect(updated).toMatchObject({ name: "Night", instructions: "Night log.", sections })
+          expect(updated.updatedAt.getTime()).toBeGreaterThan(updated.createdAt.getTime())
+          // another user's template is NotFound everywhere, and untouched
+          for (
+            const attempt of [
+              store.getTemplate(bob.id, work.id),
+              store.updateTemplate(bob.id, work.id, { name: "Mine", instructions: "x", sections: [] }),
+              store.deleteTemplate(bob.id, work.id)
+            ] as ReadonlyArray<Effect.Effect<unknown, { readonly _tag: string }>>
+          ) expect((yield* Effect.flip(attempt))._tag).toBe("NotFound")
+          expect((yield* store.listTemplates(bob.id)).map((t) => t.name)).toEqual(["Work"])
+          yield* store.deleteTemplate(alice.id, dream.id)
+          expect((yield* Effect.flip(store.getTemplate(alice.id, dream.id)))._tag).toBe("NotFound")
+          expect((yield* store.listTemplates(alice.id)).map((t) => t.id)).toEqual([work.id])
+        })
+      ))
+
+    it.scoped("a cleanup with a template: only the owner's template; deleting it is refused while that cleanup is queued, allowed after", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          const entry = yield* cleanedEntry(store, alice.id)
+          const template = yield* store.createTemplate(alice.id, { name: "Work", instructions: "Work log.", sections: [] })
+          const bobs = yield* store.createTemplate(bob.id, { name: "Bob's", instructions: "x", sections: [] })
+          const foreign = yield* Effect.flip(store.addCleanup(alice.id, entry.id, { templateId: bobs.id, makePrimary: false }))
+          expect(foreign._tag).toBe("NotFound")
+          expect((yield* store.listCleanups(alice.id, entry.id)).length).toBe(1) // nothing queued
+          const queued = yield* store.addCleanup(alice.id, entry.id, { templateId: template.id, makePrimary: false })
+          expect(queued.templateId).toBe(template.id)
+          const inUse = yield* Effect.flip(store.deleteTemplate(alice.id, template.id))
+          expect(inUse._tag).toBe("InvalidState")
+          const job = yield* claim(store, "cleanup")
+          expect((yield* Effect.flip(store.deleteTemplate(alice.id, template.id)))._tag).toBe("InvalidState") // running
+          yield* store.completeCleanup(job, { title: "T", text: "Work.", model: "m", ...noStructure }, { queueNotionSync: false })
+          yield* store.deleteTemplate(alice.id, template.id)
+          // the finished cleanup keeps its output and says which template wrote it
+          expect(yield* store.getCleanup(alice.id, queued.id)).toMatchObject({ status: "completed", text: "Work.", templateId: template.id })
+        })
+      ))
+
     it.scoped("concurrent claimers on separate connections never share a row and leave none behind", () =>
       withStore((first, layer) =>
         Effect.gen(function*() {

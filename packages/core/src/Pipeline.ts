@@ -33,7 +33,7 @@ import { AudioProbe, type ProbeResult } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
 import type { Job, Stage, VoiceEntry } from "./Domain.js"
-import { isTemporaryError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
+import { isTemporaryError, PermanentError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore, type PieceResult, type TranscriptionResult } from "./JournalStore.js"
 import { NotionPublisher } from "./NotionPublisher.js"
 import * as Metrics from "./Metrics.js"
@@ -290,7 +290,14 @@ export const run = (options: PipelineOptions = {}) =>
           return Effect.gen(function*() {
             const cleanup = yield* store.getCleanup(job.userId, job.id as never)
             const transcription = yield* store.getTranscription(job.userId, cleanup.transcriptionId)
-            const cleaned = yield* cleaner.clean(transcription.text ?? "")
+            // null: the built-in journal template. A queued cleanup's template cannot be deleted (deleteTemplate refuses).
+            const template = cleanup.templateId === null
+              ? undefined
+              : yield* store.getTemplate(job.userId, cleanup.templateId).pipe(
+                Effect.catchTag("NotFound", () =>
+                  new PermanentError({ service: "database", message: `template ${cleanup.templateId} no longer exists` }))
+              )
+            const cleaned = yield* cleaner.clean(transcription.text ?? "", template)
             yield* store.completeCleanup(job, cleaned, { queueNotionSync: Option.isSome(notion) })
             if (Option.isSome(notion)) yield* signal.notify("notion")
           }).pipe(gone)

@@ -15,6 +15,7 @@ import type {
   ApiKeyId,
   CleanedEntry,
   CleanupId,
+  CleanupTemplate,
   EntryId,
   EntrySummary,
   NotionSync,
@@ -22,6 +23,8 @@ import type {
   NotionSyncStatus,
   Page,
   PageRequest,
+  NewCleanupTemplate,
+  TemplateId,
   Transcription,
   TranscriptionId,
   User,
@@ -34,6 +37,7 @@ import {
   type BlobStoreError,
   InvalidState,
   type InvalidUpload,
+  type NameTaken,
   type NotFound,
   type PayloadTooLarge,
   type PrimaryConflict,
@@ -185,11 +189,19 @@ export interface VoiceJournalService {
     userId: UserId,
     entryId: EntryId
   ) => Effect.Effect<ReadonlyArray<CleanedEntry>, NotFound | StoreError>
-  /** Queues another cleanup (of the primary transcription unless one is named). */
+  /**
+   * Queues another cleanup (of the primary transcription unless one is
+   * named; with the built-in journal template unless `templateId` names one
+   * of the user's templates).
+   */
   readonly reclean: (
     userId: UserId,
     entryId: EntryId,
-    options?: { readonly transcriptionId?: TranscriptionId | undefined; readonly makePrimary?: boolean | undefined }
+    options?: {
+      readonly transcriptionId?: TranscriptionId | undefined
+      readonly templateId?: TemplateId | undefined
+      readonly makePrimary?: boolean | undefined
+    }
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | StoreError>
   /** Makes a completed cleanup of this entry primary (one of another entry is NotFound). */
   readonly setPrimaryCleanup: (
@@ -197,6 +209,16 @@ export interface VoiceJournalService {
     entryId: EntryId,
     id: CleanupId
   ) => Effect.Effect<CleanedEntry, NotFound | InvalidState | PrimaryConflict | StoreError>
+  /** The user's cleanup templates (see `JournalStore` for the rules: names unique per user, in-use ones kept). */
+  readonly createTemplate: (userId: UserId, input: NewCleanupTemplate) => Effect.Effect<CleanupTemplate, NameTaken | StoreError>
+  readonly listTemplates: (userId: UserId) => Effect.Effect<ReadonlyArray<CleanupTemplate>, StoreError>
+  readonly getTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<CleanupTemplate, NotFound | StoreError>
+  readonly updateTemplate: (
+    userId: UserId,
+    id: TemplateId,
+    input: NewCleanupTemplate
+  ) => Effect.Effect<CleanupTemplate, NotFound | NameTaken | StoreError>
+  readonly deleteTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<void, NotFound | InvalidState | StoreError>
   /** Queues a Notion sync of the primary cleanup (InvalidState if Notion is off or nothing is cleaned yet). */
   readonly syncToNotion: (userId: UserId, entryId: EntryId) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
   readonly listNotionSyncs: (
@@ -355,9 +377,15 @@ export const make = (
       reclean: (userId, entryId, options = {}) =>
         store.addCleanup(userId, entryId, {
           transcriptionId: options.transcriptionId,
+          templateId: options.templateId,
           makePrimary: options.makePrimary ?? false
         }).pipe(Effect.tap(() => signal.notify("cleanup"))),
       setPrimaryCleanup: store.setPrimaryCleanup,
+      createTemplate: store.createTemplate,
+      listTemplates: store.listTemplates,
+      getTemplate: store.getTemplate,
+      updateTemplate: store.updateTemplate,
+      deleteTemplate: store.deleteTemplate,
 
       syncToNotion: (userId, entryId) =>
         settings.notionEnabled

@@ -20,6 +20,12 @@ const waitUntil = (condition: () => boolean) =>
 
 const model = "llama3.2"
 
+/** A complete structured answer: the given fields, the others empty. */
+const answer = (fields: Record<string, unknown>) => JSON.stringify({ title: "", text: "", summary: "", actionItems: [], tags: [], ...fields })
+
+/** The requests that cleaned a piece of a long recording (not the merge step). */
+const pieceRequests = (ollama: FakeOllama.FakeOllama) => ollama.requests.filter((r) => r.systemPrompt.includes("part of a longer recording"))
+
 describe("Cleaner (official ollama client against a loopback Ollama)", () => {
   it.scopedLive("cleans a transcript: title, text, model; sends num_ctx, stream: false, the JSON format, options, keep_alive", () =>
     Effect.gen(function*() {
@@ -28,23 +34,36 @@ describe("Cleaner (official ollama client against a loopback Ollama)", () => {
         { host: ollama.url, model, numCtx: 4096, options: { temperature: 0.2, num_ctx: 99 }, keepAlive: "30m" },
         "hello world um this is a test  of the journal. it works"
       )
-      expect(result).toEqual({ title: "Hello world this is", text: "Hello world this is a test of the journal. It works.", model })
+      expect(result).toEqual({
+        title: "Hello world this is",
+        text: "Hello world this is a test of the journal. It works.",
+        model,
+        summary: "Hello world this is a test of the journal.",
+        actionItems: [],
+        tags: ["journal"],
+        sections: {}
+      })
       expect(ollama.requests.length).toBe(1)
       const [request] = ollama.requests
       expect(request!.numCtx).toBe(4096) // numCtx wins over options.num_ctx
       expect(request!.options).toMatchObject({ temperature: 0.2 })
       expect(request!.keepAlive).toBe("30m")
       expect(request!.stream).toBe(false)
-      expect(request!.format).toMatchObject({ type: "object", required: ["title", "text"] })
-      expect(request!.systemPrompt).toContain("never drop content")
+      expect(request!.format).toMatchObject({
+        type: "object",
+        required: ["title", "text", "summary", "actionItems", "tags"],
+        properties: { actionItems: { type: "array", items: { type: "string" } }, tags: { type: "array" } }
+      })
+      expect(request!.systemPrompt).toContain("Never drop content")
       expect(request!.systemPrompt).not.toContain("part of a longer recording") // one piece: no part note
     }))
 
   it.scopedLive("a configured system prompt and proxy headers are sent", () =>
     Effect.gen(function*() {
       const ollama = yield* FakeOllama.make()
-      yield* clean({ host: ollama.url, model, systemPrompt: "Be brief. Answer JSON.", headers: { authorization: "Bearer proxy-key" } }, "some words")
-      expect(ollama.requests[0]!.systemPrompt).toBe("Be brief. Answer JSON.")
+      yield* clean({ host: ollama.url, model, systemPrompt: "Be brief.", headers: { authorization: "Bearer proxy-key" } }, "some words")
+      // the instructions, then the fields the schema asks for
+      expect(ollama.requests[0]!.systemPrompt).toMatch(/^Be brief\.\n\nAnswer as JSON with exactly these fields:\n- "title": /)
       expect(ollama.requests[0]!.authorization).toBe("Bearer proxy-key")
     }))
 
@@ -62,9 +81,10 @@ describe("Cleaner (official ollama client against a loopback Ollama)", () => {
       Effect.gen(function*() {
         const ollama = yield* FakeOllama.make()
         const result = yield* clean({ host: ollama.url, model, numCtx: 2048 }, sentences.join(" "))
-        expect(ollama.requests.length).toBeGreaterThan(2)
+        const pieces = pieceRequests(ollama)
+        expect(pieces.length).toBeGreaterThan(2)
         let next = 0
-        for (const r of ollama.requests) {
+        for (const r of pieces) {
           expect(r.numCtx).toBe(2048)
           expect(r.systemPrompt).toContain("part of a longer recording")
           // the piece and its answer (about as long) fit the window, by our estimate and so by Ollama's
@@ -82,6 +102,11 @@ describe("Cleaner (official ollama client against a loopback Ollama)", () => {
           at = found
         }
         expect(result.title).toBe("Sentence number 0 is") // from the first piece
+        // the merge step: one more request, the pieces' summaries in, one summary out
+        const merges = ollama.requests.filter((r) => r.systemPrompt.includes("You combine the parts"))
+        expect(merges.length).toBe(1)
+        expect(merges[0]!.format).toMatchObject({ required: ["summary"] })
+        expect(result.summary).toBe(pieces.map((r) => FakeOllama.answerLikeTheFake(r.userContent, r.format)["summary"]).join(" "))
       }))
 
     it.scopedLive("a piece Ollama reports as cut off (done_reason: length) is split again and nothing is lost", () =>
@@ -90,7 +115,8 @@ describe("Cleaner (official ollama client against a loopback Ollama)", () => {
         const transcript = sentences.slice(0, 60).join(" ")
         ollama.failNext({ kind: "answer", content: `{"title": "Sentence", "text": "Sentence number 0 is`, doneReason: "length" })
         const result = yield* clean({ host: ollama.url, model, numCtx: 4096 }, transcript)
-        const [first, ...rest] = ollama.requests
+        const first = ollama.requests[0]
+        const rest = pieceRequests(ollama)
         expect(first!.userContent).toBe(transcript)
         expect(rest.length).toBeGreaterThanOrEqual(2)
         expect(rest.map((r) => r.userContent).join(" ")).toBe(transcript)
@@ -122,12 +148,93 @@ describe("Cleaner (official ollama client against a loopback Ollama)", () => {
       }))
   })
 
+  describe("templates and structured output", () => {
+    const template = {
+      instructions: "Clean up my work log.",
+      sections: [{ name: "mood", description: "how the speaker feels, in one sentence" }]
+    }
+    const cleanWith = (config: OllamaCleanerConfig, transcript: string) =>
+      Effect.flatMap(Cleaner, (c) => c.clean(transcript, template)).pipe(Effect.provide(layerOllama(config)))
+
+    it.scopedLive("a template's instructions are the system prompt and its sections are in the schema and the result", () =>
+      Effect.gen(function*() {
+        const ollama = yield* FakeOllama.make()
+        const result = yield* cleanWith({ host: ollama.url, model }, "i need to call the plumber. the kitchen flooded again")
+        const [request] = ollama.requests
+        expect(request!.systemPrompt.startsWith("Clean up my work log.\n\nAnswer as JSON")).toBe(true)
+        expect(request!.systemPrompt).toContain(`- "mood": how the speaker feels, in one sentence`)
+        expect(request!.format).toMatchObject({
+          required: ["title", "text", "summary", "actionItems", "tags", "mood"],
+          properties: { mood: { type: "string", description: "how the speaker feels, in one sentence" } }
+        })
+        expect(result.sections).toEqual({ mood: "mood: I need to call the plumber." })
+        expect(result.actionItems).toEqual(["I need to call the plumber."])
+        expect(result.tags).toEqual(["plumber", "kitchen", "flooded"])
+      }))
+
+    it.scopedLive("tags are normalised: trimmed, lower-case, each once", () =>
+      Effect.gen(function*() {
+        const ollama = yield* FakeOllama.make()
+        ollama.failNext({ kind: "answer", content: answer({ title: "T", text: "Words.", tags: [" Work ", "work", "GARDEN", "  ", "Ünïcode"] }) })
+        const result = yield* clean({ host: ollama.url, model }, "words")
+        expect(result.tags).toEqual(["work", "garden", "ünïcode"])
+      }))
+
+    it.scopedLive("a partial answer is retried once; the second, complete answer is used", () =>
+      Effect.gen(function*() {
+        const ollama = yield* FakeOllama.make()
+        ollama.failNext({ kind: "partial", omit: ["mood"] })
+        const result = yield* cleanWith({ host: ollama.url, model }, "a calm day")
+        expect(ollama.requests.length).toBe(2)
+        expect(result.sections).toEqual({ mood: "mood: A calm day." })
+      }))
+
+    it.scopedLive("a section missing twice → permanent, naming the section", () =>
+      Effect.gen(function*() {
+        const ollama = yield* FakeOllama.make()
+        ollama.failNext({ kind: "partial", omit: ["mood"] }, 2)
+        const error = yield* Effect.flip(cleanWith({ host: ollama.url, model }, "a calm day"))
+        expect(error._tag).toBe("PermanentError")
+        expect(error.message).toContain(`section "mood" is missing`)
+        expect(ollama.requests.length).toBe(2)
+      }))
+
+    it.scopedLive("a section of the wrong type twice → permanent, naming the section", () =>
+      Effect.gen(function*() {
+        const ollama = yield* FakeOllama.make()
+        ollama.failNext({ kind: "answer", content: answer({ title: "T", text: "Words.", tags: "work" }) }, 2)
+        const error = yield* Effect.flip(clean({ host: ollama.url, model }, "words"))
+        expect(error.message).toMatch(/section "tags" is invalid \(Expected .*, actual "work"\)/)
+      }))
+
+    it.scopedLive("a long transcript: every piece answers the sections, the merge step combines them in groups that fit", () =>
+      Effect.gen(function*() {
+        const ollama = yield* FakeOllama.make()
+        const transcript = Array.from({ length: 400 }, (_, i) => `sentence number ${i} is here.`).join(" ")
+        const result = yield* cleanWith({ host: ollama.url, model, numCtx: 1024 }, transcript)
+        const pieces = pieceRequests(ollama)
+        const merges = ollama.requests.filter((r) => r.systemPrompt.includes("You combine the parts"))
+        expect(pieces.length).toBeGreaterThan(10)
+        expect(merges.length).toBeGreaterThan(1) // too many parts for one window: merged in rounds
+        for (const r of merges) expect(r.format).toMatchObject({ required: ["summary", "mood"] })
+        // the first round groups the pieces' answers so that each group and its answer fit the window
+        // (the fake's merge concatenates, so later rounds grow; a real model's shrink)
+        const firstRound = merges.filter((r) => (JSON.parse(r.userContent) as Array<{ summary: string }>).every((p) => p.summary.split("Sentence").length === 2))
+        expect(firstRound.length).toBeGreaterThan(1)
+        for (const r of firstRound) expect(estimateTokens(r.systemPrompt) + 2 * estimateTokens(r.userContent)).toBeLessThan(1024)
+        // the fake joins the parts' values: every piece's section arrives, in order
+        const expected = pieces.map((r) => FakeOllama.answerLikeTheFake(r.userContent, r.format)["mood"]).join(" ")
+        expect(result.sections["mood"]).toBe(expected)
+        expect(result.summary).toBe(pieces.map((r) => FakeOllama.answerLikeTheFake(r.userContent, r.format)["summary"]).join(" "))
+      }))
+  })
+
   describe("the model's answer is untrusted", () => {
     it.scopedLive("control and bidi characters are stripped, the title is one line of at most 200 characters", () =>
       Effect.gen(function*() {
         const ollama = yield* FakeOllama.make()
         const title = "Day\u0000 one\n\u202e" + "🙂".repeat(300)
-        ollama.failNext({ kind: "answer", content: JSON.stringify({ title, text: "  First line.\r\nSecond\u0007 line.\u001b[31m \u0085 " }) })
+        ollama.failNext({ kind: "answer", content: answer({ title, text: "  First line.\r\nSecond\u0007 line.\u001b[31m \u0085 " }) })
         const result = yield* clean({ host: ollama.url, model }, "words")
         expect(result.text).toBe("First line.\nSecond line.[31m")
         expect(result.title.startsWith("Day one 🙂")).toBe(true)
@@ -167,8 +274,8 @@ describe("Cleaner (official ollama client against a loopback Ollama)", () => {
       Effect.gen(function*() {
         const ollama = yield* FakeOllama.make()
         const transcript = Array.from({ length: 300 }, (_, i) => `item ${i} ok.`).join(" ")
-        ollama.failNext({ kind: "answer", content: JSON.stringify({ title: "First", text: "First piece." }) })
-        ollama.failNext({ kind: "answer", content: JSON.stringify({ title: "", text: "Second piece." }) })
+        ollama.failNext({ kind: "answer", content: answer({ title: "First", text: "First piece." }) })
+        ollama.failNext({ kind: "answer", content: answer({ title: "", text: "Second piece." }) })
         const result = yield* clean({ host: ollama.url, model, numCtx: 1024 }, transcript)
         expect(ollama.requests.length).toBeGreaterThan(2)
         expect(result.title).toBe("First")

@@ -95,8 +95,32 @@ export const CleanupView = Schema.Struct({
   model: Schema.NullOr(Schema.String),
   title: Schema.NullOr(Schema.String),
   text: Schema.NullOr(Schema.String),
+  summary: Schema.NullOr(Schema.String),
+  actionItems: Schema.Array(Schema.String),
+  tags: Schema.Array(Schema.String).annotations({ description: "Trimmed, lower-case, each once." }),
+  sections: Schema.Record({ key: Schema.String, value: Schema.String }).annotations({
+    description: "The extra sections the cleanup's template declares, by name."
+  }),
+  templateId: Schema.NullOr(Schema.String).annotations({ description: "The template it was written with; null = the built-in journal template." }),
   ...stage
 }).annotations({ identifier: "Cleanup" })
+
+/** @since 0.2.0 */
+export const TemplateView = Schema.Struct({
+  id: Schema.String,
+  name: Schema.String,
+  instructions: Schema.String,
+  sections: Schema.Array(Schema.Struct({ name: Schema.String, description: Schema.String })),
+  createdAt: Schema.Date,
+  updatedAt: Schema.Date
+}).annotations({ identifier: "Template" })
+
+/**
+ * A template as a client writes it (create and replace): the rules are the
+ * library's own (`Domain.NewCleanupTemplate`).
+ * @since 0.2.0
+ */
+export const TemplateBody = Domain.NewCleanupTemplate.annotations({ identifier: "TemplateInput" })
 
 /** @since 0.1.0 */
 export const NotionSyncView = Schema.Struct({
@@ -179,7 +203,8 @@ export const RerunBody = Schema.Struct({ makePrimary }).annotations({ identifier
 /** @since 0.1.0 */
 export const CleanupBody = Schema.Struct({
   makePrimary,
-  transcriptionId: option(Schema.String, "must be the id of one of this entry's transcriptions (a string)")
+  transcriptionId: option(Schema.String, "must be the id of one of this entry's transcriptions (a string)"),
+  templateId: option(Schema.String, "must be the id of one of your templates (a string); leave it out for the built-in journal template")
 }).annotations({ identifier: "CleanupOptions" })
 /** @since 0.1.0 */
 export const NoOptions = Schema.Struct({})
@@ -304,6 +329,32 @@ export class NotionGroup extends HttpApiGroup.make("notion")
   .middleware(Authentication)
 {}
 
+/** @since 0.2.0 */
+export class TemplatesGroup extends HttpApiGroup.make("templates")
+  .add(HttpApiEndpoint.get("list", "/templates").addSuccess(Schema.Array(TemplateView)))
+  .add(
+    HttpApiEndpoint.post("create", "/templates").setPayload(TemplateBody)
+      .addSuccess(TemplateView, { status: 201 })
+      .annotate(
+        OpenApi.Description,
+        "A cleanup template: `instructions` become the model's system prompt, `sections` are extra fields it fills in besides title, text, summary, actionItems and tags. Names are unique per user (409)."
+      )
+  )
+  .add(HttpApiEndpoint.get("get", "/templates/:id").setPath(IdPath).addSuccess(TemplateView))
+  .add(
+    HttpApiEndpoint.put("replace", "/templates/:id").setPath(IdPath).setPayload(TemplateBody)
+      .addSuccess(TemplateView)
+      .annotate(OpenApi.Description, "Replaces name, instructions and sections; cleanups already written keep what they got.")
+  )
+  .add(
+    HttpApiEndpoint.del("delete", "/templates/:id").setPath(IdPath)
+      .addSuccess(Schema.Void, { status: 204 })
+      .annotate(OpenApi.Description, "409 while a cleanup with this template is queued or running; finished cleanups keep their output.")
+  )
+  .addError(RateLimited)
+  .middleware(Authentication)
+{}
+
 /** @since 0.1.0 */
 export class HealthGroup extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("alive", "/healthz").addSuccess(Schema.Struct({ status: Schema.Literal("ok") })))
@@ -324,6 +375,7 @@ export class HealthGroup extends HttpApiGroup.make("health")
 export class VoiceJournalApi extends HttpApi.make("voice-journal")
   .add(EntriesGroup)
   .add(NotionGroup)
+  .add(TemplatesGroup)
   .add(HealthGroup)
   // the errors routes answer, declared once for the whole API
   .addError(BadRequest)

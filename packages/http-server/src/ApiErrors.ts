@@ -45,6 +45,7 @@ export const toApiError = (e: Tagged): Effect.Effect<never, ApiError> => {
       return Effect.fail({ error: "not_found", message: e.message })
     case "InvalidState":
     case "PrimaryConflict":
+    case "NameTaken":
       return Effect.fail({ error: "conflict", message: e.message })
     case "PayloadTooLarge":
     case "AudioTooLong":

@@ -466,6 +466,97 @@ const searchEntries = Command.make("search", {
   "Search your entries: every word must appear (the last may be the start of one) in the transcript, title, cleaned text or tags; best matches first. --tag keeps only entries with that tag."
 ))
 
+// --- cleanup templates (client commands) ---------------------------------------
+
+const printTemplate = (t: Record<string, unknown>) =>
+  Effect.gen(function*() {
+    const sections = (t.sections ?? []) as Array<{ name: string; description: string }>
+    yield* Console.log(`${String(t.id)}  ${String(t.name)}`)
+    yield* Console.log(`instructions:\n  ${String(t.instructions).replace(/\n/g, "\n  ")}`)
+    yield* Console.log(sections.length === 0 ? "sections: none (title, text, summary, actionItems, tags only)" : "sections:")
+    for (const s of sections) yield* Console.log(`  ${s.name}: ${s.description}`)
+  })
+
+const templatesList = Command.make("list", { url: serverUrl, key: apiKey }, ({ key, url }) =>
+  callOnce(url, key, "/templates", () => ({})).pipe(
+    (call) => withRetries("/templates", call),
+    Effect.flatMap((body) =>
+      Effect.gen(function*() {
+        const items = body as unknown as Array<Record<string, unknown>>
+        if (items.length === 0) yield* Console.log("no templates: cleanups use the built-in journal template")
+        for (const t of items) {
+          const sections = (t.sections as Array<{ name: string }>).map((s) => s.name)
+          yield* Console.log(`${String(t.id)}  ${String(t.name)}${sections.length === 0 ? "" : `  (sections: ${sections.join(", ")})`}`)
+        }
+      })
+    )
+  )).pipe(Command.withDescription("List your cleanup templates, by name."))
+
+const templateName = Options.text("name").pipe(Options.withDescription("the template's name (unique among yours)"))
+const instructions = Options.text("instructions").pipe(
+  Options.optional,
+  Options.withDescription("what the model is told to do (its system prompt)")
+)
+const instructionsFile = Options.file("instructions-file", { exists: "yes" }).pipe(
+  Options.optional,
+  Options.withDescription("read the instructions from this file instead")
+)
+const sectionOption = Options.keyValueMap("section").pipe(
+  Options.optional,
+  Options.withDescription("an extra section, name=description (repeatable), e.g. --section mood=\"how I feel, one sentence\"")
+)
+const templatesCreate = Command.make(
+  "create",
+  { url: serverUrl, key: apiKey, name: templateName, instructions, instructionsFile, sections: sectionOption },
+  ({ instructions, instructionsFile, key, name, sections, url }) =>
+    Effect.gen(function*() {
+      const text = Option.isSome(instructionsFile)
+        ? fs.readFileSync(instructionsFile.value, "utf8")
+        : Option.getOrElse(instructions, () => "")
+      const body = {
+        name,
+        instructions: text,
+        sections: Option.match(sections, {
+          onNone: () => [],
+          onSome: (map) => [...map].map(([name, description]) => ({ name, description }))
+        })
+      }
+      const created = yield* callOnce(url, key, "/templates", () => ({
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body)
+      })).pipe((call) => withRetries("/templates", call))
+      yield* Console.log(`template ${String(created.id)} (${String(created.name)}) created`)
+    })
+).pipe(Command.withDescription("Create a cleanup template (instructions from --instructions or --instructions-file)."))
+
+const templateId = Args.text({ name: "template-id" })
+const templatesShow = Command.make("show", { url: serverUrl, key: apiKey, id: templateId }, ({ id, key, url }) =>
+  request(url, key, `/templates/${encodeURIComponent(id)}`).pipe(Effect.flatMap(printTemplate))).pipe(
+    Command.withDescription("Show a template: its instructions and sections.")
+  )
+const templatesDelete = Command.make("delete", { url: serverUrl, key: apiKey, id: templateId }, ({ id, key, url }) =>
+  callOnce(url, key, `/templates/${encodeURIComponent(id)}`, () => ({ method: "DELETE" })).pipe(
+    (call) => withRetries(id, call),
+    Effect.zipRight(Console.log(`template ${id} deleted`))
+  )).pipe(Command.withDescription("Delete a template (refused while a cleanup with it is queued or running)."))
+
+const recleanEntry = Command.make("reclean", {
+  url: serverUrl,
+  key: apiKey,
+  id: Args.text({ name: "entry-id" }),
+  template: Options.text("template").pipe(Options.optional, Options.withDescription("a template id (default: the built-in journal template)")),
+  primary: Options.boolean("primary").pipe(Options.withDescription("make the new cleanup primary when it completes"))
+}, ({ id, key, primary, template, url }) =>
+  callOnce(url, key, `/entries/${encodeURIComponent(id)}/cleanups`, () => ({
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ makePrimary: primary, ...Option.match(template, { onNone: () => ({}), onSome: (templateId) => ({ templateId }) }) })
+  })).pipe(
+    (call) => withRetries(id, call),
+    Effect.flatMap((cleanup) => Console.log(`cleanup ${String(cleanup.id)} queued (${String(cleanup.status)})`))
+  )).pipe(Command.withDescription("Clean an entry up again, optionally with one of your templates."))
+
 /** @since 0.1.0 */
 export const command = Command.make("voice-journal").pipe(
   Command.withSubcommands([
@@ -475,7 +566,8 @@ export const command = Command.make("voice-journal").pipe(
     Command.make("keys").pipe(Command.withSubcommands([keysCreate, keysRevoke])),
     upload,
     watch,
-    Command.make("entries").pipe(Command.withSubcommands([listEntries, searchEntries])),
+    Command.make("entries").pipe(Command.withSubcommands([listEntries, searchEntries, recleanEntry])),
+    Command.make("templates").pipe(Command.withSubcommands([templatesList, templatesCreate, templatesShow, templatesDelete])),
     Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned]))
   ])
 )

@@ -11,7 +11,17 @@ import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/p
 import { NodeHttpServerRequest, NodeStream } from "@effect/platform-node"
 import { ApiKeys, Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
 import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
-import { Authentication, CleanupBody, CurrentUser, EntryView, NoOptions, RerunBody, VoiceJournalApi } from "./Api.js"
+import {
+  Authentication,
+  CleanupBody,
+  CurrentUser,
+  EntryView,
+  NoOptions,
+  RerunBody,
+  TemplateBody,
+  TemplateView,
+  VoiceJournalApi
+} from "./Api.js"
 import { databaseBusy, orApiError, toApiError } from "./ApiErrors.js"
 import * as Metrics from "./Metrics.js"
 import * as RateLimit from "./RateLimit.js"
@@ -203,7 +213,8 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
           Effect.flatMap(Effect.zip(current, readOptions(request, CleanupBody)), ([user, options]) =>
             orApiError(journal.reclean(user.id, entryId(path.id), {
               makePrimary: options.makePrimary ?? false,
-              transcriptionId: options.transcriptionId as Domain.TranscriptionId | undefined
+              transcriptionId: options.transcriptionId as Domain.TranscriptionId | undefined,
+              templateId: options.templateId as Domain.TemplateId | undefined
             }))))
         .handle("primaryCleanup", ({ path }) =>
           Effect.flatMap(current, (user) =>
@@ -223,6 +234,30 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
         .handleRaw("retrySync", ({ path, request }) =>
           Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, NoOptions)), ([user]) =>
             orApiError(journal.retryNotionSync(user.id, path.id as Domain.NotionSyncId))))
+    }))
+
+  const templates = HttpApiBuilder.group(VoiceJournalApi, "templates", (handlers) =>
+    Effect.gen(function*() {
+      const journal = yield* VoiceJournal.VoiceJournal
+      const templateId = (id: string) => id as Domain.TemplateId
+      const encodeTemplate = Schema.encode(TemplateView)
+      return handlers
+        .handle("list", () => Effect.flatMap(CurrentUser, (user) => orApiError(journal.listTemplates(user.id))))
+        // bodies are read like options (readOptions): capped, JSON only, unknown fields and bad values a 400 saying what to fix
+        .handleRaw("create", ({ request }) =>
+          Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, TemplateBody)), ([user, input]) =>
+            orApiError(journal.createTemplate(user.id, input)).pipe(
+              Effect.flatMap((template) => Effect.orDie(encodeTemplate(template))),
+              Effect.map((body) => HttpServerResponse.unsafeJson(body, { status: 201 }))
+            )))
+        .handle("get", ({ path }) => Effect.flatMap(CurrentUser, (user) => orApiError(journal.getTemplate(user.id, templateId(path.id)))))
+        .handleRaw("replace", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, TemplateBody)), ([user, input]) =>
+            orApiError(journal.updateTemplate(user.id, templateId(path.id), input)).pipe(
+              Effect.flatMap((template) => Effect.orDie(encodeTemplate(template))),
+              Effect.map((body) => HttpServerResponse.unsafeJson(body))
+            )))
+        .handle("delete", ({ path }) => Effect.flatMap(CurrentUser, (user) => orApiError(journal.deleteTemplate(user.id, templateId(path.id)))))
     }))
 
   const health = HttpApiBuilder.group(VoiceJournalApi, "health", (handlers) =>
@@ -289,5 +324,5 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
     })
   )
 
-  return Layer.mergeAll(entries, notion, health).pipe(Layer.provide(authentication))
+  return Layer.mergeAll(entries, notion, templates, health).pipe(Layer.provide(authentication))
 }

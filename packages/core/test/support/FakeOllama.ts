@@ -10,6 +10,9 @@
  * ({@link cleanLikeTheFake}): it drops "um"/"uh", collapses whitespace,
  * capitalises sentences, ends with a period, and titles the entry with its
  * first four words, answering `{"title", "text"}` JSON as structured output.
+ * When the request's `format` is a JSON Schema it answers exactly the
+ * properties the schema declares ({@link answerLikeTheFake}), and a merge
+ * request (its user message a JSON array of parts) joins the parts' values.
  *
  * It imitates the behaviours that bite real clients:
  * - unknown models get 404 `model 'x' not found` (a name without a tag means
@@ -59,6 +62,8 @@ export type OllamaFault =
   | Fault
   | { readonly kind: "stream-error"; readonly message: string }
   | { readonly kind: "answer"; readonly content: string; readonly doneReason?: string }
+  /** A structured answer without these properties (a model that ignored part of the schema). */
+  | { readonly kind: "partial"; readonly omit: ReadonlyArray<string> }
 
 export interface FakeOllama {
   readonly url: string
@@ -85,6 +90,54 @@ export const cleanLikeTheFake = (transcript: string): { readonly title: string; 
   const text = sentences === "" || /[.!?]$/.test(sentences) ? sentences : `${sentences}.`
   const title = text.split(" ").slice(0, 4).join(" ").replace(/[.!?,;:]+$/, "")
   return { title, text }
+}
+
+const firstSentence = (text: string) => text.match(/^.*?[.!?](?=\s|$)/)?.[0] ?? text
+
+/**
+ * The fake model's answer to `format` (a JSON Schema object): each declared
+ * property, derived from the transcript — `title`/`text` as
+ * {@link cleanLikeTheFake}, `summary` its first sentence, `actionItems` the
+ * sentences with "need to", "have to", "must" or "will", `tags` the words
+ * of 7+ letters as written (first three, case kept: normalising is the
+ * cleaner's job), any other string property `"<name>: <summary>"`. A user
+ * message that is a JSON array of parts (the cleaner's merge step) gets each
+ * property as the parts' values joined with a space. Without a schema:
+ * `{title, text}`.
+ */
+export const answerLikeTheFake = (userContent: string, format: unknown): Record<string, unknown> => {
+  const properties = (format as { properties?: Record<string, { type?: string }> } | undefined)?.properties
+  if (typeof properties !== "object" || properties === null) return { ...cleanLikeTheFake(userContent) }
+  let parts: Array<Record<string, unknown>> | undefined
+  try {
+    const parsed: unknown = JSON.parse(userContent)
+    if (Array.isArray(parsed)) parts = parsed as Array<Record<string, unknown>>
+  } catch {
+    // not JSON: a transcript piece
+  }
+  const { text, title } = cleanLikeTheFake(userContent)
+  const summary = firstSentence(text)
+  const sentences = text.split(/(?<=[.!?])\s+/)
+  return Object.fromEntries(Object.entries(properties).map(([name, schema]) => {
+    if (parts !== undefined) {
+      const values = parts.map((p) => p[name]).filter((v) => v !== undefined)
+      return [name, schema.type === "array" ? values.flat() : values.join(" ")]
+    }
+    switch (name) {
+      case "title":
+        return [name, title]
+      case "text":
+        return [name, text]
+      case "summary":
+        return [name, summary]
+      case "actionItems":
+        return [name, sentences.filter((s) => /\b(need to|have to|must|will)\b/i.test(s))]
+      case "tags":
+        return [name, (text.match(/\p{L}{7,}/gu) ?? []).slice(0, 3)]
+      default:
+        return [name, schema.type === "array" ? [] : `${name}: ${summary}`]
+    }
+  }))
 }
 
 const withTag = (name: string) => name.includes(":") ? name : `${name}:latest`
@@ -162,7 +215,9 @@ export const make = (
         ? record.userContent.slice(Math.max(0, record.userContent.length - Math.max(0, room) * 4))
         : record.userContent
       const promptEvalCount = Math.min(window, tokens(record.systemPrompt) + tokens(user) + templateTokens)
-      let content = scripted?.kind === "answer" ? scripted.content : JSON.stringify(cleanLikeTheFake(user))
+      const structured = answerLikeTheFake(user, body.format)
+      if (scripted?.kind === "partial") for (const name of scripted.omit) delete structured[name]
+      let content = scripted?.kind === "answer" ? scripted.content : JSON.stringify(structured)
       let doneReason = scripted?.kind === "answer" ? scripted.doneReason ?? "stop" : "stop"
       if (promptEvalCount + tokens(content) > window) {
         content = content.slice(0, Math.max(0, (window - promptEvalCount) * 4))
@@ -217,7 +272,7 @@ export const make = (
       requests,
       failNext: (fault, times = 1) => {
         for (let i = 0; i < times; i++) {
-          if (fault.kind === "stream-error" || fault.kind === "answer") script.push(fault)
+          if (fault.kind === "stream-error" || fault.kind === "answer" || fault.kind === "partial") script.push(fault)
           else {
             faults.failNext(fault)
             script.push({ kind: "fault" })
