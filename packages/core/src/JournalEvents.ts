@@ -7,11 +7,12 @@
  * "this user has new events": in-process (the store notifies after its
  * writes), and on PostgreSQL also from other nodes by LISTEN/NOTIFY. A lost
  * signal costs latency (the stream re-reads every `pollInterval`), never
- * an event.
+ * an event. Writers never wait for each other: a reader tolerates events
+ * that commit out of id order (see `stream`).
  *
  * @since 0.1.0
  */
-import { Context, Deferred, Duration, Effect, FiberId, Layer, Option, Stream } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, FiberId, Layer, Option, Stream } from "effect"
 import type { JournalEvent, UserId } from "./Domain.js"
 import type { StoreError } from "./Errors.js"
 import { JournalStore } from "./JournalStore.js"
@@ -78,10 +79,22 @@ export const layerSignal: Layer.Layer<Signal> = Layer.effect(Signal, makeSignal)
 const batchSize = 100
 
 /**
+ * How long after an event was delivered a smaller id may still commit.
+ * Ids are handed out when an event is inserted — the last statement of its
+ * transaction, just before the commit — so transactions that race commit
+ * within milliseconds of each other, not in id order. A reader therefore
+ * keeps re-reading from the newest id it delivered this long ago (skipping
+ * what it already delivered) instead of from the newest id it has seen:
+ * nothing committed late is skipped, and writers never wait for each other.
+ */
+const commitSkewMillis = 10_000
+
+/**
  * `userId`'s events after `afterId` (the `Last-Event-ID` a client saw; none:
- * only events from now on), in id order, then live as they are written. A
+ * only events from now on), oldest first, then live as they are written. A
  * round trip to the store per wake-up (and per `pollInterval`, default 5 s,
- * in case a wake-up was lost). Never ends by itself.
+ * in case a wake-up was lost). An event that commits after a larger id
+ * (two racing writers) is still delivered, right after. Never ends by itself.
  * @since 0.1.0
  */
 export const stream = (
@@ -96,15 +109,25 @@ export const stream = (
       onNone: () => Effect.succeed(Effect.sleep(poll)),
       onSome: (s) => s.next(userId, poll)
     })
-    let after = options.afterId ?? (yield* store.lastEventId(userId))
+    /** Everything at or below it was delivered (or came before the stream). */
+    let floor = options.afterId ?? (yield* store.lastEventId(userId))
+    /** Delivered ids above `floor`, in id order, with when they were delivered. */
+    let recent: Array<{ readonly id: number; readonly at: number }> = []
     const nextBatch = Effect.gen(function*() {
       while (true) {
         const wake = yield* wakeUp
-        const events = yield* store.readEvents(userId, { afterId: after, limit: batchSize })
-        if (events.length > 0) {
-          after = events[events.length - 1]!.id
-          return events
+        const rows = yield* store.readEvents(userId, { afterId: floor, limit: batchSize + recent.length })
+        const now = yield* Clock.currentTimeMillis
+        const delivered = new Set(recent.map((r) => r.id))
+        const fresh = rows.filter((e) => !delivered.has(e.id))
+        recent = [...recent, ...fresh.map((e) => ({ id: e.id, at: now }))].sort((a, b) => a.id - b.id)
+        // ids delivered long enough ago: nothing below them can still arrive
+        const settled = recent.filter((r) => now - r.at >= commitSkewMillis)
+        if (settled.length > 0) {
+          floor = Math.max(floor, settled[settled.length - 1]!.id)
+          recent = recent.filter((r) => r.id > floor)
         }
+        if (fresh.length > 0) return fresh
         yield* wake
       }
     })

@@ -77,11 +77,9 @@ export interface Dialect {
   readonly isUniqueViolation: (error: SqlError.SqlError) => boolean
   /**
    * Optional. Runs in a transaction that is about to write journal events of
-   * `userIds`, after every other write of it. PostgreSQL serialises these
-   * transactions per user (so a user's event ids commit in order and a
-   * reader resuming after id n never skips a later-committed smaller id)
-   * and NOTIFYs the users' channels (delivered at commit). Single-writer
-   * databases need nothing.
+   * `userIds`, after every other write of it: PostgreSQL NOTIFYs the users'
+   * channels (delivered to every node at commit). Optional: without it
+   * other processes find new events by polling.
    */
   readonly beforeEvents?: (sql: SqlClient.SqlClient, userIds: ReadonlyArray<string>) => Effect.Effect<unknown, SqlError.SqlError>
 }
@@ -224,8 +222,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
 
     /**
      * Writes the events of a change: call it last in the change's
-     * transaction (PostgreSQL's `beforeEvents` lock is then held only until
-     * the commit, and never while waiting for another lock).
+     * transaction, so an event's id is handed out just before the commit
+     * (racing transactions then commit out of id order only by moments,
+     * which `JournalEvents.stream` allows for).
      */
     const writeEvents = (events: ReadonlyArray<NewEvent>, now: string) =>
       Effect.gen(function*() {
