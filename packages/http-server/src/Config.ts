@@ -54,6 +54,9 @@
  * | `VJ_METRICS_TOKEN`          | — (`/metrics` open)              | a scrape of `GET /metrics` must send `Authorization: Bearer <token>` (secret) |
  * | `OTEL_EXPORTER_OTLP_ENDPOINT` | — (no export)                  | OTLP/HTTP collector (e.g. `http://127.0.0.1:4318`): traces are sent to `<endpoint>/v1/traces` |
  * | `OTEL_SERVICE_NAME`         | `voice-journal`                  | the service name on exported spans |
+ * | `VJ_SESSION_SECONDS`        | `2592000` (30 days)              | lifetime of a browser session (`POST /session`) |
+ * | `VJ_EVENTS_POLL_SECONDS`    | `5`                              | `GET /events` re-reads the events table this often if no wake-up came (a lost NOTIFY costs this much latency) |
+ * | `VJ_PUBLIC_ORIGIN`          | — (the request's own)            | `https://journal.example.org`: the origin browsers use, behind a reverse proxy (CSRF check; `Secure` cookie when https) |
  *
  * @since 0.1.0
  */
@@ -62,6 +65,7 @@ import { Config, ConfigError, Effect, Either, Layer, Logger, Option, Redacted } 
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as tls from "node:tls"
+import { defaultLifetimeSeconds, normalizeOrigin } from "./Session.js"
 
 /** @since 0.1.0 */
 export type Transcription =
@@ -142,6 +146,14 @@ export interface ServerConfig {
     readonly cert: string
     readonly key: Redacted.Redacted<string>
   } | undefined
+  /** Browser session lifetime in seconds (default `Session.defaultLifetimeSeconds`, 30 days). */
+  readonly sessionSeconds?: number | undefined
+  /** The origin browsers use (`scheme://host[:port]`) when a reverse proxy stands in front; absent: the request's own. */
+  readonly publicOrigin?: string | undefined
+  /** Seconds between SSE heartbeat comments on `GET /events` (default 15). */
+  readonly eventsHeartbeatSeconds?: number | undefined
+  /** Seconds between re-reads of the events table by an idle `GET /events` stream (default 5). */
+  readonly eventsPollSeconds?: number | undefined
   /** When set, `GET /metrics` needs `Authorization: Bearer <token>`. */
   readonly metricsToken?: Option.Option<Redacted.Redacted<string>> | undefined
   /** Export traces over OTLP/HTTP to `<endpoint>/v1/traces`; absent: spans stay in-process. */
@@ -268,7 +280,10 @@ export const config: Config.Config<ServerConfig> = Config.all({
   tlsKey: Config.option(Config.string("VJ_TLS_KEY")),
   metricsToken: Config.option(Config.redacted("VJ_METRICS_TOKEN")),
   otlpEndpoint: Config.option(Config.url("OTEL_EXPORTER_OTLP_ENDPOINT")),
-  otelServiceName: Config.string("OTEL_SERVICE_NAME").pipe(Config.withDefault("voice-journal"))
+  otelServiceName: Config.string("OTEL_SERVICE_NAME").pipe(Config.withDefault("voice-journal")),
+  sessionSeconds: positive("VJ_SESSION_SECONDS", defaultLifetimeSeconds),
+  publicOrigin: Config.option(Config.string("VJ_PUBLIC_ORIGIN")),
+  eventsPollSeconds: positiveNumber("VJ_EVENTS_POLL_SECONDS", 5)
 }).pipe(
   Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
     // relative to where the command was typed (pnpm runs scripts inside the package)
@@ -319,6 +334,13 @@ export const config: Config.Config<ServerConfig> = Config.all({
         forcePathStyle: Option.getOrElse(c.s3PathStyle, () => Option.isSome(endpoint))
       }
     }
+    let publicOrigin: string | undefined = undefined
+    if (Option.isSome(c.publicOrigin)) {
+      publicOrigin = normalizeOrigin(c.publicOrigin.value)
+      if (publicOrigin === undefined || !/^https?:\/\/[^/]+\/?$/i.test(c.publicOrigin.value.trim())) {
+        return Either.left(ConfigError.InvalidData(["VJ_PUBLIC_ORIGIN"], "must be an origin: http(s)://host[:port], no path"))
+      }
+    }
     const tlsFiles = readTls(base, c.tlsCert, c.tlsKey)
     if (Either.isLeft(tlsFiles)) return Either.left(tlsFiles.left)
     let watch: ServerConfig["watch"] = undefined
@@ -367,7 +389,10 @@ export const config: Config.Config<ServerConfig> = Config.all({
       otlp: Option.match(c.otlpEndpoint, {
         onNone: () => undefined,
         onSome: (url) => ({ endpoint: url.toString().replace(/\/$/, ""), serviceName: c.otelServiceName })
-      })
+      }),
+      sessionSeconds: c.sessionSeconds,
+      publicOrigin,
+      eventsPollSeconds: c.eventsPollSeconds
     })
   })
 )
