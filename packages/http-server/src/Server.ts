@@ -37,6 +37,7 @@ import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
 import { layerHandlers } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
 import * as RequestLog from "./RequestLog.js"
+import * as WebApp from "./WebApp.js"
 
 /**
  * Storage, wake-ups and the Notion request budget for the configured
@@ -124,9 +125,11 @@ export const layerHttpApi = (config: ServerConfig) =>
   // request logs with query values redacted; rate limits are counted at authentication (RateLimit, Http)
   HttpApiBuilder.serve((app) => RequestLog.logger(app)).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    // the web app at / and /app/* (its shell, hashed assets, service worker, manifest)
+    Layer.provide(WebApp.layer()),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     // every error answer is the `{ error, message }` envelope, unknown routes and defects included
-    Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json"] })),
+    Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json", "/", "/app", ...WebApp.rootFiles] })),
     Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
       Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes, uploadIdleSeconds: config.uploadIdleSeconds })),
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
