@@ -94,3 +94,19 @@ export const elfBytes = (): Uint8Array => {
     fs.closeSync(fd)
   }
 }
+
+/**
+ * Speech as a 48 kHz mono WAV, what Chromium's fake microphone plays
+ * (`--use-file-for-fake-audio-capture`, looped) in the web app's browser tests.
+ */
+export const fakeMicrophoneWav = (text: string = SPOKEN_TEXT): string => {
+  const source = speechWav(text)
+  const out = path.join(fixtureDir, `${path.basename(source, ".wav")}.mic48k.wav`)
+  if (!fs.existsSync(out)) {
+    const tmp = path.join(fixtureDir, `.tmp-${process.pid}-${path.basename(out)}`)
+    // a second of silence after the words, so the loop leaves a pause between repetitions
+    execFileSync("ffmpeg", ["-loglevel", "error", "-y", "-i", source, "-af", "apad=pad_dur=1", "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le", "-f", "wav", tmp])
+    fs.renameSync(tmp, out)
+  }
+  return out
+}

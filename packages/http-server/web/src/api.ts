@@ -97,6 +97,7 @@ const request = async <A>(method: string, path: string, body?: unknown): Promise
   return (text === "" ? undefined : JSON.parse(text)) as A
 }
 
+/** Re-runs replace what the entry shows (`makePrimary`); "make primary" on an older run brings it back. */
 export const api = {
   session: () => request<{ user: User }>("GET", "/session"),
   signIn: (apiKey: string) => request<{ user: User }>("POST", "/session", { apiKey }),
@@ -105,8 +106,8 @@ export const api = {
   entry: (id: string) => request<Entry>("GET", `/entries/${encodeURIComponent(id)}`),
   transcriptions: (id: string) => request<ReadonlyArray<Transcription>>("GET", `/entries/${encodeURIComponent(id)}/transcriptions`),
   cleanups: (id: string) => request<ReadonlyArray<Cleanup>>("GET", `/entries/${encodeURIComponent(id)}/cleanups`),
-  retranscribe: (id: string) => request<Transcription>("POST", `/entries/${encodeURIComponent(id)}/transcriptions`),
-  reclean: (id: string) => request<Cleanup>("POST", `/entries/${encodeURIComponent(id)}/cleanups`),
+  retranscribe: (id: string) => request<Transcription>("POST", `/entries/${encodeURIComponent(id)}/transcriptions`, { makePrimary: true }),
+  reclean: (id: string) => request<Cleanup>("POST", `/entries/${encodeURIComponent(id)}/cleanups`, { makePrimary: true }),
   primaryTranscription: (id: string, tid: string) =>
     request<Transcription>("POST", `/entries/${encodeURIComponent(id)}/transcriptions/${encodeURIComponent(tid)}/primary`),
   primaryCleanup: (id: string, cid: string) =>
