@@ -11,7 +11,7 @@
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
-import { Errors, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
+import { Errors, JournalEvents, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
 import { Deferred, Effect, Layer, Redacted, Schedule, Stream } from "effect"
 
 /**
@@ -44,11 +44,24 @@ export const dialect: SqlJournalStore.Dialect = {
       UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
       FROM next WHERE ${sql(table)}.id = next.id
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns.replace(/(^|, )(\w+)/g, `$1${table}.$2`))}`,
-  isUniqueViolation: (error) => (error.cause as { code?: unknown } | undefined)?.code === "23505"
+  isUniqueViolation: (error) => (error.cause as { code?: unknown } | undefined)?.code === "23505",
+  // one event-writing transaction at a time (until its commit), so event ids become visible in order;
+  // and a hint per user, which PostgreSQL delivers to every LISTENing node at commit
+  beforeEvents: (sql, userIds) =>
+    Effect.zipRight(
+      sql`SELECT pg_advisory_xact_lock(${eventsLockKey})`,
+      Effect.forEach(userIds, (userId) => sql`SELECT pg_notify(${eventsChannel}, ${userId})`, { discard: true })
+    )
 }
 
 /** Any constant: the advisory lock key that serialises start-up migrations across nodes. */
 const migrationLockKey = 7_240_213
+
+/** Another constant: the transaction-level advisory lock that orders journal event writes. */
+const eventsLockKey = 7_240_214
+
+/** The LISTEN/NOTIFY channel that carries "new events for user <payload>" hints between nodes. */
+const eventsChannel = "voice_journal_events"
 
 /**
  * Runs the migrations while holding a session advisory lock, so nodes that
@@ -136,18 +149,34 @@ export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient
   Effect.gen(function*() {
     const sql = yield* PgClient.PgClient
     const local = yield* WorkSignal.make
+    yield* listenForHints(sql, channel, (payload) => stages.includes(payload) ? local.notify(payload as never) : Effect.void)
+    return { next: local.next, notify: (stage) => Effect.zipRight(local.notify(stage), sendWorkHint(sql, stage)) }
+  })
+)
+
+/**
+ * LISTENs on `name` in a scoped fiber (reconnecting after a failure) and
+ * hands each payload to `onHint`; returns once the LISTEN is up, or after
+ * 10 s with a warning (hints from other nodes then wait for polling).
+ */
+const listenForHints = (
+  sql: PgClient.PgClient,
+  name: string,
+  onHint: (payload: string) => Effect.Effect<void>
+) =>
+  Effect.gen(function*() {
     // a hint only this node understands: its arrival proves the LISTEN is up
     const readyToken = `listening-${globalThis.crypto.randomUUID()}`
     const listening = yield* Deferred.make<void>()
-    yield* sql.listen(channel).pipe(
+    yield* sql.listen(name).pipe(
       Stream.runForEach((payload) =>
         payload === readyToken
           ? Deferred.succeed(listening, undefined)
-          : stages.includes(payload)
-          ? local.notify(payload as never)
-          : Effect.void // another node's readiness token
+          : payload.startsWith("listening-")
+          ? Effect.void // another node's readiness token
+          : onHint(payload)
       ),
-      Effect.tapErrorCause((cause) => Effect.logWarning("LISTEN voice_journal_work failed; reconnecting", cause)),
+      Effect.tapErrorCause((cause) => Effect.logWarning(`LISTEN ${name} failed; reconnecting`, cause)),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )
@@ -156,14 +185,32 @@ export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient
     // RcRef's acquisition scope is never closed, Effect-TS/effect#7109), and
     // the open socket kept short-lived commands (`voice-journal migrate`,
     // `users create`) from ever exiting.
+    const sendReady = sql`SELECT pg_notify(${name}, ${readyToken})`.pipe(
+      Effect.asVoid,
+      Effect.catchAll((e) => Effect.logWarning(`NOTIFY ${name} failed while waiting for LISTEN`, e))
+    )
     yield* Effect.raceFirst(
       Deferred.await(listening),
-      sendWorkHint(sql, readyToken).pipe(Effect.repeat(Schedule.spaced("200 millis")), Effect.zipRight(Effect.never))
+      sendReady.pipe(Effect.repeat(Schedule.spaced("200 millis")), Effect.zipRight(Effect.never))
     ).pipe(
       Effect.timeout("10 seconds"),
       Effect.catchTag("TimeoutException", () =>
-        Effect.logWarning("LISTEN voice_journal_work not confirmed within 10 s; wake-ups from other nodes wait for polling"))
+        Effect.logWarning(`LISTEN ${name} not confirmed within 10 s; hints from other nodes wait for polling`))
     )
-    return { next: local.next, notify: (stage) => Effect.zipRight(local.notify(stage), sendWorkHint(sql, stage)) }
+  })
+
+/**
+ * Event hints across nodes: LISTENs on `voice_journal_events` (the store's
+ * `beforeEvents` NOTIFYs it with the user id at every commit that wrote
+ * events) and wakes this node's event streams of that user through the
+ * in-process `JournalEvents.Signal`. Give the same Signal to the store.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerEventHints: Layer.Layer<never, never, PgClient.PgClient | JournalEvents.Signal> = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const sql = yield* PgClient.PgClient
+    const signal = yield* JournalEvents.Signal
+    yield* listenForHints(sql, eventsChannel, signal.notify)
   })
 )

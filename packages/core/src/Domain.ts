@@ -234,3 +234,44 @@ export interface Job {
   readonly leaseOwner: string
   readonly leaseExpiresAt: Date
 }
+
+/**
+ * A browser session: made from an API key (`POST /session`), stored only as
+ * the SHA-256 of its random id, ended by its expiry, by signing out, or by
+ * revoking the key it came from.
+ * @since 0.1.0
+ */
+export interface Session {
+  readonly user: User
+  /** The key the session was made from: its rate-limit budget, and what ends it when revoked. */
+  readonly apiKeyId: ApiKeyId
+  readonly expiresAt: Date
+}
+
+/**
+ * What a {@link JournalEvent} is about: a stage row's new status, or an
+ * entry that was created or deleted.
+ * @since 0.1.0
+ */
+export const JournalEventKind = Schema.Literal("stage", "entry")
+/** @since 0.1.0 */
+export type JournalEventKind = typeof JournalEventKind.Type
+
+/**
+ * One change a user can watch (`GET /events`), written in the same
+ * transaction as the change itself. `id` grows with every event (durable,
+ * so a client resumes after the last one it saw). For `kind: "stage"`,
+ * `stage` and `stageId` name the row and `status` is its new status; for
+ * `kind: "entry"`, `status` is `created` or `deleted`.
+ * @since 0.1.0
+ */
+export class JournalEvent extends Schema.Class<JournalEvent>("JournalEvent")({
+  id: Schema.Number,
+  userId: UserId,
+  entryId: EntryId,
+  kind: JournalEventKind,
+  stage: Schema.NullOr(Stage),
+  stageId: Schema.NullOr(Schema.String),
+  status: Schema.String,
+  at: Schema.Date
+}) {}

@@ -346,3 +346,18 @@ export class RangeNotSatisfiable extends Schema.TaggedError<RangeNotSatisfiable>
     return `the requested range lies outside the recording (${this.sizeBytes} bytes)`
   }
 }
+
+/**
+ * An upload's `Idempotency-Key` was already used by the same user within its
+ * window: the upload is a retry, and `entryId` is the entry the first one
+ * made. Nothing was written for this one.
+ * @since 0.1.0
+ * @category errors
+ */
+export class IdempotencyKeyUsed extends Schema.TaggedError<IdempotencyKeyUsed>()("IdempotencyKeyUsed", {
+  entryId: Schema.String
+}) {
+  override get message() {
+    return `this Idempotency-Key already made entry ${this.entryId}`
+  }
+}

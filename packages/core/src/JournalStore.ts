@@ -22,11 +22,13 @@ import type {
   EntryId,
   EntrySummary,
   Job,
+  JournalEvent,
   NotionSync,
   NotionSyncId,
   NotionSyncStatus,
   Page,
   PageRequest,
+  Session,
   Stage,
   Transcription,
   TranscriptionId,
@@ -34,7 +36,7 @@ import type {
   UserId,
   VoiceEntry
 } from "./Domain.js"
-import type { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import type { IdempotencyKeyUsed, InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 
 /**
  * What the ingest step knows about a stored recording.
@@ -47,6 +49,12 @@ export interface NewVoiceEntry {
   readonly mimeType: string
   readonly sizeBytes: number
   readonly sha256: string
+  /**
+   * The upload's `Idempotency-Key`: unique per user among keys used since
+   * `notBefore` (older ones are replaced). A used key fails `createEntry`
+   * with `IdempotencyKeyUsed` (the first entry's id) and writes nothing.
+   */
+  readonly idempotency?: { readonly key: string; readonly notBefore: Date } | undefined
 }
 
 /**
@@ -103,10 +111,13 @@ export interface JournalStoreService {
   readonly getUser: (userId: UserId) => Effect.Effect<User, NotFound | StoreError>
 
   // --- voice entries --------------------------------------------------------
-  /** Writes the entry and its first (pending, to-be-primary) transcription in one transaction. */
+  /**
+   * Writes the entry and its first (pending, to-be-primary) transcription in
+   * one transaction (and the idempotency key, if given: see {@link NewVoiceEntry}).
+   */
   readonly createEntry: (
     input: NewVoiceEntry
-  ) => Effect.Effect<{ readonly entry: VoiceEntry; readonly transcription: Transcription }, StoreError>
+  ) => Effect.Effect<{ readonly entry: VoiceEntry; readonly transcription: Transcription }, IdempotencyKeyUsed | StoreError>
   readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<VoiceEntry, NotFound | StoreError>
   /**
    * Newest first, each with where its stages stand (see {@link EntrySummary}):
@@ -246,6 +257,35 @@ export interface JournalStoreService {
    * sweep (`BlobSweeper`) must keep. Any number of keys; indexed lookups.
    */
   readonly existingBlobKeys: (keys: ReadonlyArray<string>) => Effect.Effect<ReadonlySet<string>, StoreError>
+
+  // --- browser sessions and events (the web app) ----------------------------
+  /** Stores a session by the hash of its id (the id itself is never stored). */
+  readonly createSession: (input: {
+    readonly idHash: string
+    readonly userId: UserId
+    readonly apiKeyId: ApiKeyId
+    readonly expiresAt: Date
+  }) => Effect.Effect<void, StoreError>
+  /** The live session with this id hash: not expired, and its API key not revoked. */
+  readonly findSession: (idHash: string) => Effect.Effect<Option.Option<Session>, StoreError>
+  /** Ends a session (signing out); no such session is not an error. */
+  readonly deleteSession: (idHash: string) => Effect.Effect<void, StoreError>
+  /**
+   * The user's events after `afterId`, oldest first. Every stage status
+   * change and every entry creation and deletion writes one, in the
+   * transaction of the change, with a growing id (see `JournalEvents`).
+   */
+  readonly readEvents: (
+    userId: UserId,
+    options: { readonly afterId: number; readonly limit: number }
+  ) => Effect.Effect<ReadonlyArray<JournalEvent>, StoreError>
+  /** The id of the user's latest event (0 if none): where a live-only stream starts. */
+  readonly lastEventId: (userId: UserId) => Effect.Effect<number, StoreError>
+  /** Removes expired sessions, and idempotency keys and events older than the given times. */
+  readonly pruneExpired: (options: {
+    readonly idempotencyKeysBefore: Date
+    readonly eventsBefore: Date
+  }) => Effect.Effect<void, StoreError>
 }
 
 /**

@@ -13,7 +13,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
-import { Context, Effect, Exit, Layer, Option, type Scope, TestClock } from "effect"
+import { Clock, Context, Effect, Exit, Layer, Option, type Scope, TestClock } from "effect"
 import type { Job, Stage, UserId } from "./Domain.js"
 import { JournalStore, type JournalStoreService } from "./JournalStore.js"
 
@@ -45,15 +45,23 @@ const connect = (layer: Layer.Layer<JournalStore | SqlClient.SqlClient, unknown>
 
 const lease = { workerId: "suite-worker", leaseMillis: 30_000 }
 
+/** The idempotency key `newEntry` passes, if one is provided. */
+class IdempotencySetting extends Context.Tag("JournalStoreSuite/IdempotencySetting")<
+  IdempotencySetting,
+  { readonly key: string; readonly notBefore: Date }
+>() {}
+
 const newEntry = (store: JournalStoreService, userId: UserId, n = 0) =>
-  store.createEntry({
-    userId,
-    blobKey: `blob-${n}-${globalThis.crypto.randomUUID()}`,
-    originalFilename: `note-${n}.mp3`,
-    mimeType: "audio/mpeg",
-    sizeBytes: 1000 + n,
-    sha256: "0".repeat(64)
-  })
+  Effect.flatMap(Effect.serviceOption(IdempotencySetting), (idempotency) =>
+    store.createEntry({
+      userId,
+      blobKey: `blob-${n}-${globalThis.crypto.randomUUID()}`,
+      originalFilename: `note-${n}.mp3`,
+      mimeType: "audio/mpeg",
+      sizeBytes: 1000 + n,
+      sha256: "0".repeat(64),
+      idempotency: Option.getOrUndefined(idempotency)
+    }))
 
 const claim = (store: JournalStoreService, stage: Stage, workerId = lease.workerId) =>
   store.claimNext(stage, { ...lease, workerId }).pipe(
@@ -484,6 +492,160 @@ export const run = (name: string, harness: Harness): void => {
           const found = yield* store.existingBlobKeys(asked)
           expect([...found].sort()).toEqual([kept.blobKey, other.blobKey].sort())
           expect((yield* store.existingBlobKeys([])).size).toBe(0)
+        })
+      ))
+
+    it.scoped("sessions: found while live; expired, deleted or with a revoked key they are gone", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const key = yield* store.createApiKey({ userId: alice.id, name: "browser", keyHash: "hash-s" })
+          const other = yield* store.createApiKey({ userId: alice.id, name: "phone", keyHash: "hash-t" })
+          const inOneHour = (yield* Clock.currentTimeMillis) + 3_600_000
+          yield* store.createSession({ idHash: "s1", userId: alice.id, apiKeyId: key.id, expiresAt: new Date(inOneHour) })
+          yield* store.createSession({ idHash: "s2", userId: alice.id, apiKeyId: other.id, expiresAt: new Date(inOneHour) })
+          yield* store.createSession({ idHash: "s3", userId: alice.id, apiKeyId: other.id, expiresAt: new Date(inOneHour) })
+          const found = yield* store.findSession("s1")
+          expect(Option.map(found, (s) => [s.user.id, s.apiKeyId])).toEqual(Option.some([alice.id, key.id]))
+          expect(Option.isNone(yield* store.findSession("no-such-session"))).toBe(true)
+          // revoking the key ends its sessions, and only those
+          yield* store.revokeApiKey(alice.id, key.id)
+          expect(Option.isNone(yield* store.findSession("s1"))).toBe(true)
+          expect(Option.isSome(yield* store.findSession("s2"))).toBe(true)
+          yield* store.deleteSession("s2")
+          expect(Option.isNone(yield* store.findSession("s2"))).toBe(true)
+          // expiry, on the store's clock; expired rows are pruned
+          expect(Option.isSome(yield* store.findSession("s3"))).toBe(true)
+          yield* TestClock.adjust("61 minutes")
+          expect(Option.isNone(yield* store.findSession("s3"))).toBe(true)
+          const now = new Date(yield* Clock.currentTimeMillis)
+          yield* store.pruneExpired({ idempotencyKeysBefore: now, eventsBefore: new Date(0) })
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM sessions")).toBe(0)
+        })
+      ))
+
+    it.scoped("idempotency keys: a used key returns the first entry and writes nothing; other users and expired keys are independent", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          const notBefore = new Date((yield* Clock.currentTimeMillis) - 86_400_000)
+          const upload = (userId: UserId, key: string, since = notBefore) =>
+            newEntry(store, userId).pipe(Effect.provideService(IdempotencySetting, { key, notBefore: since }))
+          const first = yield* upload(alice.id, "k-1")
+          const again = yield* Effect.flip(upload(alice.id, "k-1"))
+          expect(again._tag).toBe("IdempotencyKeyUsed")
+          expect((again as { entryId?: string }).entryId).toBe(first.entry.id)
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM voice_entries")).toBe(1)
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM transcriptions")).toBe(1)
+          // the same key for another user, or another key: new entries
+          const bobs = yield* upload(bob.id, "k-1")
+          expect(bobs.entry.id).not.toBe(first.entry.id)
+          yield* upload(alice.id, "k-2")
+          // once the first use is older than the window, the key is free again
+          yield* TestClock.adjust("25 hours")
+          const later = yield* upload(alice.id, "k-1", new Date((yield* Clock.currentTimeMillis) - 86_400_000))
+          expect(later.entry.id).not.toBe(first.entry.id)
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM voice_entries")).toBe(4)
+          // deleting the entry frees its key; old keys are pruned
+          yield* store.deleteEntry(alice.id, later.entry.id)
+          yield* store.pruneExpired({ idempotencyKeysBefore: new Date((yield* Clock.currentTimeMillis) - 86_400_000), eventsBefore: new Date(0) })
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM idempotency_keys")).toBe(0)
+        })
+      ))
+
+    it.scoped("idempotency keys: concurrent uploads with one key on separate connections make exactly one entry", () =>
+      withStore((first, layer) =>
+        Effect.gen(function*() {
+          const user = yield* first.store.createUser("u")
+          const connections = [first, ...(yield* Effect.all([connect(layer), connect(layer), connect(layer)]))]
+          const notBefore = new Date((yield* Clock.currentTimeMillis) - 86_400_000)
+          const results = yield* Effect.forEach(connections, (c, i) =>
+            newEntry(c.store, user.id, i).pipe(
+              Effect.provideService(IdempotencySetting, { key: "same", notBefore }),
+              Effect.map((r) => r.entry.id as string),
+              Effect.catchTag("IdempotencyKeyUsed", (e) => Effect.succeed(`replay:${e.entryId}`))
+            ), { concurrency: "unbounded" })
+          const made = results.filter((r) => !r.startsWith("replay:"))
+          expect(made.length).toBe(1)
+          expect(results.filter((r) => r.startsWith("replay:")).map((r) => r.slice(7))).toEqual([made[0], made[0], made[0]])
+          expect(yield* countRows(first.sql, "SELECT count(*) AS n FROM voice_entries")).toBe(1)
+          expect(yield* countRows(first.sql, "SELECT count(*) AS n FROM transcriptions")).toBe(1)
+        })
+      ))
+
+    it.scoped("events: every stage status change and entry creation/deletion, per user, in order, with growing ids", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const alice = yield* store.createUser("alice")
+          const bob = yield* store.createUser("bob")
+          expect(yield* store.lastEventId(alice.id)).toBe(0)
+          const { entry, transcription } = yield* newEntry(store, alice.id)
+          const t = yield* claim(store, "transcription")
+          expect(t.id).toBe(transcription.id)
+          yield* store.failTemporarily(t, { error: "busy", nextAttemptAt: new Date(0) })
+          const t2 = yield* claim(store, "transcription")
+          yield* store.completeTranscription(t2, { text: "w", engine: "e", language: null, durationSeconds: 1 })
+          const c = yield* claim(store, "cleanup")
+          yield* store.completeCleanup(c, { title: "T", text: "x", model: "m" }, { queueNotionSync: true })
+          const n = yield* claim(store, "notion")
+          yield* store.failPermanently(n, { error: "nope" })
+          yield* store.deleteEntry(alice.id, entry.id)
+          yield* newEntry(store, bob.id)
+          const events = yield* store.readEvents(alice.id, { afterId: 0, limit: 100 })
+          expect(events.map((e) => [e.kind, e.stage, e.status])).toEqual([
+            ["entry", null, "created"],
+            ["stage", "transcription", "pending"],
+            ["stage", "transcription", "processing"],
+            ["stage", "transcription", "retrying"],
+            ["stage", "transcription", "processing"],
+            ["stage", "transcription", "completed"],
+            ["stage", "cleanup", "pending"],
+            ["stage", "cleanup", "processing"],
+            ["stage", "cleanup", "completed"],
+            ["stage", "notion", "pending"],
+            ["stage", "notion", "processing"],
+            ["stage", "notion", "failed"],
+            ["entry", null, "deleted"]
+          ])
+          expect(events.every((e) => e.entryId === entry.id && e.userId === alice.id)).toBe(true)
+          expect(events[1]!.stageId).toBe(transcription.id)
+          expect(events[7]!.stageId).toBe(c.id)
+          const ids = events.map((e) => e.id)
+          expect([...ids].sort((a, b) => a - b)).toEqual(ids)
+          expect(new Set(ids).size).toBe(ids.length)
+          expect(yield* store.lastEventId(alice.id)).toBe(ids[ids.length - 1])
+          // resuming after an id gives what came later, and paging by limit
+          expect((yield* store.readEvents(alice.id, { afterId: ids[9]!, limit: 100 })).map((e) => e.id)).toEqual(ids.slice(10))
+          expect((yield* store.readEvents(alice.id, { afterId: 0, limit: 2 })).map((e) => e.id)).toEqual(ids.slice(0, 2))
+          // bob sees only his own
+          const bobs = yield* store.readEvents(bob.id, { afterId: 0, limit: 100 })
+          expect(bobs.map((e) => e.status)).toEqual(["created", "pending"])
+          // a released lease is an event too; pruning removes old events
+          const b = yield* claim(store, "transcription")
+          yield* store.releaseLease(b)
+          expect((yield* store.readEvents(bob.id, { afterId: 0, limit: 100 })).map((e) => e.status)).toEqual(["created", "pending", "processing", "pending"])
+          yield* TestClock.adjust("1 hour")
+          yield* store.pruneExpired({ idempotencyKeysBefore: new Date(0), eventsBefore: new Date(yield* Clock.currentTimeMillis) })
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM journal_events")).toBe(0)
+        })
+      ))
+
+    it.scoped("events: re-runs, retried syncs and queued syncs are events of their stage row", () =>
+      withStore(({ store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const entry = yield* cleanedEntry(store, user.id)
+          const after = yield* store.lastEventId(user.id)
+          const t = yield* store.addTranscription(user.id, entry.id, { makePrimary: false })
+          const c = yield* store.addCleanup(user.id, entry.id, { makePrimary: false })
+          const sync = yield* store.addNotionSync(user.id, entry.id)
+          const events = yield* store.readEvents(user.id, { afterId: after, limit: 100 })
+          expect(events.map((e) => [e.stage, e.stageId, e.status])).toEqual([
+            ["transcription", t.id, "pending"],
+            ["cleanup", c.id, "pending"],
+            ["notion", sync.id, "pending"]
+          ])
         })
       ))
 

@@ -146,6 +146,55 @@ const claimPartialIndexes = ["transcriptions", "cleaned_entries", "notion_syncs"
 ])
 
 /**
+ * What the web app needs (`POST /session`, `Idempotency-Key`, `GET /events`):
+ *
+ * - `sessions`: browser sessions, by the SHA-256 of their random id only,
+ *   with the API key they came from (revoking it ends them) and an expiry;
+ * - `idempotency_keys`: one row per (user, key), unique, pointing at the
+ *   entry the first upload made — concurrent retries meet at this index;
+ * - `journal_events`: stage status changes and entry creations/deletions,
+ *   written in the transaction of the change; the id is the SSE event id
+ *   (an identity column on PostgreSQL, AUTOINCREMENT on SQLite: never reused).
+ */
+const webSessionsIdempotencyEvents = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  const eventId = sql.onDialectOrElse({
+    pg: () => "id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    orElse: () => "id INTEGER PRIMARY KEY AUTOINCREMENT"
+  })
+  yield* run([
+    `CREATE TABLE sessions (
+      id_hash TEXT PRIMARY KEY,
+      user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+      api_key_id TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+      created_at TEXT NOT NULL,
+      expires_at TEXT NOT NULL)`,
+    `CREATE INDEX sessions_api_key_idx ON sessions (api_key_id)`,
+    `CREATE INDEX sessions_expires_idx ON sessions (expires_at)`,
+    `CREATE TABLE idempotency_keys (
+      user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+      idem_key TEXT NOT NULL,
+      entry_id TEXT NOT NULL,
+      created_at TEXT NOT NULL,
+      PRIMARY KEY (user_id, idem_key))`,
+    `CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at)`,
+    `CREATE INDEX idempotency_keys_entry_idx ON idempotency_keys (entry_id)`,
+    `CREATE TABLE journal_events (
+      ${eventId},
+      user_id TEXT NOT NULL,
+      entry_id TEXT NOT NULL,
+      kind TEXT NOT NULL,
+      stage TEXT,
+      stage_id TEXT,
+      status TEXT NOT NULL,
+      at TEXT NOT NULL)`,
+    // "this user's events after id n", and pruning by age
+    `CREATE INDEX journal_events_user_idx ON journal_events (user_id, id)`,
+    `CREATE INDEX journal_events_at_idx ON journal_events (at)`
+  ])
+})
+
+/**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
  */
@@ -156,5 +205,6 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0003_rate_budgets": run(rateBudgets),
   "0004_claim_partial_indexes": run(claimPartialIndexes),
   // a watch folder asks "does this user already have audio with this sha256" for every new file
-  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`])
+  "0005_voice_entries_user_sha256": run([`CREATE INDEX voice_entries_user_sha256_idx ON voice_entries (user_id, sha256)`]),
+  "0007_sessions_idempotency_events": webSessionsIdempotencyEvents
 })

@@ -20,21 +20,26 @@ import type { Statement } from "@effect/sql"
 import { Array as Arr, Clock, Effect, Option, Schema } from "effect"
 import {
   ApiKey,
+  type ApiKeyId,
   CleanedEntry,
   type CleanupId,
   type EntryId,
   EntrySummary,
   type Job,
+  JournalEvent,
   NotionSync,
   type NotionSyncId,
   type Page,
+  type Session,
+  type Stage,
   Transcription,
   type TranscriptionId,
   User,
   type UserId,
   VoiceEntry
 } from "./Domain.js"
-import { InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import { IdempotencyKeyUsed, InvalidState, LeaseLost, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
+import { Signal } from "./JournalEvents.js"
 import type { JournalStoreService } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
 
@@ -70,6 +75,14 @@ export interface Dialect {
   ) => Effect.Effect<ReadonlyArray<ClaimedRow>, SqlError.SqlError>
   /** True if `error` is a unique-index violation. */
   readonly isUniqueViolation: (error: SqlError.SqlError) => boolean
+  /**
+   * Optional. Runs in a transaction that is about to write journal events of
+   * `userIds`, after every other write of it. PostgreSQL serialises these
+   * transactions (so event ids commit in order and a reader resuming after
+   * id n never skips a later-committed smaller id) and NOTIFYs the users'
+   * channels (delivered at commit). Single-writer databases need nothing.
+   */
+  readonly beforeEvents?: (sql: SqlClient.SqlClient, userIds: ReadonlyArray<string>) => Effect.Effect<unknown, SqlError.SqlError>
 }
 
 /**
@@ -164,6 +177,30 @@ const decodeEntrySummaries = decoder(EntrySummary)
 const decodeTranscriptions = decoder(Transcription)
 const decodeCleanups = decoder(CleanedEntry)
 const decodeNotionSyncs = decoder(NotionSync)
+const decodeEventRows = decoder(JournalEvent)
+/** Event ids are BIGINT on PostgreSQL, returned as strings. */
+const decodeEvents = (rows: ReadonlyArray<any>) => decodeEventRows(rows.map((r) => ({ ...r, id: Number(r.id) })))
+
+const eventColumns = `id, user_id AS "userId", entry_id AS "entryId", kind, stage, stage_id AS "stageId", status, at`
+
+/** An event to write with a change (see `JournalEvents`). */
+interface NewEvent {
+  readonly userId: string
+  readonly entryId: string
+  readonly kind: "stage" | "entry"
+  readonly stage: Stage | null
+  readonly stageId: string | null
+  readonly status: string
+}
+
+const stageEvent = (stage: Stage, row: { readonly id: string; readonly entryId: string; readonly userId: string }, status: string): NewEvent => ({
+  userId: row.userId,
+  entryId: row.entryId,
+  kind: "stage",
+  stage,
+  stageId: row.id,
+  status
+})
 
 const first = <A>(resource: string, id: string) => (rows: ReadonlyArray<A>): Effect.Effect<A, NotFound> =>
   rows.length > 0 ? Effect.succeed(rows[0]!) : Effect.fail(new NotFound({ resource, id }))
@@ -182,6 +219,26 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const cols = sql.literal
+    const signal = yield* Effect.serviceOption(Signal)
+
+    /**
+     * Writes the events of a change: call it last in the change's
+     * transaction (PostgreSQL's `beforeEvents` lock is then held only until
+     * the commit, and never while waiting for another lock).
+     */
+    const writeEvents = (events: ReadonlyArray<NewEvent>, now: string) =>
+      Effect.gen(function*() {
+        if (events.length === 0) return
+        if (dialect.beforeEvents !== undefined) yield* dialect.beforeEvents(sql, [...new Set(events.map((e) => e.userId))])
+        for (const e of events) {
+          yield* sql`INSERT INTO journal_events (user_id, entry_id, kind, stage, stage_id, status, at)
+            VALUES (${e.userId}, ${e.entryId}, ${e.kind}, ${e.stage}, ${e.stageId}, ${e.status}, ${now})`
+        }
+      }).pipe(Effect.mapError(storeError))
+
+    /** Wakes this process's event streams of `userId` once a change is written (no-op without a Signal). */
+    const woke = (userId: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
+      Option.isNone(signal) ? self : Effect.tap(self, () => signal.value.notify(userId))
 
     const primaryConflict = (table: string, entryId: string) => (e: SqlError.SqlError) =>
       dialect.isUniqueViolation(e) ? new PrimaryConflict({ table, entryId }) : storeError(e)
@@ -280,13 +337,13 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           WHERE cleaned_entry_id = ${row.cleanedEntryId} AND status IN ('pending', 'processing', 'retrying')`.pipe(
           Effect.mapError(storeError)
         )
-        if (open.length > 0) return open[0]!.id as NotionSyncId
+        if (open.length > 0) return { id: open[0]!.id as NotionSyncId, events: [] as ReadonlyArray<NewEvent> }
         const id = newId()
         yield* sql`INSERT INTO notion_syncs (id, entry_id, cleaned_entry_id, user_id, status, attempts, next_attempt_at, created_at, updated_at)
           VALUES (${id}, ${row.entryId}, ${row.cleanedEntryId}, ${row.userId}, 'pending', 0, ${now}, ${now}, ${now})`.pipe(
           Effect.mapError(storeError)
         )
-        return id as NotionSyncId
+        return { id: id as NotionSyncId, events: [stageEvent("notion", { id, ...row }, "pending")] }
       })
 
     /** Moves the primary flag of `table` within one entry to `id`. Call inside a transaction after lockEntry. */
@@ -358,7 +415,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       job: Job,
       table: "transcriptions" | "cleaned_entries",
       result: (now: string) => Statement.Fragment,
-      next: (now: string) => Effect.Effect<unknown, StoreError>
+      next: (now: string) => Effect.Effect<ReadonlyArray<NewEvent>, StoreError>
     ) =>
       Effect.gen(function*() {
         const now = yield* isoNow
@@ -369,13 +426,35 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           job,
           sql`status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, ${result(now)}`
         )
+        const completed = stageEvent(job.stage, job, "completed")
         const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary(table, job.entryId))
-        if (!primary) return
+        if (!primary) return yield* writeEvents([completed], now)
         yield* switchPrimary(table, job.entryId, job.id, now).pipe(
           Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
         )
-        yield* next(now)
-      }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
+        const queued = yield* next(now)
+        yield* writeEvents([completed, ...queued], now)
+      }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(job.userId))
+
+    /** The entry an idempotency key made, as the `IdempotencyKeyUsed` a repeated upload fails with. */
+    const idempotentWinner = (userId: string, key: string): Effect.Effect<never, IdempotencyKeyUsed | StoreError> =>
+      sql<{ entryId: string }>`SELECT entry_id AS "entryId" FROM idempotency_keys
+        WHERE user_id = ${userId} AND idem_key = ${key}`.pipe(
+        Effect.mapError(storeError),
+        Effect.flatMap((rows): Effect.Effect<never, IdempotencyKeyUsed | StoreError> =>
+          rows.length > 0
+            ? Effect.fail(new IdempotencyKeyUsed({ entryId: rows[0]!.entryId }))
+            : Effect.fail(new StoreError({ message: "the idempotency key is held by an upload that did not commit; retry" }))
+        )
+      )
+
+    /** A worker's status change of its leased row, with its event, in one transaction. */
+    const transition = (job: Job, status: string, set: (now: string) => Statement.Fragment) =>
+      Effect.gen(function*() {
+        const now = yield* isoNow
+        yield* fenced(job, set(now))
+        yield* writeEvents([stageEvent(job.stage, job, status)], now)
+      }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(job.userId))
 
     const page = <A>(
       items: Effect.Effect<ReadonlyArray<A>, StoreError>,
@@ -451,7 +530,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             Effect.mapError(storeError)
           )
           if (rows.length === 0) return yield* new NotFound({ resource: "api key", id: keyId })
-        }),
+          // its sessions end with it (findSession also checks the key, this keeps the table clean)
+          yield* sql`DELETE FROM sessions WHERE api_key_id = ${keyId}`.pipe(Effect.mapError(storeError))
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       createEntry: (input) =>
         Effect.gen(function*() {
@@ -461,10 +542,31 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             VALUES (${id}, ${input.userId}, ${input.blobKey}, ${input.originalFilename}, ${input.mimeType}, ${input.sizeBytes}, ${input.sha256}, ${now}, ${now})`
             .pipe(Effect.mapError(storeError))
           const transcriptionId = yield* insertTranscription({ entryId: id, userId: input.userId, makePrimary: true }, now)
+          if (input.idempotency !== undefined) {
+            const { key, notBefore } = input.idempotency
+            // an expired key is free again
+            yield* sql`DELETE FROM idempotency_keys WHERE user_id = ${input.userId} AND idem_key = ${key}
+              AND created_at < ${notBefore.toISOString()}`.pipe(Effect.mapError(storeError))
+            // a concurrent upload with the same key waits here for the first one's commit, then fails
+            yield* sql`INSERT INTO idempotency_keys (user_id, idem_key, entry_id, created_at)
+              VALUES (${input.userId}, ${key}, ${id}, ${now})`.pipe(
+              Effect.mapError((e) => dialect.isUniqueViolation(e) ? new IdempotencyKeyUsed({ entryId: "" }) : storeError(e))
+            )
+          }
+          yield* writeEvents([
+            { userId: input.userId, entryId: id, kind: "entry", stage: null, stageId: null, status: "created" },
+            stageEvent("transcription", { id: transcriptionId, entryId: id, userId: input.userId }, "pending")
+          ], now)
           const entry = yield* getEntry(input.userId, id).pipe(Effect.orDie)
           const transcription = yield* getTranscription(input.userId, transcriptionId).pipe(Effect.orDie)
           return { entry, transcription }
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+        }).pipe(
+          sql.withTransaction,
+          Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))),
+          // rolled back: name the entry the key already made
+          Effect.catchTag("IdempotencyKeyUsed", () => idempotentWinner(input.userId, input.idempotency!.key)),
+          woke(input.userId)
+        ),
 
       getEntry,
 
@@ -505,17 +607,20 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           yield* sql`DELETE FROM notion_syncs WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM cleaned_entries WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM transcriptions WHERE entry_id = ${entryId}`
+          yield* sql`DELETE FROM idempotency_keys WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM voice_entries WHERE id = ${entryId} AND user_id = ${userId}`
+          yield* writeEvents([{ userId, entryId, kind: "entry", stage: null, stageId: null, status: "deleted" }], yield* isoNow)
           return entry
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
       addTranscription: (userId, entryId, { makePrimary }) =>
         Effect.gen(function*() {
           const now = yield* isoNow
           yield* getEntry(userId, entryId)
           const id = yield* insertTranscription({ entryId, userId, makePrimary }, now)
+          yield* writeEvents([stageEvent("transcription", { id, entryId, userId }, "pending")], now)
           return yield* getTranscription(userId, id)
-        }),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
       listTranscriptions: listForEntry("transcriptions", transcriptionColumns, decodeTranscriptions),
 
@@ -542,8 +647,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             return yield* new InvalidState({ message: `transcription ${transcriptionId} is ${t.status}, not completed` })
           }
           const id = yield* insertCleanup({ entryId, userId, transcriptionId, makePrimary: options.makePrimary }, now)
+          yield* writeEvents([stageEvent("cleanup", { id, entryId, userId }, "pending")], now)
           return yield* getCleanup(userId, id)
-        }),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
       listCleanups: listForEntry("cleaned_entries", cleanupColumns, decodeCleanups),
 
@@ -560,9 +666,10 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (primary.length === 0) {
             return yield* new InvalidState({ message: `entry ${entryId} has no completed cleanup to sync` })
           }
-          const id = yield* ensureNotionSync({ entryId, userId, cleanedEntryId: primary[0]!.id }, now)
+          const { events, id } = yield* ensureNotionSync({ entryId, userId, cleanedEntryId: primary[0]!.id }, now)
+          yield* writeEvents(events, now)
           return yield* getNotionSync(userId, id)
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
       getNotionSync,
 
@@ -584,25 +691,29 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       retryNotionSync: (userId, id) =>
         Effect.gen(function*() {
           const now = yield* isoNow
-          const rows = yield* sql`UPDATE notion_syncs SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
-            WHERE id = ${id} AND user_id = ${userId} AND status = 'failed' RETURNING id`.pipe(Effect.mapError(storeError))
+          const rows = yield* sql<{ id: string; entryId: string }>`UPDATE notion_syncs SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
+            WHERE id = ${id} AND user_id = ${userId} AND status = 'failed' RETURNING id, entry_id AS "entryId"`.pipe(Effect.mapError(storeError))
           if (rows.length === 0) {
             const sync = yield* getNotionSync(userId, id)
             return yield* new InvalidState({ message: `notion sync ${id} is ${sync.status}; only failed syncs can be retried` })
           }
+          yield* writeEvents([stageEvent("notion", { ...rows[0]!, userId }, "pending")], now)
           return yield* getNotionSync(userId, id)
-        }),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
       claimNext: (stage, { leaseMillis, workerId }) =>
         Effect.gen(function*() {
           const nowMs = yield* Clock.currentTimeMillis
+          const now = new Date(nowMs).toISOString()
           const rows = yield* dialect.claimOne(sql, stageTables[stage].table, {
             owner: workerId,
-            now: new Date(nowMs).toISOString(),
+            now,
             leaseExpiresAt: new Date(nowMs + leaseMillis).toISOString()
           }).pipe(Effect.mapError(storeError))
           if (rows.length === 0) return Option.none()
           const row = rows[0]!
+          yield* writeEvents([stageEvent(stage, row, "processing")], now)
+          if (Option.isSome(signal)) yield* signal.value.notify(row.userId)
           return Option.some<Job>({
             stage,
             id: row.id,
@@ -612,7 +723,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             leaseOwner: workerId,
             leaseExpiresAt: new Date(row.leaseExpiresAt)
           })
-        }),
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
       heartbeat: (job, leaseMillis) =>
         Effect.gen(function*() {
@@ -630,7 +741,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             sql`text = ${result.text}, engine = ${result.engine}, language = ${result.language},
               duration_seconds = ${result.durationSeconds}, updated_at = ${now}`,
           (now) =>
-            insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now)
+            insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now).pipe(
+              Effect.map((id) => [stageEvent("cleanup", { id, entryId: job.entryId, userId: job.userId }, "pending")])
+            )
         ),
 
       completeCleanup: (job, result, { queueNotionSync }) =>
@@ -640,8 +753,8 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           (now) => sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, updated_at = ${now}`,
           (now) =>
             queueNotionSync
-              ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now)
-              : Effect.void
+              ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now).pipe(Effect.map((r) => r.events))
+              : Effect.succeed([])
         ),
 
       recordNotionPage: (job, pageId) =>
@@ -651,46 +764,32 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         }),
 
       completeNotionSync: (job, pageId) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          yield* fenced(
-            job,
-            sql`status = 'success', notion_page_id = ${pageId}, lease_owner = NULL, lease_expires_at = NULL,
-              last_error = NULL, updated_at = ${now}`
-          )
-        }),
+        transition(job, "success", (now) =>
+          sql`status = 'success', notion_page_id = ${pageId}, lease_owner = NULL, lease_expires_at = NULL,
+              last_error = NULL, updated_at = ${now}`),
 
       failTemporarily: (job, { error, nextAttemptAt }) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          yield* fenced(
-            job,
-            sql`status = 'retrying', next_attempt_at = ${nextAttemptAt.toISOString()}, last_error = ${error},
-              lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}`
-          )
-        }),
+        transition(job, "retrying", (now) =>
+          sql`status = 'retrying', next_attempt_at = ${nextAttemptAt.toISOString()}, last_error = ${error},
+              lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}`),
 
       failPermanently: (job, { error }) =>
-        Effect.gen(function*() {
-          const now = yield* isoNow
-          yield* fenced(
-            job,
-            sql`status = 'failed', last_error = ${error}, lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}`
-          )
-        }),
+        transition(job, "failed", (now) =>
+          sql`status = 'failed', last_error = ${error}, lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}`),
 
       releaseLease: (job) =>
         Effect.gen(function*() {
           const now = yield* isoNow
           const { table } = stageTables[job.stage]
-          yield* sql`UPDATE ${sql(table)} SET
+          const rows = yield* sql<{ status: string }>`UPDATE ${sql(table)} SET
               status = CASE WHEN last_error IS NULL THEN 'pending' ELSE 'retrying' END,
               attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END,
               next_attempt_at = ${now}, lease_owner = NULL, lease_expires_at = NULL, updated_at = ${now}
-            WHERE id = ${job.id} AND lease_owner = ${job.leaseOwner} AND status = 'processing'`.pipe(
+            WHERE id = ${job.id} AND lease_owner = ${job.leaseOwner} AND status = 'processing' RETURNING status`.pipe(
             Effect.mapError(storeError)
           )
-        }),
+          if (rows.length > 0) yield* writeEvents([stageEvent(job.stage, job, rows[0]!.status)], now)
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(job.userId)),
 
       ping: sql`SELECT 1 AS ok`.pipe(Effect.mapError(storeError), Effect.asVoid),
 
@@ -699,7 +798,54 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.forEach(Arr.chunksOf(keys, 500), (batch) =>
           sql<{ blobKey: string }>`SELECT blob_key AS "blobKey" FROM voice_entries WHERE ${sql.in("blob_key", batch)}`.pipe(
             Effect.mapError(storeError)
-          )).pipe(Effect.map((results) => new Set(results.flat().map((r) => r.blobKey))))
+          )).pipe(Effect.map((results) => new Set(results.flat().map((r) => r.blobKey)))),
+
+      createSession: ({ apiKeyId, expiresAt, idHash, userId }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* sql`INSERT INTO sessions (id_hash, user_id, api_key_id, created_at, expires_at)
+            VALUES (${idHash}, ${userId}, ${apiKeyId}, ${now}, ${expiresAt.toISOString()})`.pipe(Effect.mapError(storeError))
+        }),
+
+      findSession: (idHash) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const rows = yield* sql<{ apiKeyId: string; expiresAt: string; userId: string }>`SELECT s.api_key_id AS "apiKeyId",
+              s.expires_at AS "expiresAt", s.user_id AS "userId"
+            FROM sessions s JOIN api_keys k ON k.id = s.api_key_id
+            WHERE s.id_hash = ${idHash} AND s.expires_at > ${now} AND k.revoked_at IS NULL`.pipe(Effect.mapError(storeError))
+          if (rows.length === 0) return Option.none()
+          const users = yield* sql`SELECT ${cols(userColumns)} FROM users WHERE id = ${rows[0]!.userId}`.pipe(
+            Effect.mapError(storeError),
+            Effect.flatMap(decodeUsers)
+          )
+          return users.length === 0 ? Option.none() : Option.some<Session>({
+            user: users[0]!,
+            apiKeyId: rows[0]!.apiKeyId as ApiKeyId,
+            expiresAt: new Date(rows[0]!.expiresAt)
+          })
+        }),
+
+      deleteSession: (idHash) =>
+        sql`DELETE FROM sessions WHERE id_hash = ${idHash}`.pipe(Effect.mapError(storeError), Effect.asVoid),
+
+      readEvents: (userId, { afterId, limit }) =>
+        sql`SELECT ${cols(eventColumns)} FROM journal_events WHERE user_id = ${userId} AND id > ${afterId}
+          ORDER BY id LIMIT ${limit}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEvents)),
+
+      lastEventId: (userId) =>
+        sql<{ id: number | string | null }>`SELECT MAX(id) AS id FROM journal_events WHERE user_id = ${userId}`.pipe(
+          Effect.mapError(storeError),
+          Effect.map((rows) => Number(rows[0]?.id ?? 0))
+        ),
+
+      pruneExpired: ({ eventsBefore, idempotencyKeysBefore }) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* sql`DELETE FROM sessions WHERE expires_at <= ${now}`
+          yield* sql`DELETE FROM idempotency_keys WHERE created_at < ${idempotencyKeysBefore.toISOString()}`
+          yield* sql`DELETE FROM journal_events WHERE at < ${eventsBefore.toISOString()}`
+        }).pipe(Effect.mapError(storeError))
     }
     return store
   })

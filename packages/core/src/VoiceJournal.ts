@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Option, type Redacted, type Stream } from "effect"
+import { Clock, Context, Duration, Effect, Layer, Option, type Redacted, type Stream } from "effect"
 import * as ApiKeys from "./ApiKeys.js"
 import { BlobStore, type ByteRange } from "./BlobStore.js"
 import type {
@@ -106,6 +106,12 @@ export interface VoiceJournalConfig {
   readonly notionEnabled: boolean
 }
 
+/**
+ * How long an upload's idempotency key is remembered.
+ * @since 0.1.0
+ */
+export const idempotencyWindow = Duration.hours(24)
+
 /** @since 0.1.0 */
 export const defaultConfig: VoiceJournalConfig = { maxUploadBytes: 100 * 1024 * 1024, notionEnabled: false }
 
@@ -130,8 +136,18 @@ export interface VoiceJournalService {
   readonly ingest: <E, R>(
     userId: UserId,
     body: Stream.Stream<Uint8Array, E, R>,
-    options?: { readonly originalFilename?: string | undefined; readonly maxBytes?: number | undefined }
-  ) => Effect.Effect<EntryDetails, E | IngestError, R>
+    options?: {
+      readonly originalFilename?: string | undefined
+      readonly maxBytes?: number | undefined
+      /**
+       * Makes a retry safe: an upload with a key this user already used in
+       * the last {@link idempotencyWindow} returns that first entry
+       * (`replayed: true`) and keeps nothing of its own — also when both
+       * arrive at once (the store's unique index decides).
+       */
+      readonly idempotencyKey?: string | undefined
+    }
+  ) => Effect.Effect<EntryDetails & { readonly replayed: boolean }, E | IngestError, R>
   readonly getEntry: (userId: UserId, entryId: EntryId) => Effect.Effect<EntryDetails, NotFound | StoreError>
   /** Newest first, each with its stages' status, title and duration (one store query per page). */
   readonly listEntries: (userId: UserId, page: PageRequest) => Effect.Effect<Page<EntrySummary>, StoreError>
@@ -256,15 +272,29 @@ export const make = (
           // connection or an interruption during COMMIT), so removing the blob
           // here could orphan a row; the BlobSweeper removes it later, and only
           // if no row points to it.
-          const { entry } = yield* store.createEntry({ userId, ...stored }).pipe(
+          const nowMs = yield* Clock.currentTimeMillis
+          const idempotency = options.idempotencyKey === undefined
+            ? undefined
+            : { key: options.idempotencyKey, notBefore: new Date(nowMs - Duration.toMillis(idempotencyWindow)) }
+          const created = yield* store.createEntry({ userId, ...stored, idempotency }).pipe(
+            Effect.map(({ entry }) => ({ entryId: entry.id, replayed: false })),
+            // a retry: the first upload's entry is the answer; this copy of the audio has no row (rolled back), so it goes
+            Effect.catchTag("IdempotencyKeyUsed", (e) =>
+              blobs.remove(stored.blobKey).pipe(
+                Effect.catchAll((error) =>
+                  Effect.logWarning(`audio of a repeated upload could not be removed; left to the orphan sweep`, error)
+                ),
+                Effect.as({ entryId: e.entryId as EntryId, replayed: true })
+              )),
             Effect.onError(() =>
               Effect.logWarning(`entry row not written; its audio ${stored.blobKey} is left to the orphan sweep`)
             )
           )
-          yield* signal.notify("transcription")
-          return yield* getEntry(userId, entry.id).pipe(
+          if (!created.replayed) yield* signal.notify("transcription")
+          const details = yield* getEntry(userId, created.entryId).pipe(
             Effect.catchTag("NotFound", (e) => new StoreError({ message: `entry vanished: ${e.message}` }))
           )
+          return { ...details, replayed: created.replayed }
         }).pipe(Effect.provideService(BlobStore, blobs)),
 
       getEntry,

@@ -19,6 +19,8 @@ export * as Ingest from "./Ingest.js"
 /** @since 0.1.0 */
 export * as JournalStore from "./JournalStore.js"
 /** @since 0.1.0 */
+export * as JournalEvents from "./JournalEvents.js"
+/** @since 0.1.0 */
 export * as Migrations from "./Migrations.js"
 /** @since 0.1.0 */
 export * as NotionPublisher from "./NotionPublisher.js"

@@ -20,7 +20,13 @@ const apiError = <const Code extends string>(code: Code, status: number, descrip
 /** @since 0.1.0 */
 export const BadRequest = apiError("bad_request", 400, "The request is malformed: bad JSON, unknown or mistyped options or query parameters, bad paging, an empty or truncated upload. The message says what to fix.")
 /** @since 0.1.0 */
-export const Unauthorized = apiError("unauthorized", 401, "Missing or invalid API key.")
+export const Unauthorized = apiError("unauthorized", 401, "Missing or invalid API key (or session cookie).")
+/** @since 0.1.0 */
+export const Forbidden = apiError(
+  "forbidden",
+  403,
+  "A state-changing request signed in with the session cookie did not carry this server's Origin (CSRF protection)."
+)
 /** @since 0.1.0 */
 export const NotFound = apiError("not_found", 404, "No such resource for this user.")
 /** @since 0.1.0 */
@@ -198,22 +204,44 @@ const withoutDecodeError = (spec: Record<string, any>): Record<string, any> => {
 export class CurrentUser extends Context.Tag("@voice-journal/http-server/CurrentUser")<CurrentUser, Domain.User>() {}
 
 /**
- * `Authorization: Bearer <api key>` on every route but health and docs.
+ * The session cookie (`POST /session`), the web app's credential.
+ * @since 0.1.0
+ */
+export const sessionCookie = HttpApiSecurity.apiKey({ key: "vj_session", in: "cookie" }).pipe(
+  HttpApiSecurity.annotate(
+    OpenApi.Description,
+    "Set by POST /session. A state-changing request (POST, PUT, PATCH, DELETE) with it must carry an Origin header equal to the server's origin, else 403."
+  )
+)
+
+/**
+ * `Authorization: Bearer <api key>` — or the `vj_session` cookie — on every
+ * route but health, docs and `/session`.
  * @since 0.1.0
  */
 export class Authentication extends HttpApiMiddleware.Tag<Authentication>()("@voice-journal/http-server/Authentication", {
-  failure: Unauthorized,
+  failure: Schema.Union(Unauthorized, Forbidden),
   provides: CurrentUser,
-  security: { bearer: HttpApiSecurity.bearer }
+  security: { bearer: HttpApiSecurity.bearer, cookie: sessionCookie }
 }) {}
 
 /** @since 0.1.0 */
 export class EntriesGroup extends HttpApiGroup.make("entries")
   .add(
     HttpApiEndpoint.post("upload", "/entries")
+      .setHeaders(Schema.Struct({
+        "idempotency-key": option(
+          Schema.String.pipe(Schema.minLength(1), Schema.maxLength(200)),
+          "must be 1 to 200 characters"
+        ).annotations({ description: "Makes a retry safe: the same key from the same user within 24 h returns the first upload's entry (200) instead of making another." })
+      }))
       .addSuccess(EntryView, { status: 201 })
+      .addSuccess(EntryView.annotations({ identifier: "EntryReplayed", description: "A retry: the entry the first upload with this Idempotency-Key made." }))
       .addError(RequestTimeout)
-      .annotate(OpenApi.Description, "Upload a recording: multipart/form-data with the audio in field `file`, or a raw body (any audio Content-Type). The type is decided from the bytes.")
+      .annotate(
+        OpenApi.Description,
+        "Upload a recording: multipart/form-data with the audio in field `file`, or a raw body (any audio Content-Type). The type is decided from the bytes. With `Idempotency-Key`, a repeat within 24 h (also a concurrent one) answers 200 with the first entry and keeps nothing of its own."
+      )
   )
   .add(HttpApiEndpoint.get("list", "/entries").setUrlParams(Paging).addSuccess(page(EntrySummary, "EntryPage")))
   .add(HttpApiEndpoint.get("get", "/entries/:id").setPath(IdPath).addSuccess(EntryView))
@@ -273,6 +301,62 @@ export class NotionGroup extends HttpApiGroup.make("notion")
 {}
 
 /** @since 0.1.0 */
+export const SessionUser = Schema.Struct({ user: Schema.Struct({ id: Schema.String, name: Schema.String }) })
+  .annotations({ identifier: "SessionUser" })
+
+/** @since 0.1.0 */
+export const SessionBody = Schema.Struct({
+  apiKey: Schema.String.annotations({ message: () => ({ message: "must be the API key (a string starting with vj_)", override: true }) })
+}).annotations({ identifier: "SignIn" })
+
+/**
+ * Browser sessions. No Authentication middleware: these routes read the key
+ * (sign in) or the cookie themselves.
+ * @since 0.1.0
+ */
+export class SessionGroup extends HttpApiGroup.make("session")
+  .add(
+    HttpApiEndpoint.post("create", "/session").setPayload(SessionBody)
+      .addSuccess(SessionUser)
+      .annotate(
+        OpenApi.Description,
+        "Sign in: trades a valid API key for a session cookie `vj_session` (HttpOnly; SameSite=Strict; Path=/; Max-Age = VJ_SESSION_SECONDS; Secure when the server's origin is https). An Origin header, when sent, must be the server's (login CSRF)."
+      )
+  )
+  .add(
+    HttpApiEndpoint.get("get", "/session")
+      .addSuccess(SessionUser)
+      .annotate(OpenApi.Description, "Who the session cookie signs in, or 401.")
+  )
+  .add(
+    HttpApiEndpoint.del("delete", "/session")
+      .addSuccess(Schema.Void, { status: 204 })
+      .annotate(OpenApi.Description, "Sign out: ends the session on the server and clears the cookie. Needs the server's Origin when a cookie is sent.")
+  )
+  .addError(Unauthorized)
+  .addError(Forbidden)
+  .addError(RateLimited)
+{}
+
+/** @since 0.1.0 */
+export class EventsGroup extends HttpApiGroup.make("events")
+  .add(
+    HttpApiEndpoint.get("stream", "/events")
+      .setHeaders(Schema.Struct({
+        "last-event-id": option(Schema.String, "must be the id of an event").annotations({
+          description: "Resume after this event id (browsers send it when they reconnect)."
+        })
+      }))
+      .annotate(
+        OpenApi.Description,
+        "Server-Sent Events (`text/event-stream`) of the signed-in user's changes only. `event: stage` — `data: {\"entryId\",\"stage\",\"status\",\"at\",\"stageId\",\"transcriptionId\"|\"cleanupId\"|\"notionSyncId\"}` when a stage row's status changes; `event: entry` — `data: {\"entryId\",\"status\":\"created\"|\"deleted\",\"at\"}`. Each event has an `id:`; reconnecting with `Last-Event-ID` replays what was missed (events are kept 24 h). A comment line every 15 s keeps proxies from closing the stream; it ends when the server shuts down."
+      )
+  )
+  .addError(RateLimited)
+  .middleware(Authentication)
+{}
+
+/** @since 0.1.0 */
 export class HealthGroup extends HttpApiGroup.make("health")
   .add(HttpApiEndpoint.get("alive", "/healthz").addSuccess(Schema.Struct({ status: Schema.Literal("ok") })))
   .add(
@@ -286,6 +370,8 @@ export class HealthGroup extends HttpApiGroup.make("health")
 export class VoiceJournalApi extends HttpApi.make("voice-journal")
   .add(EntriesGroup)
   .add(NotionGroup)
+  .add(SessionGroup)
+  .add(EventsGroup)
   .add(HealthGroup)
   // the errors routes answer, declared once for the whole API
   .addError(BadRequest)

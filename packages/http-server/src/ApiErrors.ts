@@ -20,6 +20,7 @@ import {
   type ApiError,
   BadRequest,
   Conflict,
+  Forbidden,
   Internal,
   NotFound,
   PayloadTooLarge,
@@ -90,6 +91,8 @@ const codeOf = (status: number): string => {
   switch (status) {
     case 401:
       return "unauthorized"
+    case 403:
+      return "forbidden"
     case 404:
       return "not_found"
     case 405:
@@ -171,7 +174,7 @@ const routeTable = (extraGetPaths: ReadonlyArray<string>) => {
  * HttpApi encodes it with its status. Any other failure would find no schema
  * and leave the platform's empty 500.
  */
-const isDeclared = Schema.is(Schema.Union(BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Internal, Unavailable))
+const isDeclared = Schema.is(Schema.Union(BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType, Internal, Unavailable))
 
 /**
  * Around every route, before HttpApi encodes declared errors: whatever fails

@@ -42,6 +42,8 @@
  * | `VJ_TLS_CERT`               | — (plain HTTP)                   | PEM certificate (chain) file: serve HTTPS; needs `VJ_TLS_KEY` |
  * | `VJ_TLS_KEY`                | —                                | PEM private key file for `VJ_TLS_CERT` (secret) |
  * | `VJ_LOG_FORMAT`             | `pretty`                         | `json`: one JSON object per log line (for log collectors) |
+ * | `VJ_SESSION_SECONDS`        | `2592000` (30 days)              | lifetime of a browser session (`POST /session`) |
+ * | `VJ_PUBLIC_ORIGIN`          | — (the request's own)            | `https://journal.example.org`: the origin browsers use, behind a reverse proxy (CSRF check; `Secure` cookie when https) |
  *
  * @since 0.1.0
  */
@@ -49,6 +51,7 @@ import { Config, ConfigError, Effect, Either, Layer, Logger, Option, Redacted } 
 import * as fs from "node:fs"
 import * as path from "node:path"
 import * as tls from "node:tls"
+import { defaultLifetimeSeconds, normalizeOrigin } from "./Session.js"
 
 /** @since 0.1.0 */
 export type Transcription =
@@ -110,6 +113,12 @@ export interface ServerConfig {
     readonly cert: string
     readonly key: Redacted.Redacted<string>
   } | undefined
+  /** Browser session lifetime in seconds (default `Session.defaultLifetimeSeconds`, 30 days). */
+  readonly sessionSeconds?: number | undefined
+  /** The origin browsers use (`scheme://host[:port]`) when a reverse proxy stands in front; absent: the request's own. */
+  readonly publicOrigin?: string | undefined
+  /** Seconds between SSE heartbeat comments on `GET /events` (default 15). */
+  readonly eventsHeartbeatSeconds?: number | undefined
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */
@@ -203,7 +212,9 @@ export const config: Config.Config<ServerConfig> = Config.all({
     Config.validate({ message: "VJ_TRUST_PROXY must be the number of proxies in front (an integer ≥ 0)", validation: (n) => n >= 0 })
   ),
   tlsCert: Config.option(Config.string("VJ_TLS_CERT")),
-  tlsKey: Config.option(Config.string("VJ_TLS_KEY"))
+  tlsKey: Config.option(Config.string("VJ_TLS_KEY")),
+  sessionSeconds: positive("VJ_SESSION_SECONDS", defaultLifetimeSeconds),
+  publicOrigin: Config.option(Config.string("VJ_PUBLIC_ORIGIN"))
 }).pipe(
   Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
     // relative to where the command was typed (pnpm runs scripts inside the package)
@@ -238,6 +249,13 @@ export const config: Config.Config<ServerConfig> = Config.all({
         ["VJ_HEARTBEAT_SECONDS"],
         `must be more than 0 and less than VJ_LEASE_SECONDS (${c.leaseSeconds})`
       ))
+    }
+    let publicOrigin: string | undefined = undefined
+    if (Option.isSome(c.publicOrigin)) {
+      publicOrigin = normalizeOrigin(c.publicOrigin.value)
+      if (publicOrigin === undefined || !/^https?:\/\/[^/]+\/?$/i.test(c.publicOrigin.value.trim())) {
+        return Either.left(ConfigError.InvalidData(["VJ_PUBLIC_ORIGIN"], "must be an origin: http(s)://host[:port], no path"))
+      }
     }
     const tlsFiles = readTls(base, c.tlsCert, c.tlsKey)
     if (Either.isLeft(tlsFiles)) return Either.left(tlsFiles.left)
@@ -274,7 +292,9 @@ export const config: Config.Config<ServerConfig> = Config.all({
       audioSweep: { minAgeSeconds: c.audioSweepAgeSeconds, intervalSeconds: c.audioSweepIntervalSeconds },
       limits: { perMinute: c.perMinute, uploadsPerMinute: c.uploadsPerMinute, authFailuresPerMinute: c.authFailuresPerMinute },
       trustProxy: c.trustProxy,
-      tls: tlsFiles.right
+      tls: tlsFiles.right,
+      sessionSeconds: c.sessionSeconds,
+      publicOrigin
     })
   })
 )

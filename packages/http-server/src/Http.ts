@@ -9,12 +9,39 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest, NodeStream } from "@effect/platform-node"
-import { ApiKeys, Domain, Errors, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
-import { Effect, Either, Layer, Option, ParseResult, Redacted, Schema, Stream } from "effect"
-import { Authentication, CleanupBody, CurrentUser, EntryView, NoOptions, RerunBody, VoiceJournalApi } from "./Api.js"
+import { ApiKeys, Domain, Errors, JournalEvents, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
+import { Context, Duration, Effect, Either, Layer, Option, ParseResult, Redacted, Schedule, Schema, Stream } from "effect"
+import { Authentication, CleanupBody, CurrentUser, EntryView, NoOptions, RerunBody, SessionBody, VoiceJournalApi } from "./Api.js"
 import { databaseBusy, orApiError, toApiError } from "./ApiErrors.js"
 import * as RateLimit from "./RateLimit.js"
+import * as Session from "./Session.js"
 import * as Upload from "./Upload.js"
+
+/**
+ * Completes when the server starts shutting down (provided by
+ * `Server.layerListener`): long-lived responses (`GET /events`) end then,
+ * so they never hold the shutdown for its grace period.
+ * @since 0.1.0
+ * @category tags
+ */
+export class ServerClosing extends Context.Tag("@voice-journal/http-server/ServerClosing")<ServerClosing, Effect.Effect<void>>() {}
+
+/** One Server-Sent Event for a journal event: `event: stage|entry`, the durable id, and the JSON the web app reads. */
+const sseEvent = (e: Domain.JournalEvent): string => {
+  const data = e.kind === "stage"
+    ? {
+      entryId: e.entryId,
+      stage: e.stage,
+      status: e.status,
+      at: e.at.toISOString(),
+      stageId: e.stageId,
+      [e.stage === "transcription" ? "transcriptionId" : e.stage === "cleanup" ? "cleanupId" : "notionSyncId"]: e.stageId
+    }
+    : { entryId: e.entryId, status: e.status, at: e.at.toISOString() }
+  return `id: ${e.id}\nevent: ${e.kind}\ndata: ${JSON.stringify(data)}\n\n`
+}
+
+const encoder = new TextEncoder()
 
 /**
  * Plain decimal digits only: `Number()` (behind `NumberFromString`) would also
@@ -135,7 +162,14 @@ const bearerToken = (header: string): Option.Option<Redacted.Redacted<string>> =
  * @since 0.1.0
  * @category layers
  */
-export const layerHandlers = (options: { readonly maxUploadBytes: number; readonly uploadIdleSeconds?: number | undefined }) => {
+export const layerHandlers = (options: {
+  readonly maxUploadBytes: number
+  readonly uploadIdleSeconds?: number | undefined
+  readonly session?: Session.SessionOptions | undefined
+  /** Seconds between heartbeat comments on `GET /events` (default 15). */
+  readonly eventsHeartbeatSeconds?: number | undefined
+}) => {
+  const sessionOptions: Session.SessionOptions = options.session ?? { lifetimeSeconds: Session.defaultLifetimeSeconds, tls: false }
   const entries = HttpApiBuilder.group(VoiceJournalApi, "entries", (handlers) =>
     Effect.gen(function*() {
       const journal = yield* VoiceJournal.VoiceJournal
@@ -145,8 +179,11 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
       return handlers
         .handleRaw("upload", ({ request }) =>
           doUpload(request).pipe(
-            Effect.flatMap((details) => encodeEntry({ ...details.entry, ...details })),
-            Effect.map((body) => HttpServerResponse.unsafeJson(body, { status: 201 })),
+            Effect.flatMap((details) =>
+              Effect.map(encodeEntry({ ...details.entry, ...details }), (body) =>
+                // a retry (same Idempotency-Key): the first upload's entry, 200
+                HttpServerResponse.unsafeJson(body, { status: details.replayed ? 200 : 201 }))
+            ),
             Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message })),
             Effect.catchTag("UploadStalled", (e) => Effect.succeed(Upload.stalledResponse(e)))
           ))
@@ -218,6 +255,107 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
             orApiError(journal.retryNotionSync(user.id, path.id as Domain.NotionSyncId))))
     }))
 
+  const session = HttpApiBuilder.group(VoiceJournalApi, "session", (handlers) =>
+    Effect.gen(function*() {
+      const store = yield* JournalStore.JournalStore
+      const limiter = yield* RateLimit.RateLimiter
+      const badKey = { error: "unauthorized", message: "that API key is not valid (or was revoked)" } as const
+      const noSession = { error: "unauthorized", message: "not signed in (or the session ended): POST /session with an API key" } as const
+      const forbidden = (message: string) => Effect.fail({ error: "forbidden", message } as const)
+      const userView = (user: Domain.User) => ({ user: { id: user.id, name: user.name } })
+      const current = (request: HttpServerRequest.HttpServerRequest) =>
+        Option.match(Session.fromRequest(request), {
+          onNone: () => Effect.succeed(Option.none<Domain.Session>()),
+          onSome: (id) => store.findSession(Session.hashId(id))
+        })
+      return handlers
+        .handleRaw("create", ({ request }) =>
+          Effect.gen(function*() {
+            // login CSRF: another site must not sign a browser in to an account of its choosing
+            if (request.headers["origin"] !== undefined) {
+              const problem = Session.originProblem(request, sessionOptions)
+              if (Option.isSome(problem)) return yield* forbidden(problem.value)
+            }
+            const { apiKey } = yield* readOptions(request, SessionBody)
+            const found = yield* store.findApiKeyByHash(ApiKeys.hash(Redacted.make(apiKey)))
+            if (Option.isNone(found)) {
+              yield* limiter.failed
+              return yield* Effect.fail(badKey)
+            }
+            yield* limiter.admit(found.value.key.id)
+            const id = Session.generateId()
+            const now = yield* Effect.clockWith((clock) => clock.currentTimeMillis)
+            yield* store.createSession({
+              idHash: Session.hashId(id),
+              userId: found.value.user.id,
+              apiKeyId: found.value.key.id,
+              expiresAt: new Date(now + sessionOptions.lifetimeSeconds * 1000)
+            })
+            return HttpServerResponse.unsafeJson(userView(found.value.user), {
+              status: 200,
+              headers: { "set-cookie": Session.setCookie(id, sessionOptions), "cache-control": "no-store" }
+            })
+          }).pipe(
+            // RateLimit has already made this response a 429
+            Effect.catchTag("RateLimited", () => Effect.fail(badKey)),
+            Effect.catchTag("StoreError", toApiError)
+          ))
+        .handleRaw("get", ({ request }) =>
+          current(request).pipe(
+            Effect.flatMap(Option.match({
+              onNone: () => Effect.fail(noSession),
+              onSome: (s) => Effect.succeed(HttpServerResponse.unsafeJson(userView(s.user), { headers: { "cache-control": "no-store" } }))
+            })),
+            Effect.catchTag("StoreError", toApiError)
+          ))
+        .handleRaw("delete", ({ request }) =>
+          Effect.gen(function*() {
+            const id = Session.fromRequest(request)
+            if (Option.isSome(id)) {
+              const problem = Session.originProblem(request, sessionOptions)
+              if (Option.isSome(problem)) return yield* forbidden(problem.value)
+              yield* store.deleteSession(Session.hashId(id.value))
+            }
+            return HttpServerResponse.empty({ status: 204, headers: { "set-cookie": Session.clearCookie(sessionOptions) } })
+          }).pipe(Effect.catchTag("StoreError", toApiError)))
+    }))
+
+  const heartbeat = Duration.seconds(options.eventsHeartbeatSeconds ?? 15)
+  const events = HttpApiBuilder.group(VoiceJournalApi, "events", (handlers) =>
+    Effect.gen(function*() {
+      const store = yield* JournalStore.JournalStore
+      const signal = yield* Effect.serviceOption(JournalEvents.Signal)
+      const closing = yield* Effect.serviceOption(ServerClosing)
+      return handlers.handleRaw("stream", ({ request }) =>
+        Effect.gen(function*() {
+          const user = yield* CurrentUser
+          const lastEventId = request.headers["last-event-id"]
+          if (lastEventId !== undefined && !/^[0-9]{1,15}$/.test(lastEventId.trim())) {
+            return yield* Effect.fail({ error: "bad_request", message: "Last-Event-ID must be the id of an event (digits)" } as const)
+          }
+          const events = JournalEvents.stream(user.id, { afterId: lastEventId === undefined ? undefined : Number(lastEventId.trim()) }).pipe(
+            Stream.map(sseEvent),
+            // the table is the truth: a client that reconnects with Last-Event-ID loses nothing
+            Stream.catchAll((e) =>
+              Stream.fromEffect(Effect.logWarning("GET /events: reading events failed; ending the stream (the client reconnects)", e))
+                .pipe(Stream.drain)
+            ),
+            Stream.provideService(JournalStore.JournalStore, store),
+            (self) => Option.isSome(signal) ? Stream.provideService(self, JournalEvents.Signal, signal.value) : self
+          )
+          const beats = Stream.repeatEffectWithSchedule(Effect.succeed(": heartbeat\n\n"), Schedule.spaced(heartbeat)).pipe(Stream.drop(1))
+          const body = Stream.make(": connected\nretry: 2000\n\n").pipe(
+            Stream.concat(Stream.merge(events, beats, { haltStrategy: "left" })),
+            (self) => Option.isSome(closing) ? Stream.interruptWhen(self, closing.value) : self,
+            Stream.map((text) => encoder.encode(text))
+          )
+          return HttpServerResponse.stream(body, {
+            contentType: "text/event-stream",
+            headers: { "cache-control": "no-store", "x-accel-buffering": "no" }
+          })
+        }))
+    }))
+
   const health = HttpApiBuilder.group(VoiceJournalApi, "health", (handlers) =>
     Effect.gen(function*() {
       const store = yield* JournalStore.JournalStore
@@ -243,7 +381,17 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
     Effect.gen(function*() {
       const store = yield* JournalStore.JournalStore
       const limiter = yield* RateLimit.RateLimiter
-      const unauthorized = { error: "unauthorized", message: "a valid API key is required: Authorization: Bearer <key>" } as const
+      const unauthorized = {
+        error: "unauthorized",
+        message: "a valid API key is required: Authorization: Bearer <key> (browsers: sign in with POST /session)"
+      } as const
+      const storeFailed = (e: Errors.StoreError) =>
+        Errors.isStoreBusy(e) ? databaseBusy : Effect.logWarning("authentication: the credential could not be looked up", e).pipe(
+          Effect.zipRight(Effect.die(HttpServerResponse.unsafeJson(
+            { error: "unavailable", message: "the database is not reachable; retry shortly" },
+            { status: 503 }
+          )))
+        )
       return Authentication.of({
         // The platform hands over the header minus its first 7 characters whatever the scheme
         // says, so the header is parsed here (bearerToken). The key's id is needed for the
@@ -251,7 +399,7 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
         bearer: () =>
           Effect.gen(function*() {
             const header = (yield* HttpServerRequest.HttpServerRequest).headers["authorization"]
-            // no credential, no guess: 401, not counted as a failed attempt
+            // no credential, no guess: 401, not counted as a failed attempt (the cookie is tried next)
             if (header === undefined) return yield* Effect.fail(unauthorized)
             const found = yield* Option.match(bearerToken(header), {
               onNone: () => Effect.succeed(Option.none()),
@@ -268,17 +416,32 @@ export const layerHandlers = (options: { readonly maxUploadBytes: number; readon
             Effect.catchTag("RateLimited", () => Effect.fail(unauthorized)),
             // the store failed, not the client: 503 (not a 401 the client would take for a bad key),
             // and not counted against the client's address
-            Effect.catchTag("StoreError", (e) =>
-              Errors.isStoreBusy(e) ? databaseBusy : Effect.logWarning("authentication: the API key could not be looked up", e).pipe(
-                Effect.zipRight(Effect.die(HttpServerResponse.unsafeJson(
-                  { error: "unavailable", message: "the database is not reachable; retry shortly" },
-                  { status: 503 }
-                )))
-              ))
+            Effect.catchTag("StoreError", storeFailed)
+          ),
+        // Tried when `bearer` failed. A request that sent Authorization stands or falls by it; otherwise the
+        // session cookie signs it in, counted against the budget of the key the session came from. A
+        // stale cookie is not counted as a failed attempt (a browser would lock its address out of signing in).
+        cookie: () =>
+          Effect.gen(function*() {
+            const request = yield* HttpServerRequest.HttpServerRequest
+            if (request.headers["authorization"] !== undefined) return yield* Effect.fail(unauthorized)
+            const id = Session.fromRequest(request)
+            if (Option.isNone(id)) return yield* Effect.fail(unauthorized)
+            const found = yield* store.findSession(Session.hashId(id.value))
+            if (Option.isNone(found)) return yield* Effect.fail(unauthorized)
+            if (Session.isStateChanging(request.method)) {
+              const problem = Session.originProblem(request, sessionOptions)
+              if (Option.isSome(problem)) return yield* Effect.fail({ error: "forbidden", message: problem.value } as const)
+            }
+            yield* limiter.admit(found.value.apiKeyId)
+            return found.value.user
+          }).pipe(
+            Effect.catchTag("RateLimited", () => Effect.fail(unauthorized)),
+            Effect.catchTag("StoreError", storeFailed)
           )
       })
     })
   )
 
-  return Layer.mergeAll(entries, notion, health).pipe(Layer.provide(authentication))
+  return Layer.mergeAll(entries, notion, session, events, health).pipe(Layer.provide(authentication))
 }

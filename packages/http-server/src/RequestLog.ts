@@ -5,7 +5,9 @@
  * not find it in the server's log. Parameter names stay, so the line still
  * says what was asked. No header is logged (so no `Authorization`, no
  * cookie). A failure's cause is logged with the same redaction: platform
- * error messages (route not found, unreadable body) quote the URL.
+ * error messages (route not found, unreadable body) quote the URL; and
+ * the session cookie's value (`vj_session=…`) is replaced wherever a
+ * message quotes it.
  *
  * @since 0.1.0
  */
@@ -31,9 +33,15 @@ export const redactUrl = (url: string): string => {
   return `${url.slice(0, q)}?${parts.join("&")}`
 }
 
-/** `text` with every occurrence of the raw URL's query replaced by its redacted form. */
+/**
+ * `text` with every `vj_session=<id>` replaced by `vj_session=REDACTED`.
+ * @since 0.1.0
+ */
+export const redactSessionCookie = (text: string): string => text.replace(/vj_session=[^;,\s"']+/g, `vj_session=${redacted}`)
+
+/** `text` with every occurrence of the raw URL's query replaced by its redacted form, and session ids. */
 const scrub = (text: string, urls: ReadonlyArray<string>) => {
-  let out = text
+  let out = redactSessionCookie(text)
   for (const url of urls) {
     const q = url.indexOf("?")
     if (q === -1) continue

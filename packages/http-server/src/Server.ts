@@ -18,6 +18,8 @@ import {
   BlobSweeper,
   Cleaner,
   Domain,
+  JournalEvents,
+  JournalStore,
   NotionPublisher,
   Pipeline,
   RequestBudget,
@@ -26,7 +28,7 @@ import {
   WatchFolder,
   WorkSignal
 } from "@voice-journal/core"
-import { Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import * as fs from "node:fs"
 import type * as http from "node:http"
 import { createServer } from "node:http"
@@ -34,9 +36,10 @@ import { createServer as createHttpsServer } from "node:https"
 import { VoiceJournalApi } from "./Api.js"
 import * as ApiErrors from "./ApiErrors.js"
 import { defaultLeaseSeconds, type ServerConfig } from "./Config.js"
-import { layerHandlers } from "./Http.js"
+import { layerHandlers, ServerClosing } from "./Http.js"
 import * as RateLimit from "./RateLimit.js"
 import * as RequestLog from "./RequestLog.js"
+import * as Session from "./Session.js"
 import * as WebApp from "./WebApp.js"
 
 /**
@@ -47,13 +50,37 @@ import * as WebApp from "./WebApp.js"
  */
 export const layerStorage = (config: ServerConfig) => {
   if (config.database.kind === "postgres") {
-    const store = PgJournalStore.layer({ url: config.database.url })
+    // the store wakes this node's event streams itself; other nodes' writes arrive by LISTEN (layerEventHints)
+    const store = PgJournalStore.layer({ url: config.database.url }).pipe(Layer.provideMerge(JournalEvents.layerSignal))
     // wake-ups across nodes with LISTEN/NOTIFY
-    return Layer.provideMerge(Layer.merge(PgJournalStore.layerWorkSignal, PgRequestBudget.layer), store)
+    return Layer.provideMerge(Layer.mergeAll(PgJournalStore.layerWorkSignal, PgRequestBudget.layer, PgJournalStore.layerEventHints), store)
   }
   fs.mkdirSync(config.dataDir, { recursive: true })
-  return Layer.mergeAll(SqliteJournalStore.layer({ filename: config.database.filename }), WorkSignal.layer, RequestBudget.layerInProcess)
+  return Layer.mergeAll(
+    SqliteJournalStore.layer({ filename: config.database.filename }).pipe(Layer.provideMerge(JournalEvents.layerSignal)),
+    WorkSignal.layer,
+    RequestBudget.layerInProcess
+  )
 }
+
+/** How long idempotency keys and journal events are kept (the events' replay window). */
+const webStateRetention = Duration.hours(24)
+
+/**
+ * Hourly (and at start): removes expired sessions, and idempotency keys and
+ * journal events older than 24 h. A failure is logged and retried next hour.
+ * @since 0.1.0
+ */
+export const layerPrune = Layer.scopedDiscard(
+  Effect.gen(function*() {
+    const store = yield* JournalStore.JournalStore
+    const prune = Effect.gen(function*() {
+      const before = new Date((yield* Clock.currentTimeMillis) - Duration.toMillis(webStateRetention))
+      yield* store.pruneExpired({ idempotencyKeysBefore: before, eventsBefore: before })
+    }).pipe(Effect.catchAll((e) => Effect.logWarning("pruning sessions, idempotency keys and events failed; retrying in an hour", e)))
+    yield* prune.pipe(Effect.repeat(Schedule.spaced("1 hour")), Effect.forkScoped)
+  })
+)
 
 /**
  * The engines: transcriber, cleaner, audio probe and (if configured) Notion.
@@ -114,7 +141,7 @@ export const layerApp = (config: ServerConfig) => {
     moveTo: watch.moveTo,
     settle: Duration.seconds(watch.settleSeconds ?? 2)
   }).pipe(Layer.provide(journal))
-  return Layer.mergeAll(journal, pipeline, sweeper, watcher).pipe(Layer.provideMerge(services))
+  return Layer.mergeAll(journal, pipeline, sweeper, watcher, layerPrune).pipe(Layer.provideMerge(services))
 }
 
 /**
@@ -131,7 +158,16 @@ export const layerHttpApi = (config: ServerConfig) =>
     // every error answer is the `{ error, message }` envelope, unknown routes and defects included
     Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json", "/", "/app", ...WebApp.rootFiles] })),
     Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
-      Layer.provide(layerHandlers({ maxUploadBytes: config.maxUploadBytes, uploadIdleSeconds: config.uploadIdleSeconds })),
+      Layer.provide(layerHandlers({
+        maxUploadBytes: config.maxUploadBytes,
+        uploadIdleSeconds: config.uploadIdleSeconds,
+        session: {
+          lifetimeSeconds: config.sessionSeconds ?? Session.defaultLifetimeSeconds,
+          publicOrigin: config.publicOrigin,
+          tls: config.tls !== undefined
+        },
+        eventsHeartbeatSeconds: config.eventsHeartbeatSeconds
+      })),
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
     )),
     withLogAddress(config)
@@ -169,7 +205,11 @@ const withLogAddress = (config: ServerConfig) => <A, E, R>(layer: Layer.Layer<A,
  * @since 0.1.0
  */
 export const layerListener = (config: ServerConfig) =>
-  Layer.merge(Layer.scoped(HttpServer.HttpServer, makeListener(config)), NodeHttpServer.layerContext)
+  Layer.merge(
+    Layer.scopedContext(Effect.map(makeListener(config), ({ closing, server }) =>
+      Context.make(HttpServer.HttpServer, server).pipe(Context.add(ServerClosing, Deferred.await(closing))))),
+    NodeHttpServer.layerContext
+  )
 
 /** How long handlers of cut-off connections get to clean up after the grace period. */
 const cleanupAfterCutoff = Duration.seconds(1)
@@ -179,6 +219,8 @@ const makeListener = (config: ServerConfig) =>
     const pipeline = yield* Effect.serviceOption(Pipeline.PipelineStatus)
     const grace = Duration.seconds(config.shutdownGraceSeconds)
     let closing = false
+    /** Completed when the drain starts: event streams end (ServerClosing). */
+    const closingSignal = yield* Deferred.make<void>()
     /** Responses not yet sent in full (their headers may still be changed). */
     const open = new Set<http.ServerResponse>()
     /** Request handlers that have not finished (their request scope is still open). */
@@ -208,6 +250,7 @@ const makeListener = (config: ServerConfig) =>
       wait.pipe(Effect.interruptible, Effect.timeout(d), Effect.ignore)
     const drain = Effect.gen(function*() {
       closing = true
+      yield* Deferred.succeed(closingSignal, undefined)
       node.close() // no new connections; the platform's own close then finds it closed
       node.closeIdleConnections()
       for (const response of open) if (!response.headersSent) response.setHeader("connection", "close")
@@ -230,7 +273,7 @@ const makeListener = (config: ServerConfig) =>
         return Effect.zipRight(Effect.addFinalizer(() => Effect.sync(() => handling--)), handled)
       }) as unknown as HttpApp.Default<E, R>
 
-    return HttpServer.make({
+    const server = HttpServer.make({
       address: inner.address,
       serve: (app, middleware) =>
         Effect.gen(function*() {
@@ -239,6 +282,7 @@ const makeListener = (config: ServerConfig) =>
           yield* Effect.addFinalizer(() => drain)
         })
     })
+    return { server, closing: closingSignal }
   })
 
 /**

@@ -381,12 +381,14 @@ export const upload = (options: UploadOptions) => {
     const isMultipart = /^multipart\/form-data\s*(;|$)/i.test(contentType)
     const declared = Number(request.headers["content-length"] ?? Number.NaN)
     const bodyLimit = isMultipart ? maxBytes + multipartOverhead : maxBytes
+    // validated by the route's header schema (1–200 characters)
+    const idempotencyKey = request.headers["idempotency-key"]
     if (Number.isFinite(declared) && declared > bodyLimit) {
       return yield* Effect.fail({ error: "payload_too_large", message: `upload exceeds the limit of ${maxBytes} bytes` } as const)
     }
     if (!isMultipart) {
       const body = requestBody(request, idleSeconds)
-      return yield* journal.ingest(user.id, body, { originalFilename: headerFilename(request.headers["x-filename"]), maxBytes }).pipe(
+      return yield* journal.ingest(user.id, body, { originalFilename: headerFilename(request.headers["x-filename"]), maxBytes, idempotencyKey }).pipe(
         Effect.catchAll((e) => reject(request, e))
       )
     }
@@ -397,7 +399,7 @@ export const upload = (options: UploadOptions) => {
         message: "multipart/form-data needs a boundary parameter: Content-Type: multipart/form-data; boundary=<1–70 characters>"
       })
     }
-    let stored: VoiceJournal.EntryDetails | undefined
+    let stored: (VoiceJournal.EntryDetails & { readonly replayed: boolean }) | undefined
     let parts = 0
     const failures = yield* Deferred.make<never, Failure>()
     const consume = multipartParts(request, boundary, bodyLimit, idleSeconds, failures).pipe(
@@ -416,7 +418,8 @@ export const upload = (options: UploadOptions) => {
           }
           stored = yield* journal.ingest(user.id, part.content.pipe(Stream.mapError(multipartFailure)), {
             originalFilename: fromLatin1View(part.name),
-            maxBytes
+            maxBytes,
+            idempotencyKey
           })
         })
       ),
@@ -431,7 +434,8 @@ export const upload = (options: UploadOptions) => {
     const consumed = yield* Effect.raceFirst(consume, Deferred.await(failures)).pipe(
       // the upload as a whole failed or was interrupted (client gone, shutdown): a file stored before that does not stay
       Effect.onExit((exit) =>
-        Exit.isFailure(exit) && stored !== undefined
+        // (a replayed entry is the first upload's: it stays)
+        Exit.isFailure(exit) && stored !== undefined && !stored.replayed
           ? journal.deleteEntry(user.id, stored.entry.id).pipe(
             Effect.catchAll((e) => Effect.logWarning("could not remove the entry of a failed upload", e))
           )
