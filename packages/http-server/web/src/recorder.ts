@@ -34,7 +34,8 @@ export interface Recorder {
 export const start = async (userId: string): Promise<Recorder> => {
   const mimeType = supportedType()
   if (mimeType === undefined) throw new Error("this browser cannot record audio (no MediaRecorder); pick a file instead")
-  const stream = await navigator.mediaDevices.getUserMedia({ audio: true })
+  // a note, not a call: no echo cancelling, noise gating or gain pumping between the voice and the transcriber
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } })
   const recorder = new MediaRecorder(stream, { mimeType })
   const id = crypto.randomUUID()
   const createdAt = Date.now()
