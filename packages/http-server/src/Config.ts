@@ -119,6 +119,8 @@ export interface ServerConfig {
   readonly publicOrigin?: string | undefined
   /** Seconds between SSE heartbeat comments on `GET /events` (default 15). */
   readonly eventsHeartbeatSeconds?: number | undefined
+  /** The built web app to serve (default: the package's `web-dist/`, see `WebApp.defaultDirectory`). */
+  readonly webDir?: string | undefined
 }
 
 /** The default offline engine: pocketsphinx with its en-us model (Debian packages). @since 0.1.0 */

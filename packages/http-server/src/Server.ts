@@ -153,7 +153,7 @@ export const layerHttpApi = (config: ServerConfig) =>
   HttpApiBuilder.serve((app) => RequestLog.logger(app)).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
     // the web app at / and /app/* (its shell, hashed assets, service worker, manifest)
-    Layer.provide(WebApp.layer()),
+    Layer.provide(WebApp.layer(config.webDir !== undefined ? { directory: config.webDir } : {})),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     // every error answer is the `{ error, message }` envelope, unknown routes and defects included
     Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json", "/", "/app", ...WebApp.rootFiles] })),
