@@ -8,7 +8,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Page } from "playwright-core"
 import { audioBytes, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
-import { launch, open, record, screenshot, signIn } from "./support/Browser.js"
+import { launch, open, record, screenshot, screenshotNow, signIn } from "./support/Browser.js"
 import { call, multipart, type Running, start, waitFor } from "./support/TestServer.js"
 
 const pocketsphinx = {
@@ -45,7 +45,11 @@ describe("the web app in Chromium", () => {
       yield* signIn(page, s.url, key)
       yield* screenshot(page, "record-phone")
 
-      yield* record(page, 4)
+      yield* record(page, 4, async () => {
+        // the level meter moves with the voice
+        await page.waitForFunction(() => Number((globalThis as any).document.querySelector("meter#level")?.value ?? 0) > 0.05)
+        await screenshotNow(page, "recording-phone")
+      })
       // the list shows the new entry as soon as the upload is answered (no reload)
       const item = page.locator("li[data-entry-id]")
       yield* Effect.promise(() => item.first().waitFor())

@@ -91,12 +91,19 @@ export const signIn = (page: Page, url: string, apiKey: string) =>
     await page.getByRole("button", { name: "Start recording" }).waitFor()
   })
 
-/** Records from the fake microphone until the timer shows `seconds`, then stops (and the upload starts). */
-export const record = (page: Page, seconds: number) =>
+/**
+ * Records from the fake microphone until the timer shows `seconds`, then
+ * stops (and the upload starts). `whileRecording` runs once it is under way.
+ */
+export const record = (page: Page, seconds: number, whileRecording?: () => Promise<void>) =>
   Effect.promise(async () => {
     await page.getByRole("button", { name: "Start recording" }).click()
     const timer = page.getByRole("timer", { name: "Elapsed time" })
     await timer.waitFor()
+    if (whileRecording !== undefined) {
+      await timer.filter({ hasText: "0:01" }).waitFor()
+      await whileRecording()
+    }
     await page.waitForFunction(
       (s) => {
         const text: string = (globalThis as any).document.querySelector("[role=timer]")?.textContent ?? "0:00"
@@ -110,8 +117,9 @@ export const record = (page: Page, seconds: number) =>
     await page.getByRole("button", { name: "Start recording" }).waitFor()
   })
 
-export const screenshot = (page: Page, name: string) =>
-  Effect.promise(async () => {
-    fs.mkdirSync(screenshotDir, { recursive: true })
-    await page.screenshot({ path: path.join(screenshotDir, `${name}.png`), fullPage: true })
-  })
+export const screenshotNow = async (page: Page, name: string) => {
+  fs.mkdirSync(screenshotDir, { recursive: true })
+  await page.screenshot({ path: path.join(screenshotDir, `${name}.png`), fullPage: true })
+}
+
+export const screenshot = (page: Page, name: string) => Effect.promise(() => screenshotNow(page, name))

@@ -25,6 +25,8 @@ const RecordPanel = (props: { readonly user: User; readonly uploader: Uploader }
     setError(undefined)
     try {
       setRecorder(await Recorder.start(props.user.id))
+      // the outbox now holds this recording too (it uploads once stopped)
+      props.uploader.kick()
     } catch (err) {
       setError(err instanceof Error ? `Cannot record: ${err.message}` : "Cannot record")
     }
