@@ -253,4 +253,33 @@ describe("the web app in Chromium", () => {
       expect((yield* call(s.url, key, `/entries/${id}`)).status).toBe(404)
       expect(problems).toEqual([])
     }), 240_000)
+
+  it.scopedLive("a failed stage shows its stored reason and what to do; the re-run fixes it", () =>
+    Effect.gen(function*() {
+      const s = yield* start()
+      const key = yield* s.key("alice")
+      // Ollama answers as it does when the model was never pulled
+      s.ollama.failNext({ kind: "status", status: 404, body: { error: "model 'llama3.2' not found" } })
+      const uploaded = yield* call(s.url, key, "/entries", { method: "POST", body: multipart(audioBytes("wav"), "file", "note.wav") })
+      const id = uploaded.body.id as string
+      yield* waitFor(async () => {
+        const r = await Effect.runPromise(call(s.url, key, `/entries/${id}`))
+        return r.body.cleanup?.status === "failed" ? true : undefined
+      })
+
+      const browser = yield* launch
+      const { page, problems } = yield* open(browser)
+      yield* signIn(page, s.url, key)
+      yield* Effect.promise(() => page.goto(`${s.url}/app/entries/${id}`))
+      const problem = page.getByRole("alert").filter({ hasText: "Cleanup failed" })
+      yield* Effect.promise(() => problem.waitFor())
+      const text = yield* Effect.promise(() => problem.innerText())
+      expect(text).toContain("run `ollama pull llama3.2`")
+      expect(text).toContain("Re-run cleanup")
+
+      yield* Effect.promise(() => page.getByRole("button", { name: "Re-run cleanup" }).click())
+      yield* Effect.promise(() => problem.waitFor({ state: "detached" }))
+      yield* Effect.promise(() => page.getByTestId("cleaned-text").filter({ hasText: /\w/ }).filter({ hasNotText: "Not cleaned yet" }).waitFor())
+      expect(problems).toEqual([])
+    }), 240_000)
 })

@@ -63,6 +63,8 @@ export const open = (browser: Browser, options: { readonly serviceWorkers?: "all
         viewport: options.viewport ?? { width: 390, height: 844 },
         permissions: ["microphone"]
       })
+      // stages run on a shared, loaded machine: wait generously for conditions (never for time)
+      context.setDefaultTimeout(90_000)
       const page = await context.newPage()
       const problems: Array<string> = []
       page.on("pageerror", (e) => problems.push(`page error: ${e.message}`))

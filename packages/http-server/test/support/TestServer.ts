@@ -22,6 +22,7 @@ export interface Running {
   readonly url: string
   readonly dir: string
   readonly notion: FakeNotion.FakeNotion
+  readonly ollama: FakeOllama.FakeOllama
   readonly key: (name: string) => Effect.Effect<string>
   readonly config: ServerConfig
 }
@@ -54,7 +55,7 @@ export const start = (overrides: Partial<ServerConfig> = {}) =>
     const address = Context.get(ctx, HttpServer.HttpServer).address
     const url = `http://127.0.0.1:${address._tag === "TcpAddress" ? address.port : 0}`
     const key = (name: string) => Effect.promise(() => createUserKey(config, name)).pipe(Effect.map((r) => r.apiKey))
-    return { url, dir, notion, key, config } satisfies Running
+    return { url, dir, notion, ollama, key, config } satisfies Running
   })
 
 /** Creates a user through the CLI's own code path (users create). */
