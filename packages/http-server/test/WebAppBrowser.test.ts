@@ -7,7 +7,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import type { Page } from "playwright-core"
-import { audioBytes, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
+import * as path from "node:path"
+import { audioBytes, audioFile, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
 import { launch, open, record, screenshot, screenshotNow, signIn } from "./support/Browser.js"
 import { call, multipart, type Running, start, waitFor } from "./support/TestServer.js"
 
@@ -49,6 +50,11 @@ describe("the web app in Chromium", () => {
         // the level meter moves with the voice
         await page.waitForFunction(() => Number((globalThis as any).document.querySelector("meter#level")?.value ?? 0) > 0.05)
         await screenshotNow(page, "recording-phone")
+        // pause and resume
+        await page.getByRole("button", { name: "Pause" }).click()
+        await page.getByRole("heading", { name: "Paused" }).waitFor()
+        await page.getByRole("button", { name: "Resume" }).click()
+        await page.getByRole("heading", { name: "Recording…" }).waitFor()
       })
       // the list shows the new entry as soon as the upload is answered (no reload)
       const item = page.locator("li[data-entry-id]")
@@ -138,9 +144,9 @@ describe("the web app in Chromium", () => {
       expect(problems).toEqual([])
     }), 240_000)
 
-  it.scopedLive("drop an MP3: it becomes an entry; it plays and seeks (Range)", () =>
+  it.scopedLive("pick two files at once, drop an MP3: each becomes one entry; the MP3 plays and seeks (Range)", () =>
     Effect.gen(function*() {
-      const s = yield* start(pocketsphinx)
+      const s = yield* start()
       const key = yield* s.key("alice")
       const browser = yield* launch
       const { page, problems } = yield* open(browser)
@@ -164,9 +170,15 @@ describe("the web app in Chromium", () => {
       yield* Effect.promise(() => allUploaded(page))
       const [entry] = yield* entries(s, key)
       expect(entry.originalFilename).toBe("voice-memo.mp3")
+      // several files picked at once
+      yield* Effect.promise(() => page.getByLabel("Choose files").setInputFiles([audioFile("wav"), audioFile("m4a")]))
+      yield* Effect.promise(() => item.nth(2).waitFor())
+      yield* Effect.promise(() => allUploaded(page))
+      const names = (yield* entryCount(s, key, 3)).map((e) => e.originalFilename).sort()
+      expect(names).toEqual([path.basename(audioFile("m4a")), path.basename(audioFile("wav")), "voice-memo.mp3"].sort())
       yield* completed(s, key, entry.id)
 
-      yield* Effect.promise(() => item.getByRole("link").click())
+      yield* Effect.promise(() => page.locator(`li[data-entry-id="${entry.id}"]`).getByRole("link").click())
       const audio = page.getByLabel("Recording")
       yield* Effect.promise(() => audio.waitFor())
       const duration = yield* Effect.promise(() =>
