@@ -10,19 +10,21 @@ import type { Page } from "playwright-core"
 import * as path from "node:path"
 import { audioBytes, audioFile, RECOGNISED_WORDS } from "../../core/test/support/Audio.js"
 import { launch, open, record, screenshot, screenshotNow, signIn } from "./support/Browser.js"
-import { call, multipart, type Running, start, waitFor } from "./support/TestServer.js"
+import * as FakeOllama from "../../core/test/support/FakeOllama.js"
+import * as FakeOpenAi from "../../core/test/support/FakeOpenAiTranscription.js"
+import { call, cli, exitOf, freePort, multipart, type Running, serve, serverEnv, start, tempDir, waitFor } from "./support/TestServer.js"
 
 const pocketsphinx = {
   transcription: { kind: "command", command: "pocketsphinx_continuous -infile {input} -logfn /dev/null", convert: "wav16k" }
 } as const
 
-const entries = (s: Running, key: string) =>
-  call(s.url, key, "/entries?limit=100").pipe(Effect.map((r) => r.body.items as Array<any>))
+const entries = (url: string, key: string) =>
+  call(url, key, "/entries?limit=100").pipe(Effect.map((r) => r.body.items as Array<any>))
 
 /** Waits until the API lists exactly `n` entries for the key (and then still `n` after the outbox is empty). */
-const entryCount = (s: Running, key: string, n: number) =>
+const entryCount = (url: string, key: string, n: number) =>
   waitFor(async () => {
-    const items = await Effect.runPromise(entries(s, key))
+    const items = await Effect.runPromise(entries(url, key))
     return items.length === n ? items : undefined
   })
 
@@ -64,7 +66,7 @@ describe("the web app in Chromium", () => {
       yield* Effect.promise(() => item.getByText("Transcript: done").waitFor({ timeout: 120_000 }))
       yield* Effect.promise(() => item.getByText("Cleanup: done").waitFor({ timeout: 120_000 }))
       yield* Effect.promise(() => item.getByText("Notion: done").waitFor({ timeout: 120_000 }))
-      const [entry] = yield* entries(s, key)
+      const [entry] = yield* entries(s.url, key)
       expect(entry.mimeType).toMatch(/webm/)
 
       yield* Effect.promise(() => item.getByRole("link").click())
@@ -101,7 +103,7 @@ describe("the web app in Chromium", () => {
 
       yield* record(page, 2)
       yield* Effect.promise(() => waitingText(page).filter({ hasText: "2 recordings waiting to upload" }).waitFor())
-      expect(yield* entries(s, key)).toHaveLength(0)
+      expect(yield* entries(s.url, key)).toHaveLength(0)
 
       // a reload with no network: the service worker serves the shell, the outbox is still there
       yield* Effect.promise(() => page.reload())
@@ -110,37 +112,50 @@ describe("the web app in Chromium", () => {
 
       yield* Effect.promise(() => context.setOffline(false))
       yield* Effect.promise(() => allUploaded(page))
-      const items = yield* entryCount(s, key, 2)
+      const items = yield* entryCount(s.url, key, 2)
       expect(new Set(items.map((e) => e.sha256)).size).toBe(2)
       expect(problems).toEqual([])
     }), 240_000)
 
-  it.scopedLive("a lost 201 (the answer never reaches the browser) and the retry: still one entry", () =>
+  it.scopedLive("a lost 201 (the server killed after storing, before its answer arrives) and the retry: still one entry", () =>
     Effect.gen(function*() {
-      const s = yield* start()
-      const key = yield* s.key("alice")
+      // the server as its own process, so it can really die
+      const dir = yield* tempDir("vj-web-lost201-")
+      const ollama = yield* FakeOllama.make()
+      const transcription = yield* FakeOpenAi.make()
+      const port = yield* Effect.promise(freePort)
+      const env = serverEnv({ port, dataDir: dir, transcribeUrl: transcription.url, ollamaUrl: ollama.url })
+      const key = cli(env, ["users", "create", "alice"]).trim().split("\n").at(-1)!
+      const url = `http://127.0.0.1:${port}`
+      const first = yield* serve(env, port)
+
       const browser = yield* launch
       const { page, problems } = yield* open(browser)
       let lost = 0
-      // the first upload reaches the server and is stored; its answer is cut off as by a dying connection
+      // the first upload reaches the server and is stored (201); then the server is killed and the answer never arrives
       yield* Effect.promise(() =>
         page.route("**/entries", async (route) => {
           if (route.request().method() !== "POST" || lost > 0) return route.fallback()
           const answer = await route.fetch()
           expect(answer.status()).toBe(201)
+          first.kill("SIGKILL")
+          await exitOf(first)
           lost++
           await route.abort("connectionreset")
         })
       )
-      yield* signIn(page, s.url, key)
+      yield* signIn(page, url, key)
       yield* record(page, 2)
+      yield* waitFor(async () => (lost === 1 ? true : undefined))
+      yield* Effect.promise(() => waitingText(page).filter({ hasText: "1 recording waiting to upload" }).waitFor())
+      // the server comes back on the same database; the browser's retry carries the same Idempotency-Key
+      yield* serve(env, port)
       yield* Effect.promise(() => allUploaded(page))
-      expect(lost).toBe(1)
-      yield* entryCount(s, key, 1)
-      // and it stays one: the retry got the first entry back
+      yield* entryCount(url, key, 1)
+      // and it stays one after a reload (the outbox is empty)
       yield* Effect.promise(() => page.reload())
       yield* Effect.promise(() => allUploaded(page))
-      expect(yield* entries(s, key)).toHaveLength(1)
+      expect(yield* entries(url, key)).toHaveLength(1)
       expect(problems).toEqual([])
     }), 240_000)
 
@@ -168,13 +183,13 @@ describe("the web app in Chromium", () => {
       const item = page.locator("li[data-entry-id]")
       yield* Effect.promise(() => item.first().waitFor())
       yield* Effect.promise(() => allUploaded(page))
-      const [entry] = yield* entries(s, key)
+      const [entry] = yield* entries(s.url, key)
       expect(entry.originalFilename).toBe("voice-memo.mp3")
       // several files picked at once
       yield* Effect.promise(() => page.getByLabel("Choose files").setInputFiles([audioFile("wav"), audioFile("m4a")]))
       yield* Effect.promise(() => item.nth(2).waitFor())
       yield* Effect.promise(() => allUploaded(page))
-      const names = (yield* entryCount(s, key, 3)).map((e) => e.originalFilename).sort()
+      const names = (yield* entryCount(s.url, key, 3)).map((e) => e.originalFilename).sort()
       expect(names).toEqual([path.basename(audioFile("m4a")), path.basename(audioFile("wav")), "voice-memo.mp3"].sort())
       yield* completed(s, key, entry.id)
 
