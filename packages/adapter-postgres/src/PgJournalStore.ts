@@ -45,19 +45,21 @@ export const dialect: SqlJournalStore.Dialect = {
       FROM next WHERE ${sql(table)}.id = next.id
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns.replace(/(^|, )(\w+)/g, `$1${table}.$2`))}`,
   isUniqueViolation: (error) => (error.cause as { code?: unknown } | undefined)?.code === "23505",
-  // one event-writing transaction at a time (until its commit), so event ids become visible in order;
-  // and a hint per user, which PostgreSQL delivers to every LISTENing node at commit
+  // One event-writing transaction per user at a time (the lock is held until commit), so a user's event
+  // ids become visible in order and a reader resuming after id n never skips a smaller id committed later
+  // (readers read per user, so different users need not wait for each other); then a hint per user,
+  // which PostgreSQL delivers to every LISTENing node at commit. Sorted: two users' locks never deadlock.
   beforeEvents: (sql, userIds) =>
-    Effect.zipRight(
-      sql`SELECT pg_advisory_xact_lock(${eventsLockKey})`,
-      Effect.forEach(userIds, (userId) => sql`SELECT pg_notify(${eventsChannel}, ${userId})`, { discard: true })
-    )
+    Effect.forEach([...userIds].sort(), (userId) =>
+      sql`SELECT pg_advisory_xact_lock(${eventsLockKey}, hashtext(${userId})), pg_notify(${eventsChannel}, ${userId})`, {
+      discard: true
+    })
 }
 
 /** Any constant: the advisory lock key that serialises start-up migrations across nodes. */
 const migrationLockKey = 7_240_213
 
-/** Another constant: the transaction-level advisory lock that orders journal event writes. */
+/** Another constant: with the user's hash, the transaction-level advisory lock that orders a user's event writes. */
 const eventsLockKey = 7_240_214
 
 /** The LISTEN/NOTIFY channel that carries "new events for user <payload>" hints between nodes. */

@@ -631,6 +631,36 @@ export const run = (name: string, harness: Harness): void => {
         })
       ))
 
+    it.scoped("events: a reader resuming after the last id it saw misses nothing while writers on separate connections race", () =>
+      withStore((first, layer) =>
+        Effect.gen(function*() {
+          const user = yield* first.store.createUser("u")
+          const { entry } = yield* newEntry(first.store, user.id)
+          const connections = [first, ...(yield* Effect.all([connect(layer), connect(layer), connect(layer)]))]
+          const seen: Array<number> = []
+          let writing = true
+          const reader = Effect.gen(function*() {
+            let after = 0
+            while (true) {
+              const stop = !writing
+              const batch = yield* first.store.readEvents(user.id, { afterId: after, limit: 1000 })
+              for (const e of batch) seen.push(e.id)
+              if (batch.length > 0) after = batch[batch.length - 1]!.id
+              if (stop && batch.length === 0) return
+              yield* Effect.yieldNow()
+            }
+          })
+          const writers = Effect.forEach(connections, (c) =>
+            Effect.forEach(Array.from({ length: 25 }), () => c.store.addTranscription(user.id, entry.id, { makePrimary: false }), {
+              discard: true
+            }), { concurrency: "unbounded", discard: true }).pipe(Effect.ensuring(Effect.sync(() => (writing = false))))
+          yield* Effect.all([reader, writers], { concurrency: "unbounded" })
+          const all = (yield* first.store.readEvents(user.id, { afterId: 0, limit: 1000 })).map((e) => e.id)
+          expect(all.length).toBe(2 + 4 * 25)
+          expect(seen).toEqual(all)
+        })
+      ))
+
     it.scoped("events: re-runs, retried syncs and queued syncs are events of their stage row", () =>
       withStore(({ store }) =>
         Effect.gen(function*() {

@@ -78,9 +78,10 @@ export interface Dialect {
   /**
    * Optional. Runs in a transaction that is about to write journal events of
    * `userIds`, after every other write of it. PostgreSQL serialises these
-   * transactions (so event ids commit in order and a reader resuming after
-   * id n never skips a later-committed smaller id) and NOTIFYs the users'
-   * channels (delivered at commit). Single-writer databases need nothing.
+   * transactions per user (so a user's event ids commit in order and a
+   * reader resuming after id n never skips a later-committed smaller id)
+   * and NOTIFYs the users' channels (delivered at commit). Single-writer
+   * databases need nothing.
    */
   readonly beforeEvents?: (sql: SqlClient.SqlClient, userIds: ReadonlyArray<string>) => Effect.Effect<unknown, SqlError.SqlError>
 }
@@ -713,7 +714,6 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (rows.length === 0) return Option.none()
           const row = rows[0]!
           yield* writeEvents([stageEvent(stage, row, "processing")], now)
-          if (Option.isSome(signal)) yield* signal.value.notify(row.userId)
           return Option.some<Job>({
             stage,
             id: row.id,
@@ -723,7 +723,11 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             leaseOwner: workerId,
             leaseExpiresAt: new Date(row.leaseExpiresAt)
           })
-        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+        }).pipe(
+          sql.withTransaction,
+          Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))),
+          Effect.tap((job) => Option.isSome(job) && Option.isSome(signal) ? signal.value.notify(job.value.userId) : Effect.void)
+        ),
 
       heartbeat: (job, leaseMillis) =>
         Effect.gen(function*() {

@@ -342,6 +342,7 @@ export class SessionGroup extends HttpApiGroup.make("session")
 export class EventsGroup extends HttpApiGroup.make("events")
   .add(
     HttpApiEndpoint.get("stream", "/events")
+      .addSuccess(HttpApiSchema.Text({ contentType: "text/event-stream" }).annotations({ identifier: "EventStream" }))
       .setHeaders(Schema.Struct({
         "last-event-id": option(Schema.String, "must be the id of an event").annotations({
           description: "Resume after this event id (browsers send it when they reconnect)."

@@ -43,6 +43,7 @@
  * | `VJ_TLS_KEY`                | —                                | PEM private key file for `VJ_TLS_CERT` (secret) |
  * | `VJ_LOG_FORMAT`             | `pretty`                         | `json`: one JSON object per log line (for log collectors) |
  * | `VJ_SESSION_SECONDS`        | `2592000` (30 days)              | lifetime of a browser session (`POST /session`) |
+ * | `VJ_EVENTS_POLL_SECONDS`    | `5`                              | `GET /events` re-reads the events table this often if no wake-up came (a lost NOTIFY costs this much latency) |
  * | `VJ_PUBLIC_ORIGIN`          | — (the request's own)            | `https://journal.example.org`: the origin browsers use, behind a reverse proxy (CSRF check; `Secure` cookie when https) |
  *
  * @since 0.1.0
@@ -119,6 +120,8 @@ export interface ServerConfig {
   readonly publicOrigin?: string | undefined
   /** Seconds between SSE heartbeat comments on `GET /events` (default 15). */
   readonly eventsHeartbeatSeconds?: number | undefined
+  /** Seconds between re-reads of the events table by an idle `GET /events` stream (default 5). */
+  readonly eventsPollSeconds?: number | undefined
   /** The built web app to serve (default: the package's `web-dist/`, see `WebApp.defaultDirectory`). */
   readonly webDir?: string | undefined
 }
@@ -216,7 +219,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
   tlsCert: Config.option(Config.string("VJ_TLS_CERT")),
   tlsKey: Config.option(Config.string("VJ_TLS_KEY")),
   sessionSeconds: positive("VJ_SESSION_SECONDS", defaultLifetimeSeconds),
-  publicOrigin: Config.option(Config.string("VJ_PUBLIC_ORIGIN"))
+  publicOrigin: Config.option(Config.string("VJ_PUBLIC_ORIGIN")),
+  eventsPollSeconds: positiveNumber("VJ_EVENTS_POLL_SECONDS", 5)
 }).pipe(
   Config.mapOrFail((c): Either.Either<ServerConfig, ConfigError.ConfigError> => {
     // relative to where the command was typed (pnpm runs scripts inside the package)
@@ -296,7 +300,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
       trustProxy: c.trustProxy,
       tls: tlsFiles.right,
       sessionSeconds: c.sessionSeconds,
-      publicOrigin
+      publicOrigin,
+      eventsPollSeconds: c.eventsPollSeconds
     })
   })
 )

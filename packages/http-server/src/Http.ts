@@ -168,6 +168,8 @@ export const layerHandlers = (options: {
   readonly session?: Session.SessionOptions | undefined
   /** Seconds between heartbeat comments on `GET /events` (default 15). */
   readonly eventsHeartbeatSeconds?: number | undefined
+  /** Seconds between re-reads of the events table when no wake-up came (default 5). */
+  readonly eventsPollSeconds?: number | undefined
 }) => {
   const sessionOptions: Session.SessionOptions = options.session ?? { lifetimeSeconds: Session.defaultLifetimeSeconds, tls: false }
   const entries = HttpApiBuilder.group(VoiceJournalApi, "entries", (handlers) =>
@@ -333,7 +335,10 @@ export const layerHandlers = (options: {
           if (lastEventId !== undefined && !/^[0-9]{1,15}$/.test(lastEventId.trim())) {
             return yield* Effect.fail({ error: "bad_request", message: "Last-Event-ID must be the id of an event (digits)" } as const)
           }
-          const events = JournalEvents.stream(user.id, { afterId: lastEventId === undefined ? undefined : Number(lastEventId.trim()) }).pipe(
+          const events = JournalEvents.stream(user.id, {
+            afterId: lastEventId === undefined ? undefined : Number(lastEventId.trim()),
+            pollInterval: Duration.seconds(options.eventsPollSeconds ?? 5)
+          }).pipe(
             Stream.map(sseEvent),
             // the table is the truth: a client that reconnects with Last-Event-ID loses nothing
             Stream.catchAll((e) =>

@@ -166,7 +166,8 @@ export const layerHttpApi = (config: ServerConfig) =>
           publicOrigin: config.publicOrigin,
           tls: config.tls !== undefined
         },
-        eventsHeartbeatSeconds: config.eventsHeartbeatSeconds
+        eventsHeartbeatSeconds: config.eventsHeartbeatSeconds,
+        eventsPollSeconds: config.eventsPollSeconds
       })),
       Layer.provide(RateLimit.layer({ ...config.limits, trustProxy: config.trustProxy }))
     )),
