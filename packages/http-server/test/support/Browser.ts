@@ -79,17 +79,9 @@ export const open = (browser: Browser, options: { readonly serviceWorkers?: "all
 /** Signs in through the form with an API key. */
 export const signIn = (page: Page, url: string, apiKey: string) =>
   Effect.promise(async () => {
-    if (process.env["VJ_DEV_FAKE_SESSION"] === "1") {
-      // TEMPORARY until websrv's /session lands: bearer on every request, /session answered here
-      await page.context().setExtraHTTPHeaders({ authorization: `Bearer ${apiKey}` })
-      await page.context().route("**/session", (route) =>
-        route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify({ user: { id: "u", name: "alice" } }) }))
-    }
     await page.goto(`${url}/app`)
-    if (process.env["VJ_DEV_FAKE_SESSION"] !== "1") {
-      await page.getByLabel("API key").fill(apiKey)
-      await page.getByRole("button", { name: "Sign in" }).click()
-    }
+    await page.getByLabel("API key").fill(apiKey)
+    await page.getByRole("button", { name: "Sign in" }).click()
     await page.getByRole("button", { name: "Start recording" }).waitFor()
   })
 
