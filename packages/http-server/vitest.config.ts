@@ -5,7 +5,7 @@ export default defineConfig({
   resolve: { conditions: ["source"] },
   ssr: { resolve: { conditions: ["source"] } },
   test: {
-    globalSetup: ["../adapter-postgres/test/globalSetup.ts"],
+    globalSetup: ["../adapter-postgres/test/globalSetup.ts", "test/support/buildWeb.ts"],
     include: ["test/**/*.test.ts"],
     testTimeout: 60_000,
     hookTimeout: 120_000,

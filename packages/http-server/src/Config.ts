@@ -154,6 +154,8 @@ export interface ServerConfig {
   readonly eventsHeartbeatSeconds?: number | undefined
   /** Seconds between re-reads of the events table by an idle `GET /events` stream (default 5). */
   readonly eventsPollSeconds?: number | undefined
+  /** The built web app to serve (default: the package's `web-dist/`, see `WebApp.defaultDirectory`). */
+  readonly webDir?: string | undefined
   /** When set, `GET /metrics` needs `Authorization: Bearer <token>`. */
   readonly metricsToken?: Option.Option<Redacted.Redacted<string>> | undefined
   /** Export traces over OTLP/HTTP to `<endpoint>/v1/traces`; absent: spans stay in-process. */

@@ -43,6 +43,7 @@ import * as Metrics from "./Metrics.js"
 import * as RequestLog from "./RequestLog.js"
 import * as Session from "./Session.js"
 import * as Tracing from "./Tracing.js"
+import * as WebApp from "./WebApp.js"
 
 /**
  * Storage, wake-ups and the Notion request budget for the configured
@@ -188,9 +189,11 @@ export const layerHttpApi = (config: ServerConfig) =>
   // request logs with query values redacted; rate limits are counted at authentication (RateLimit, Http)
   HttpApiBuilder.serve((app) => RequestLog.logger(Metrics.observeRequests(app))).pipe(
     Layer.provide(HttpApiScalar.layer({ path: "/docs" })),
+    // the web app at / and /app/* (its shell, hashed assets, service worker, manifest)
+    Layer.provide(WebApp.layer(config.webDir !== undefined ? { directory: config.webDir } : {})),
     Layer.provide(HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })),
     // every error answer is the `{ error, message }` envelope, unknown routes and defects included
-    Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json"] })),
+    Layer.provide(ApiErrors.layerEnvelope({ extraGetPaths: ["/docs", "/openapi.json", "/", "/app", ...WebApp.rootFiles] })),
     Layer.provide(HttpApiBuilder.api(VoiceJournalApi).pipe(
       Layer.provide(layerHandlers({
         maxUploadBytes: config.maxUploadBytes,

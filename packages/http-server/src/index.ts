@@ -16,3 +16,5 @@ export * as RateLimit from "./RateLimit.js"
 export * as Server from "./Server.js"
 /** @since 0.1.0 */
 export * as Upload from "./Upload.js"
+/** @since 0.1.0 */
+export * as WebApp from "./WebApp.js"

@@ -151,3 +151,30 @@ export const longRecording = (seconds: number, format: "mp3" | "wav-stereo" = "m
   const durationSeconds = Number(execFileSync("ffprobe", ["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", out]).toString())
   return { file: out, spoken: Array.from({ length: cycles }, () => LONG_SENTENCES).flat(), durationSeconds }
 }
+
+/**
+ * What the fake microphone says: short, because Chromium loops the file from
+ * its own start, not from when recording starts — any 4 s recording must hold
+ * one whole "world … is".
+ */
+export const MICROPHONE_TEXT = "hello world this is"
+
+/**
+ * Speech as a 48 kHz mono WAV, what Chromium's fake microphone plays
+ * (`--use-file-for-fake-audio-capture`, looped) in the web app's browser tests.
+ */
+export const fakeMicrophoneWav = (text: string = MICROPHONE_TEXT): string => {
+  fs.mkdirSync(fixtureDir, { recursive: true })
+  const out = path.join(fixtureDir, `mic48k-${createHash("sha256").update(text).digest("hex").slice(0, 16)}.wav`)
+  if (!fs.existsSync(out)) {
+    const spoken = path.join(fixtureDir, `.tmp-${process.pid}-mic-speech.wav`)
+    const tmp = path.join(fixtureDir, `.tmp-${process.pid}-${path.basename(out)}`)
+    // a little faster than the other fixtures: pocketsphinx hears this short phrase better at 140 words/min
+    execFileSync("espeak-ng", ["-s", "140", "-v", "en-us", "-w", spoken, text])
+    // a short pause after the words, so the loop keeps the repetitions apart
+    execFileSync("ffmpeg", ["-loglevel", "error", "-y", "-i", spoken, "-af", "apad=pad_dur=0.25", "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le", "-f", "wav", tmp])
+    fs.rmSync(spoken)
+    fs.renameSync(tmp, out)
+  }
+  return out
+}
