@@ -44,7 +44,7 @@ const spec = (name: string, bytes: number, sha256: string, summary: string): Mod
 export const catalog: ReadonlyArray<ModelSpec> = [
   spec("tiny", 77_691_713, "be07e048e1e599ad46341c8d2a135645097a538221678b7acdd1b1919c6e1b21", "fastest, multilingual, roughest"),
   spec("base.en", 147_964_211, "a03779c86df3323075f5e796cb2ce5029f00ec8869eee3fdfb897afe36c6d002", "English only, fast"),
-  spec("base", 147_951_465, "60ed5bc3dd14eea856493d334349b405782ddcaf0028d4b5df4088345fba2efe", "multilingual with language detection (default)"),
+  spec("base", 147_951_465, "60ed5bc3dd14eea856493d334349b405782ddcaf0028d4b5df4088345fba2efe", "multilingual with language detection"),
   spec("small.en", 487_614_201, "c6138d6d58ecc8322097e0f987c32f1be8bb0a18532a3f88f734d1bbf9c41e5d", "English only, better, ~3x slower than base"),
   spec("small", 487_601_967, "1be3a9b2063867b937e64e2ec7483364a79917e157fa98c5d94b5c1fffea987b", "multilingual, better, ~3x slower than base")
 ]
@@ -118,7 +118,7 @@ export const pull = (model: ModelSpec, dir: string, progress: PullProgress = {})
           for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
             hash.update(chunk)
             received += chunk.length
-            if (!out.write(chunk)) await new Promise((resolve) => out.once("drain", resolve))
+            if (!out.write(chunk)) await new Promise<void>((resolve) => out.once("drain", () => resolve()))
             progress.onProgress?.(received, model.bytes)
           }
         } catch (e) {

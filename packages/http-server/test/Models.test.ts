@@ -13,7 +13,7 @@ const body = randomBytes(256 * 1024 + 17)
 const sha256 = createHash("sha256").update(body).digest("hex")
 
 interface Served {
-  readonly url: string
+  url: string
   /** `Range` headers received, in order (`null`: none). */
   readonly ranges: Array<string | null>
   /** Cut the connection after this many body bytes, on the next request only. */
@@ -44,8 +44,14 @@ const serve = Effect.acquireRelease(
       served.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/ggml-test.bin`
       resume(Effect.succeed({ served, server }))
     })
+    return Effect.sync(() => {
+      server.close()
+    })
   }),
-  ({ server }) => Effect.async<void>((resume) => server.close(() => resume(Effect.void)))
+  ({ server }) =>
+    Effect.async<void>((resume) => {
+      server.close(() => resume(Effect.void))
+    })
 )
 
 const spec = (url: string, overrides: Partial<Models.ModelSpec> = {}): Models.ModelSpec => ({
