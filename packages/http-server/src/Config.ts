@@ -198,7 +198,9 @@ export const config: Config.Config<ServerConfig> = Config.all({
     Config.validate({ message: "VJ_LANGUAGE must be auto or a two-letter language code (en, de, fr, …)", validation: (l) => /^(auto|[a-z]{2,3})$/.test(l) })
   ),
   whisperConcurrency: positive("VJ_WHISPER_CONCURRENCY", 1),
-  whisperThreads: Config.option(positive("VJ_WHISPER_THREADS", 1)),
+  whisperThreads: Config.option(
+    Config.integer("VJ_WHISPER_THREADS").pipe(Config.validate({ message: "VJ_WHISPER_THREADS must be a positive integer", validation: (n) => n > 0 }))
+  ),
   whisperSecondsPerAudioMinute: positiveNumber("VJ_WHISPER_SECONDS_PER_AUDIO_MINUTE", 60),
   transcribeCommand: Config.string("VJ_TRANSCRIBE_COMMAND").pipe(Config.withDefault(defaultTranscribeCommand)),
   transcribeConvert: Config.literal("wav16k", "none")("VJ_TRANSCRIBE_CONVERT").pipe(Config.withDefault("wav16k" as const)),
