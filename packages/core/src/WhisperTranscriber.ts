@@ -73,6 +73,7 @@ const send = (m) => new Promise((resolve) => process.send(m, resolve))
   const data = pcm.buffer.slice(pcm.byteOffset, pcm.byteOffset + pcm.byteLength)
   const { promise } = ctx.transcribeData(data, { language, maxThreads: Number(threads) })
   const r = await promise
+  await ctx.release()
   await send({
     type: "done",
     text: r.result,
@@ -81,6 +82,7 @@ const send = (m) => new Promise((resolve) => process.send(m, resolve))
   })
 })().then(
   () => process.exit(0),
+  // an error the binding reports; one it never reports ends the process with nothing sent (seen by the parent)
   (e) => send({ type: "failed", message: String((e && e.message) || e) }).then(() => process.exit(1))
 )
 `

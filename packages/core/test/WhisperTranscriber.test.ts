@@ -8,13 +8,13 @@ import * as path from "node:path"
 import { Transcriber } from "../src/Transcriber.js"
 import * as WhisperTranscriber from "../src/WhisperTranscriber.js"
 import { audioFile } from "./support/Audio.js"
-import { writeRandomModel } from "./support/GgmlModel.js"
+import { tinyShape, writeRandomModel } from "./support/GgmlModel.js"
 
 // the real native binding (@fugood/whisper.node, whisper.cpp) on a model with random weights made here:
 // it proves loading, the child process, cancellation and limits; it cannot prove quality (bench:transcribe-quality does)
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vj-whisper-test-"))
 const model = path.join(dir, "ggml-random.bin")
-writeRandomModel(model)
+writeRandomModel(model, tinyShape)
 
 /** Ten minutes of real speech (the fixture, looped): a run that cannot finish while the test watches it. */
 const longRecording = (() => {

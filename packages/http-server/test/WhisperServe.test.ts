@@ -16,7 +16,7 @@ import { SqlClient } from "@effect/sql"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import { audioFile } from "../../core/test/support/Audio.js"
 import * as FakeOllama from "../../core/test/support/FakeOllama.js"
-import { writeRandomModel } from "../../core/test/support/GgmlModel.js"
+import { tinyShape, writeRandomModel } from "../../core/test/support/GgmlModel.js"
 import { cli, exitOf, freePort, serve, serverEnv, tempDir } from "./support/TestServer.js"
 
 /** Child processes of `pid` (Linux /proc), with their command lines. */
@@ -55,7 +55,7 @@ describe("serve with local Whisper (server process)", () => {
       })
       const model = path.join(dir, "models", "ggml-base.bin")
       fs.mkdirSync(path.dirname(model), { recursive: true })
-      writeRandomModel(model)
+      writeRandomModel(model, tinyShape)
       // half a minute of real speech: whisper works on it for a while, pocketsphinx still finishes it in the test
       const long = path.join(dir, "long.wav")
       execFileSync("ffmpeg", ["-loglevel", "error", "-y", "-stream_loop", "8", "-i", audioFile("wav"), "-c:a", "pcm_s16le", long])

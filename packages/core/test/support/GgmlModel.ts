@@ -17,6 +17,13 @@ export interface GgmlShape {
   readonly textContext?: number
 }
 
+/**
+ * whisper tiny's dimensions (a 78 MB file): a run costs about what a real
+ * tiny model costs, so it lasts long enough to be watched and interrupted
+ * even on a fast machine.
+ */
+export const tinyShape: GgmlShape = { state: 384, layers: 4, textContext: 448 }
+
 export const writeRandomModel = (file: string, shape: GgmlShape = {}): void => {
   const S = shape.state ?? 64
   const L = shape.layers ?? 1
@@ -41,22 +48,32 @@ export const writeRandomModel = (file: string, shape: GgmlShape = {}): void => {
       i32(w.length)
       write(w)
     }
+    // one block of random values, tiled: writing a tiny-sized model element by element takes minutes
     let seed = 1
+    const next = () => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
+      return (seed / 2 ** 32 - 0.5) * 0.2
+    }
+    const block32 = Buffer.alloc(4 * 65521) // a prime length: tiles do not line up with rows
+    const block16 = Buffer.alloc(2 * 65521)
+    for (let i = 0; i < 65521; i++) {
+      const x = next()
+      block32.writeFloatLE(x, 4 * i)
+      block16.writeUInt16LE(toHalf(x), 2 * i)
+    }
     const tensor = (name: string, ...ne: Array<number>) => {
       // matrices in f16 as whisper.cpp's converter writes them; vectors and positions in f32
       const half = ne.length >= 2 && !name.includes("positional") && !name.endsWith(".bias")
       const nameBytes = Buffer.from(name)
       i32(ne.length, nameBytes.length, half ? 1 : 0, ...ne)
       write(nameBytes)
-      const n = ne.reduce((a, b) => a * b, 1)
-      const out = Buffer.alloc(n * (half ? 2 : 4))
-      for (let i = 0; i < n; i++) {
-        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
-        const x = (seed / 2 ** 32 - 0.5) * 0.2
-        if (half) out.writeUInt16LE(toHalf(x), 2 * i)
-        else out.writeFloatLE(x, 4 * i)
+      const block = half ? block16 : block32
+      let left = ne.reduce((a, b) => a * b, 1) * (half ? 2 : 4)
+      while (left > 0) {
+        const n = Math.min(left, block.length)
+        write(block.subarray(0, n))
+        left -= n
       }
-      write(out)
     }
     const block = (prefix: string, cross: boolean) => {
       tensor(`${prefix}.mlp_ln.weight`, S)
