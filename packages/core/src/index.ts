@@ -43,6 +43,8 @@ export * as Transcriber from "./Transcriber.js"
 /** @since 0.1.0 */
 export * as VoiceJournal from "./VoiceJournal.js"
 /** @since 0.1.0 */
+export * as WhisperTranscriber from "./WhisperTranscriber.js"
+/** @since 0.1.0 */
 export * as WorkSignal from "./WorkSignal.js"
 /** @since 0.1.0 */
 export * as WatchFolder from "./WatchFolder.js"

@@ -15,6 +15,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as selfsigned from "selfsigned"
 import { config as serverConfig, type ServerConfig } from "./Config.js"
+import * as Models from "./Models.js"
 import * as Server from "./Server.js"
 
 /** The front door on the configured database, without workers or HTTP. */
@@ -232,6 +233,62 @@ const tlsSelfSigned = Command.make("self-signed", { hosts: tlsHost, out: tlsOut,
       "makes a new CA, which phones must trust again. A new LAN address needs a new certificate (--host)."
     ].join("\n"))
   })).pipe(Command.withDescription("Make a CA and an HTTPS certificate for this machine's LAN address(es), and print how phones trust it."))
+
+// --- Whisper models -----------------------------------------------------------
+
+const modelsDataDir = Config.string("VJ_DATA_DIR").pipe(
+  Config.withDefault("./data"),
+  Config.map((d) => path.resolve(process.env.INIT_CWD ?? process.cwd(), d))
+)
+const mibText = (n: number) => `${(n / 1048576).toFixed(1)} MiB`
+
+class UnknownModel extends Data.TaggedError("UnknownModel")<{ readonly message: string }> {}
+
+/** A one-line progress bar on stderr, redrawn at most every whole percent. */
+const progressBar = () => {
+  let shown = -1
+  return (received: number, total: number) => {
+    const pct = Math.floor((received / total) * 100)
+    if (pct === shown) return
+    shown = pct
+    const width = 30
+    const done = Math.round((pct / 100) * width)
+    process.stderr.write(`\r[${"#".repeat(done)}${"-".repeat(width - done)}] ${String(pct).padStart(3)}% ${mibText(received)} of ${mibText(total)}`)
+    if (received >= total) process.stderr.write("\n")
+  }
+}
+
+const modelsPull = Command.make("pull", {
+  name: Args.text({ name: "name" }).pipe(Args.withDefault(Models.defaultModel), Args.withDescription("model name (see models list)"))
+}, ({ name }) =>
+  Effect.gen(function*() {
+    const model = Models.find(name)
+    if (model === undefined) {
+      return yield* new UnknownModel({ message: `unknown model ${JSON.stringify(name)}: one of ${Models.catalog.map((m) => m.name).join(", ")}` })
+    }
+    const dir = Models.directory(yield* modelsDataDir)
+    const file = yield* Models.pull(model, dir, {
+      onStart: (total, from) =>
+        process.stderr.write(
+          from > 0
+            ? `resuming ${model.file}: ${mibText(from)} of ${mibText(total)} already here\n`
+            : `downloading ${model.file} (${mibText(total)}) from ${model.url}\n`
+        ),
+      onProgress: progressBar()
+    })
+    yield* Console.log(`${file} is ready (SHA-256 verified); serve uses it${model.name === Models.defaultModel ? "" : ` with VJ_WHISPER_MODEL=${model.name}`}`)
+  })).pipe(Command.withDescription(
+    "Download a Whisper model into VJ_DATA_DIR/models (size shown first; resumable; verified against its pinned SHA-256)."
+  ))
+
+const modelsList = Command.make("list", {}, () =>
+  Effect.gen(function*() {
+    const dataDir = yield* modelsDataDir
+    for (const m of Models.catalog) {
+      const here = fs.existsSync(Models.pathOf(dataDir, m)) ? "installed" : "—"
+      yield* Console.log(`${m.name.padEnd(9)} ${mibText(m.bytes).padStart(10)}  ${here.padEnd(9)}  ${m.summary}${m.name === Models.defaultModel ? " [default]" : ""}`)
+    }
+  })).pipe(Command.withDescription("List the Whisper models models pull knows, and which are installed."))
 
 // --- client commands (talk to a running server) -----------------------------
 
@@ -568,7 +625,8 @@ export const command = Command.make("voice-journal").pipe(
     watch,
     Command.make("entries").pipe(Command.withSubcommands([listEntries, searchEntries, recleanEntry])),
     Command.make("templates").pipe(Command.withSubcommands([templatesList, templatesCreate, templatesShow, templatesDelete])),
-    Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned]))
+    Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned])),
+    Command.make("models").pipe(Command.withSubcommands([modelsPull, modelsList]))
   ])
 )
 

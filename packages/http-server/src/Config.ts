@@ -17,7 +17,12 @@
  * | `VJ_S3_PATH_STYLE`          | `true` with an endpoint, else `false` | `https://host/bucket/key` instead of `https://bucket.host/key` |
  * | `VJ_MAX_UPLOAD_BYTES`       | `104857600` (100 MiB)            | largest accepted recording |
  * | `VJ_UPLOAD_IDLE_SECONDS`    | `30`                             | an upload that sends nothing this long is answered `408` and dropped |
- * | `VJ_TRANSCRIBER`            | `command`                        | `command` or `openai` |
+ * | `VJ_TRANSCRIBER`            | `auto`                           | `auto` (local Whisper when its model is in `VJ_DATA_DIR/models`, else `command`), `whisper`, `command` or `openai` |
+ * | `VJ_WHISPER_MODEL`          | `base`                           | a model name from `voice-journal models list`, or the path of a whisper.cpp ggml file |
+ * | `VJ_LANGUAGE`               | `auto`                           | ISO-639-1 code of the recordings, or `auto` (detected); given to Whisper and OpenAI-compatible servers |
+ * | `VJ_WHISPER_CONCURRENCY`    | `1`                              | local Whisper runs at once on this node |
+ * | `VJ_WHISPER_THREADS`        | cores (at most 8)                | CPU threads per run |
+ * | `VJ_WHISPER_SECONDS_PER_AUDIO_MINUTE` | `60`                   | a run is killed (and retried later) after this long per minute of audio (at least 60 s) |
  * | `VJ_TRANSCRIBE_COMMAND`     | pocketsphinx (offline)           | command line, `{input}` = the audio file |
  * | `VJ_TRANSCRIBE_CONVERT`     | `wav16k`                         | `wav16k` or `none`: convert before the command |
  * | `VJ_TRANSCRIBE_URL`         | `http://127.0.0.1:8000`          | OpenAI-compatible server |
@@ -66,6 +71,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import * as tls from "node:tls"
 import { defaultLifetimeSeconds, normalizeOrigin } from "./Session.js"
+import * as Models from "./Models.js"
 
 /** @since 0.1.0 */
 export type Transcription =
@@ -75,6 +81,16 @@ export type Transcription =
     readonly convert: "wav16k" | "none"
     /** The largest file to hand the command (`VJ_TRANSCRIBE_MAX_BYTES`); absent: no limit. */
     readonly maxBytes?: number | undefined
+    /** Chosen by `auto` because this Whisper model is not there: said once at start-up. */
+    readonly missingModel?: { readonly name: string; readonly path: string; readonly bytes: number } | undefined
+  }
+  | {
+    readonly kind: "whisper"
+    readonly modelPath: string
+    readonly language: string
+    readonly concurrency: number
+    readonly threads: number | undefined
+    readonly secondsPerAudioMinute: number
   }
   | {
     readonly kind: "openai"
@@ -83,6 +99,8 @@ export type Transcription =
     readonly model: string
     /** The largest request the server takes (`VJ_TRANSCRIBE_MAX_BYTES`); absent: 25 MiB, OpenAI's. */
     readonly maxBytes?: number | undefined
+    /** `VJ_LANGUAGE`; absent or `auto`: detected by the server. */
+    readonly language?: string | undefined
   }
 
 /** @since 0.1.0 */
@@ -237,7 +255,17 @@ export const config: Config.Config<ServerConfig> = Config.all({
   s3PathStyle: Config.option(Config.boolean("VJ_S3_PATH_STYLE")),
   maxUploadBytes: positive("VJ_MAX_UPLOAD_BYTES", 100 * 1024 * 1024),
   uploadIdleSeconds: positive("VJ_UPLOAD_IDLE_SECONDS", 30),
-  transcriber: Config.literal("command", "openai")("VJ_TRANSCRIBER").pipe(Config.withDefault("command" as const)),
+  transcriber: Config.literal("auto", "whisper", "command", "openai")("VJ_TRANSCRIBER").pipe(Config.withDefault("auto" as const)),
+  whisperModel: Config.string("VJ_WHISPER_MODEL").pipe(Config.withDefault(Models.defaultModel)),
+  language: Config.string("VJ_LANGUAGE").pipe(
+    Config.withDefault("auto"),
+    Config.validate({ message: "VJ_LANGUAGE must be auto or a two-letter language code (en, de, fr, …)", validation: (l) => /^(auto|[a-z]{2,3})$/.test(l) })
+  ),
+  whisperConcurrency: positive("VJ_WHISPER_CONCURRENCY", 1),
+  whisperThreads: Config.option(
+    Config.integer("VJ_WHISPER_THREADS").pipe(Config.validate({ message: "VJ_WHISPER_THREADS must be a positive integer", validation: (n) => n > 0 }))
+  ),
+  whisperSecondsPerAudioMinute: positiveNumber("VJ_WHISPER_SECONDS_PER_AUDIO_MINUTE", 60),
   transcribeCommand: Config.string("VJ_TRANSCRIBE_COMMAND").pipe(Config.withDefault(defaultTranscribeCommand)),
   transcribeConvert: Config.literal("wav16k", "none")("VJ_TRANSCRIBE_CONVERT").pipe(Config.withDefault("wav16k" as const)),
   transcribeUrl: Config.url("VJ_TRANSCRIBE_URL").pipe(Config.withDefault(new URL("http://127.0.0.1:8000"))),
@@ -359,6 +387,8 @@ export const config: Config.Config<ServerConfig> = Config.all({
     } else if (Option.isSome(c.watchUser) || Option.isSome(c.watchMoveTo)) {
       return Either.left(ConfigError.MissingData(["VJ_WATCH_DIR"], "required when VJ_WATCH_USER or VJ_WATCH_MOVE_TO is set"))
     }
+    const transcription = chooseTranscription(base, dataDir, c)
+    if (Either.isLeft(transcription)) return Either.left(transcription.left)
     return Either.right({
       watch,
       host: c.host,
@@ -369,15 +399,7 @@ export const config: Config.Config<ServerConfig> = Config.all({
       blobs,
       maxUploadBytes: c.maxUploadBytes,
       uploadIdleSeconds: c.uploadIdleSeconds,
-      transcription: c.transcriber === "openai"
-        ? {
-          kind: "openai",
-          url: c.transcribeUrl.toString(),
-          apiKey: c.transcribeApiKey,
-          model: c.transcribeModel,
-          maxBytes: Option.getOrUndefined(c.transcribeMaxBytes)
-        }
-        : { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert, maxBytes: Option.getOrUndefined(c.transcribeMaxBytes) },
+      transcription: transcription.right,
       longRecordings: { chunkSeconds: c.chunkSeconds, pieceConcurrency: c.pieceConcurrency, maxAudioSeconds: c.maxAudioSeconds },
       ollama: { host: c.ollamaHost.toString().replace(/\/$/, ""), model: c.ollamaModel, numCtx: c.ollamaNumCtx },
       notion,
@@ -398,6 +420,71 @@ export const config: Config.Config<ServerConfig> = Config.all({
     })
   })
 )
+
+/**
+ * `auto` takes local Whisper when its model file is there and pocketsphinx
+ * (the `command` default) otherwise; `whisper` insists on the model.
+ */
+const chooseTranscription = (
+  base: string,
+  dataDir: string,
+  c: {
+    readonly transcriber: "auto" | "whisper" | "command" | "openai"
+    readonly whisperModel: string
+    readonly language: string
+    readonly whisperConcurrency: number
+    readonly whisperThreads: Option.Option<number>
+    readonly whisperSecondsPerAudioMinute: number
+    readonly transcribeCommand: string
+    readonly transcribeConvert: "wav16k" | "none"
+    readonly transcribeUrl: URL
+    readonly transcribeApiKey: Option.Option<Redacted.Redacted<string>>
+    readonly transcribeModel: string
+    readonly transcribeMaxBytes: Option.Option<number>
+  }
+): Either.Either<Transcription, ConfigError.ConfigError> => {
+  const maxBytes = Option.getOrUndefined(c.transcribeMaxBytes)
+  const command: Transcription = { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert, maxBytes }
+  if (c.transcriber === "openai") {
+    return Either.right({
+      kind: "openai",
+      url: c.transcribeUrl.toString(),
+      apiKey: c.transcribeApiKey,
+      model: c.transcribeModel,
+      language: c.language,
+      maxBytes
+    })
+  }
+  if (c.transcriber === "command") return Either.right(command)
+  const named = Models.find(c.whisperModel)
+  if (named === undefined && !c.whisperModel.endsWith(".bin")) {
+    return Either.left(ConfigError.InvalidData(
+      ["VJ_WHISPER_MODEL"],
+      `unknown model ${JSON.stringify(c.whisperModel)}: one of ${Models.catalog.map((m) => m.name).join(", ")}, or the path of a ggml .bin file`
+    ))
+  }
+  const modelPath = named !== undefined ? Models.pathOf(dataDir, named) : path.resolve(base, c.whisperModel)
+  if (!fs.existsSync(modelPath)) {
+    if (c.transcriber === "whisper") {
+      return Either.left(ConfigError.InvalidData(
+        ["VJ_WHISPER_MODEL"],
+        `${modelPath} does not exist${named !== undefined ? `: run voice-journal models pull ${named.name}` : ""}`
+      ))
+    }
+    return Either.right({
+      ...command,
+      missingModel: { name: named?.name ?? c.whisperModel, path: modelPath, bytes: named?.bytes ?? 0 }
+    })
+  }
+  return Either.right({
+    kind: "whisper",
+    modelPath,
+    language: c.language,
+    concurrency: c.whisperConcurrency,
+    threads: Option.getOrUndefined(c.whisperThreads),
+    secondsPerAudioMinute: c.whisperSecondsPerAudioMinute
+  })
+}
 
 /**
  * Both TLS variables or neither; the files are read here so that a missing,

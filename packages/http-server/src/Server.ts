@@ -27,6 +27,7 @@ import {
   Transcriber,
   VoiceJournal,
   WatchFolder,
+  WhisperTranscriber,
   WorkSignal
 } from "@voice-journal/core"
 import { Clock, Context, Deferred, Duration, Effect, Layer, Option, Redacted, Schedule } from "effect"
@@ -120,14 +121,31 @@ export const layerEngines = (config: ServerConfig) => {
     ? Transcriber.layerOpenAi({
       baseUrl: t.url,
       model: t.model,
+      ...(t.language !== undefined && t.language !== "auto" ? { language: t.language } : {}),
       maxBytes: t.maxBytes,
       ...(Option.isSome(t.apiKey) ? { apiKey: t.apiKey.value } : {})
     })
-    : Transcriber.layerCommand({
-      command: Transcriber.parseCommandLine(t.command),
-      maxBytes: t.maxBytes,
-      ...(t.convert === "wav16k" ? { convert: "wav16k" as const } : {})
+    : t.kind === "whisper"
+    ? WhisperTranscriber.layer({
+      modelPath: t.modelPath,
+      language: t.language,
+      concurrency: t.concurrency,
+      threads: t.threads,
+      secondsPerAudioMinute: t.secondsPerAudioMinute
     })
+    : Layer.merge(
+      Transcriber.layerCommand({
+        command: Transcriber.parseCommandLine(t.command),
+        maxBytes: t.maxBytes,
+        ...(t.convert === "wav16k" ? { convert: "wav16k" as const } : {})
+      }),
+      // said once, at start-up: what to run for transcripts worth keeping
+      t.missingModel === undefined ? Layer.empty : Layer.effectDiscard(Effect.logWarning(
+        `no Whisper model at ${t.missingModel.path}: transcribing with pocketsphinx, which gets many words wrong. ` +
+          `For Whisper-quality transcripts run: voice-journal models pull ${t.missingModel.name}` +
+          (t.missingModel.bytes > 0 ? ` (${(t.missingModel.bytes / 1048576).toFixed(0)} MiB, once), then restart the server` : ", then restart the server")
+      ))
+    )
   const notion = Option.match(config.notion, {
     onNone: () => Layer.empty,
     // takes from the RequestBudget it is given (layerApp gives it storage's), else from its own

@@ -11,6 +11,8 @@ export * as Config from "./Config.js"
 /** @since 0.1.0 */
 export * as Http from "./Http.js"
 /** @since 0.1.0 */
+export * as Models from "./Models.js"
+/** @since 0.1.0 */
 export * as RateLimit from "./RateLimit.js"
 /** @since 0.1.0 */
 export * as Server from "./Server.js"
