@@ -121,13 +121,15 @@ export const make = (options: {
     }
 
     const server = yield* LoopbackServer.make(async (req, res) => {
-      // like OpenAI: a body over the limit is refused before it is read
+      // like OpenAI: a body over the limit is refused (413), its bytes never parsed. The answer goes out once
+      // the body is drained: answering while the client still sends reaches it as a reset (ECONNRESET)
       if (Number(req.headers["content-length"] ?? 0) > maxBodyBytes) {
         requests.push({ model: null, language: null, responseFormat: null, authorization: null, fileName: null, fileSize: Number(req.headers["content-length"]) })
+        req.resume()
+        await new Promise<void>((resolve) => req.once("end", resolve).once("close", resolve))
         res.writeHead(413, { "content-type": "application/json", connection: "close" }).end(JSON.stringify({
           error: { message: `Maximum content size limit (${maxBodyBytes}) exceeded (${req.headers["content-length"]} bytes read)`, type: "server_error", param: null, code: null }
         }))
-        req.destroy()
         return
       }
       const body = await readBody(req)
