@@ -69,13 +69,13 @@ describe("SQLite adapter", () => {
         expect(without).toContain("TEMP B-TREE")
       }))
 
-    it.scoped("a user's Notion syncs by status, newest first, use the (user_id, status) index without a sort", () =>
+    it.scoped("a user's deliveries by status, newest first, use the (user_id, status) index without a sort", () =>
       Effect.gen(function*() {
         const ctx = yield* Layer.build(yield* freshDatabase)
         const sql = Context.get(ctx, SqlClient.SqlClient)
-        const query = `SELECT * FROM notion_syncs WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
+        const query = `SELECT * FROM deliveries WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
         const withIndex = yield* plan(sql, query)
-        expect(withIndex).toContain("notion_syncs_user_status_idx")
+        expect(withIndex).toContain("deliveries_user_status_idx")
         expect(withIndex).not.toContain("TEMP B-TREE")
       }))
 

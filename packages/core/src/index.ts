@@ -10,12 +10,18 @@ export * as BlobStore from "./BlobStore.js"
 export * as BlobSweeper from "./BlobSweeper.js"
 /** @since 0.1.0 */
 export * as Cleaner from "./Cleaner.js"
+/** @since 0.2.0 */
+export * as Destination from "./Destination.js"
+/** @since 0.2.0 */
+export * as Destinations from "./Destinations.js"
 /** @since 0.1.0 */
 export * as Domain from "./Domain.js"
 /** @since 0.1.0 */
 export * as Errors from "./Errors.js"
 /** @since 0.1.0 */
 export * as Ingest from "./Ingest.js"
+/** @since 0.2.0 */
+export * as MarkdownFolder from "./MarkdownFolder.js"
 /** @since 0.1.0 */
 export * as JournalStore from "./JournalStore.js"
 /** @since 0.1.0 */
@@ -28,6 +34,8 @@ export * as Pipeline from "./Pipeline.js"
 export * as RequestBudget from "./RequestBudget.js"
 /** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
+/** @since 0.2.0 */
+export * as SecretBox from "./SecretBox.js"
 /** @since 0.1.0 */
 export * as SqlJournalStore from "./SqlJournalStore.js"
 /** @since 0.1.0 */
@@ -38,3 +46,5 @@ export * as VoiceJournal from "./VoiceJournal.js"
 export * as WorkSignal from "./WorkSignal.js"
 /** @since 0.1.0 */
 export * as WatchFolder from "./WatchFolder.js"
+/** @since 0.2.0 */
+export * as Webhook from "./Webhook.js"

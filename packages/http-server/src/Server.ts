@@ -101,7 +101,7 @@ export const layerApp = (config: ServerConfig) => {
     lease: Duration.seconds(leaseSeconds),
     heartbeat: Duration.seconds(config.lease?.heartbeatSeconds ?? leaseSeconds / 3),
     shutdownGrace: Duration.seconds(config.shutdownGraceSeconds),
-    ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
+    ...(Option.isSome(config.notion) ? { retry: { delivery: { maxAttempts: config.notion.value.maxRetries } } } : {})
   })
   const sweeper = BlobSweeper.layer({ minAge: sweepAge, interval: Duration.seconds(config.audioSweep?.intervalSeconds ?? 3600) })
   // the watch folder (if configured) ingests through the same front door; its start fails the server's

@@ -34,7 +34,7 @@ export const fastPipeline: Pipeline.PipelineOptions = {
   heartbeat: "500 millis",
   pollInterval: "200 millis",
   shutdownGrace: "2 seconds",
-  retry: Object.fromEntries((["transcription", "cleanup", "notion"] as const).map((stage) => [stage, {
+  retry: Object.fromEntries((["transcription", "cleanup", "delivery"] as const).map((stage) => [stage, {
     initialDelay: "100 millis",
     inProcessRetries: 3,
     durableDelay: "300 millis",
@@ -137,7 +137,7 @@ export const eventually = <A, E, R>(
   ) as Effect.Effect<A, E | string, R>
 
 /** Counts rows of a stage table by status. */
-export const statusCounts = (sql: SqlClient.SqlClient, table: "transcriptions" | "cleaned_entries" | "notion_syncs") =>
+export const statusCounts = (sql: SqlClient.SqlClient, table: "transcriptions" | "cleaned_entries" | "deliveries") =>
   sql.unsafe<{ status: string; n: number | string }>(`SELECT status, count(*) AS n FROM ${table} GROUP BY status`).pipe(
     Effect.map((rows) => Object.fromEntries(rows.map((r) => [r.status, Number(r.n)])) as Record<string, number>),
     Effect.orDie

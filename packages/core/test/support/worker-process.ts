@@ -57,7 +57,7 @@ const Worker = Pipeline.layer({
   lease: config.lease,
   heartbeat: "500 millis",
   pollInterval: "200 millis",
-  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency }
+  concurrency: { transcription: concurrency, cleanup: concurrency, delivery: concurrency }
 }).pipe(
   Layer.provide(Layer.mergeAll(
     storeLayer(config.kind, config.storeLocation),
