@@ -119,11 +119,17 @@ export const confine = (root: string, folder: string): Effect.Effect<string, Tem
     if (path.isAbsolute(folder) || !inside(base, target)) {
       return yield* new PermanentError({ service: "markdown-folder", message: `folder "${folder}" is outside the Markdown root` })
     }
-    const real = yield* io("creating the folder", () =>
-      fs.promises.mkdir(target, { recursive: true }).then(() => Promise.all([fs.promises.realpath(base), fs.promises.realpath(target)])))
-    if (!inside(real[0], real[1])) {
-      return yield* new PermanentError({ service: "markdown-folder", message: `folder "${folder}" leads outside the Markdown root (a symlink?)` })
-    }
+    const escapes = new PermanentError({ service: "markdown-folder", message: `folder "${folder}" leads outside the Markdown root (a symlink?)` })
+    // the deepest part that exists must resolve inside the root before anything is created under it
+    const existing = yield* io("resolving the folder", async () => {
+      await fs.promises.mkdir(base, { recursive: true })
+      let at = target
+      while (!(await fs.promises.lstat(at).then(() => true, () => false))) at = path.dirname(at)
+      return Promise.all([fs.promises.realpath(base), fs.promises.realpath(at)])
+    })
+    if (!inside(existing[0], existing[1])) return yield* escapes
+    const real = yield* io("creating the folder", () => fs.promises.mkdir(target, { recursive: true }).then(() => fs.promises.realpath(target)))
+    if (!inside(existing[0], real)) return yield* escapes
     return target
   })
 
