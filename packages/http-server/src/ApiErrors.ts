@@ -50,6 +50,8 @@ export const toApiError = (e: Tagged): Effect.Effect<never, ApiError> => {
       return Effect.fail({ error: "payload_too_large", message: e.message })
     case "UnsupportedMediaType":
       return Effect.fail({ error: "unsupported_media_type", message: e.message })
+    case "InvalidDestination":
+      return Effect.fail({ error: "bad_request", message: e.message })
     case "InvalidUpload":
     case "MultipartError":
     case "RequestError":

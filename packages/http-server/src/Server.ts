@@ -17,10 +17,12 @@ import {
   BlobStore,
   BlobSweeper,
   Cleaner,
+  Destinations,
   Domain,
   NotionPublisher,
   Pipeline,
   RequestBudget,
+  SecretBox,
   Transcriber,
   VoiceJournal,
   WatchFolder,
@@ -94,7 +96,17 @@ export const layerApp = (config: ServerConfig) => {
   // the engines get storage's request budget; the same layer value, so storage is built once
   const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
-  const services = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
+  const base = Layer.mergeAll(storage, BlobStore.layerFileSystem({ directory: config.audioDir, staleAfter: sweepAge }), engines)
+  // users' destinations: secrets open with VJ_SECRET_KEY; start-up fails if stored secrets need it and it is missing
+  const d = config.destinations
+  const secrets = d !== undefined && Option.isSome(d.secretKey) ? SecretBox.layer(d.secretKey.value) : Layer.empty
+  const destinations = Destinations.layer({
+    markdownRoot: d?.markdownRoot,
+    webhookAllowHosts: d?.webhookAllowHosts,
+    notionBaseUrl: d?.notionBaseUrl,
+    notionRequestsPerSecond: d?.notionRequestsPerSecond
+  }).pipe(Layer.provide(Layer.merge(base, secrets)))
+  const services = Layer.mergeAll(base, destinations)
   const journal = VoiceJournal.layer({ maxUploadBytes: config.maxUploadBytes, notionEnabled: Option.isSome(config.notion) })
   const leaseSeconds = config.lease?.seconds ?? defaultLeaseSeconds
   const pipeline = Pipeline.layer({
