@@ -12,10 +12,12 @@ import * as AudioProbe from "../../src/AudioProbe.js"
 import * as BlobStore from "../../src/BlobStore.js"
 import * as Cleaner from "../../src/Cleaner.js"
 import * as NotionPublisher from "../../src/NotionPublisher.js"
+import * as Destinations from "../../src/Destinations.js"
 import * as Pipeline from "../../src/Pipeline.js"
+import * as SecretBox from "../../src/SecretBox.js"
 import * as Transcriber from "../../src/Transcriber.js"
 import * as WorkSignal from "../../src/WorkSignal.js"
-import { type StoreKind, storeLayer } from "./PipelineHarness.js"
+import { destinationsOptions, type StoreKind, storeLayer, testSecretKey } from "./PipelineHarness.js"
 
 export interface WorkerConfig {
   readonly kind: StoreKind
@@ -27,6 +29,8 @@ export interface WorkerConfig {
   readonly transcribeUrl?: string
   readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string }
   readonly noopLog?: string
+  /** Users' destinations as the harness has them (same Markdown root, same secret key). */
+  readonly destinations?: { readonly markdownRoot: string }
 }
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig
@@ -59,11 +63,17 @@ const Worker = Pipeline.layer({
   pollInterval: "200 millis",
   concurrency: { transcription: concurrency, cleanup: concurrency, delivery: concurrency }
 }).pipe(
-  Layer.provide(Layer.mergeAll(
-    storeLayer(config.kind, config.storeLocation),
-    BlobStore.layerFileSystem({ directory: config.blobDir }),
-    WorkSignal.layer,
-    engines
+  Layer.provide(Layer.provideMerge(
+    config.destinations !== undefined
+      ? Destinations.layer(destinationsOptions(config.destinations.markdownRoot, config.notion?.url ?? "")).pipe(Layer.orDie)
+      : Layer.empty,
+    Layer.mergeAll(
+      storeLayer(config.kind, config.storeLocation),
+      BlobStore.layerFileSystem({ directory: config.blobDir }),
+      WorkSignal.layer,
+      SecretBox.layer(Redacted.make(testSecretKey)).pipe(Layer.orDie),
+      engines
+    )
   )),
   Layer.tap(() => Effect.sync(() => console.log("ready")))
 )
