@@ -139,7 +139,7 @@ describe("Destinations over HTTP", () => {
         const user = yield* store.createUser("u")
         yield* store.createDestination({ id: "d1" as Domain.DestinationId, userId: user.id, kind: "webhook", name: "h", config: { url: "https://example.com" }, sealedSecret: "v1.AAAA" })
       }).pipe(Effect.provide(SqliteJournalStore.layer({ filename: path.join(dir, "journal.db") })), Effect.orDie)
-      const env = { ...process.env, VJ_DATA_DIR: dir, VJ_PORT: String(yield* Effect.promise(freePort)), VJ_TRANSCRIBER: "openai" }
+      const env: NodeJS.ProcessEnv = { ...process.env, VJ_DATA_DIR: dir, VJ_PORT: String(yield* Effect.promise(freePort)), VJ_TRANSCRIBER: "openai" }
       delete env.VJ_SECRET_KEY
       const run = yield* cliAsync(env, ["serve"])
       expect(run.code).not.toBe(0)
