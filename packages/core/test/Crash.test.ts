@@ -109,11 +109,14 @@ describe("Crash recovery of deliveries", () => {
       const { user } = yield* h.journal.createUser("u")
       yield* h.destinations.add(user.id, { kind: "webhook", name: "hook", config: { url: h.webhook.url }, secret: Redacted.make(h.webhook.secret) })
       h.webhook.applyThenHang() // the receiver has the message; the worker never hears back
-      const worker = yield* spawnWorker(workerConfig(h, { destinations: { markdownRoot: h.markdownRoot } }))
+      // no server-wide Notion in this worker: the webhook is the entry's only destination
+      const worker = yield* spawnWorker(workerConfig(h, { notion: undefined, destinations: { markdownRoot: h.markdownRoot } }))
       const { entry } = yield* h.journal.ingest(user.id, Stream.make(audioBytes("wav")))
       yield* eventually(Effect.sync(() => h.webhook.received().length === 1 ? true : undefined))
       yield* killHard(worker)
-      const [stranded] = (yield* h.journal.getEntry(user.id, entry.id)).deliveries
+      const deliveries = (yield* h.journal.getEntry(user.id, entry.id)).deliveries
+      expect(deliveries.length).toBe(1)
+      const stranded = deliveries[0]
       expect(stranded!.status).toBe("processing")
       expect(stranded!.externalRef).toBe(stranded!.id) // the message id was recorded before sending
       yield* h.startPipeline(fastPipeline)

@@ -129,7 +129,7 @@ describe("Destinations over HTTP", () => {
       const bad = yield* cliAsync(env, ["destinations", "add", "markdown", "--name", "m"])
       expect(bad.code).not.toBe(0)
       expect(bad.stderr + bad.stdout).toContain("--folder")
-    }), { timeout: 400_000 })
+    }), { timeout: 900_000 })
 
   it.scopedLive("serve refuses to start when stored destinations have secrets and VJ_SECRET_KEY is missing, naming it", () =>
     Effect.gen(function*() {
