@@ -27,7 +27,7 @@ export interface WorkerConfig {
   readonly concurrency?: number
   readonly ollamaUrl?: string
   readonly transcribeUrl?: string
-  readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string }
+  readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string } | undefined
   readonly noopLog?: string
   /** Users' destinations as the harness has them (same Markdown root, same secret key). */
   readonly destinations?: { readonly markdownRoot: string }
