@@ -56,7 +56,7 @@ const runOn = (kind: StoreKind) =>
     const audio = audioBytes("wav")
     const t0 = performance.now()
     yield* Layer.build(
-      Pipeline.layer({ concurrency: { transcription: 4, cleanup: 4, notion: 4 } }).pipe(Layer.provide(Layer.succeedContext(ctx)))
+      Pipeline.layer({ concurrency: { transcription: 4, cleanup: 4, delivery: 4 } }).pipe(Layer.provide(Layer.succeedContext(ctx)))
     )
     const ids = yield* Effect.forEach(
       Array.from({ length: ENTRIES }, (_, i) => i),

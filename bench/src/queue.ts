@@ -78,7 +78,7 @@ const voiceJournal = (kind: StoreKind, n: number) =>
     yield* seed(sql, n, blobKey)
     const t0 = performance.now()
     yield* Layer.build(
-      Pipeline.layer({ concurrency: { transcription: CONCURRENCY, cleanup: 0, notion: 0 } }).pipe(
+      Pipeline.layer({ concurrency: { transcription: CONCURRENCY, cleanup: 0, delivery: 0 } }).pipe(
         Layer.provide(Layer.succeedContext(ctx))
       )
     )

@@ -33,7 +33,7 @@ const store = PgJournalStore.layer({ url: config.url, maxConnections: 4, applica
 
 const Worker = Pipeline.layer({
   pollInterval: Duration.millis(config.pollIntervalMs),
-  concurrency: { transcription: 2, cleanup: 2, notion: 0 }
+  concurrency: { transcription: 2, cleanup: 2, delivery: 0 }
 }).pipe(
   Layer.provide(Layer.mergeAll(
     store,

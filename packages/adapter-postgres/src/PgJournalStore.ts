@@ -144,7 +144,7 @@ export const layer = (
 /** The LISTEN/NOTIFY channel that carries "work queued" hints between nodes. */
 const channel = "voice_journal_work"
 
-const stages: ReadonlyArray<string> = ["transcription", "cleanup", "notion"]
+const stages: ReadonlyArray<string> = ["transcription", "cleanup", "delivery"]
 
 /**
  * Sends one "work queued" hint to every node. `pg_notify($1, $2)` because

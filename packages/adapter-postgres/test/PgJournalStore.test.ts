@@ -58,19 +58,19 @@ describe("PostgreSQL adapter", () => {
         expect(without).toMatch(/\bSort\b/)
       }))
 
-    it.scoped("a user's Notion syncs by status, newest first, use the (user_id, status) index without a sort", () =>
+    it.scoped("a user's deliveries by status, newest first, use the (user_id, status) index without a sort", () =>
       Effect.gen(function*() {
         const sql = yield* connect
-        // 20,000 syncs of one user, 1 % failed; FK triggers off to seed without the parent rows
+        // 20,000 deliveries of one user, 1 % failed; FK triggers off to seed without the parent rows
         yield* sql`SET session_replication_role = replica`
-        yield* sql`INSERT INTO notion_syncs (id, entry_id, cleaned_entry_id, user_id, status, attempts, next_attempt_at, created_at, updated_at)
-          SELECT 's' || g, 'e' || g, 'c' || g, 'u', CASE WHEN g % 100 = 0 THEN 'failed' ELSE 'success' END, 1, 'x',
+        yield* sql`INSERT INTO deliveries (id, entry_id, cleaned_entry_id, user_id, destination_id, status, attempts, next_attempt_at, created_at, updated_at)
+          SELECT 's' || g, 'e' || g, 'c' || g, 'u', 'server-notion', CASE WHEN g % 100 = 0 THEN 'failed' ELSE 'success' END, 1, 'x',
                  to_char(timestamp '2026-01-01' + g * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'x'
           FROM generate_series(1, 20000) g`
-        yield* sql`ANALYZE notion_syncs`
-        const query = `SELECT * FROM notion_syncs WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
+        yield* sql`ANALYZE deliveries`
+        const query = `SELECT * FROM deliveries WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
         const withIndex = yield* plan(sql, query)
-        expect(withIndex).toContain("notion_syncs_user_status_idx")
+        expect(withIndex).toContain("deliveries_user_status_idx")
         expect(withIndex).not.toMatch(/\bSort\b/)
       }))
 

@@ -3,7 +3,7 @@ import { NodeContext, NodeFileSystem } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient, type Statement } from "@effect/sql"
 import { SqliteClient, SqliteMigrator } from "@effect/sql-sqlite-node"
-import { EntrySearch, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
+import { Domain, EntrySearch, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
 import { SqliteJournalStore } from "../src/index.js"
@@ -17,6 +17,35 @@ const freshDatabase = Effect.gen(function*() {
 JournalStoreSuite.run("SQLite file", { freshDatabase })
 
 describe("SQLite adapter", () => {
+  it.scoped("migration 0010 moves notion_syncs rows over as deliveries to the server-wide Notion (same ids, page id kept)", () =>
+    Effect.gen(function*() {
+      const fs = yield* FileSystem.FileSystem
+      const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-sqlite-" })
+      const filename = `${dir}/journal.db`
+      // a database as it was before 0010, with a finished and a failed sync
+      const before = Effect.map(Migrations.loader, (all) => all.filter(([id]) => id < 10))
+      yield* Effect.gen(function*() {
+        yield* SqliteMigrator.run({ loader: before, table: Migrations.table })
+        const sql = yield* SqlClient.SqlClient
+        const at = "2026-01-01T00:00:00.000Z"
+        yield* sql`INSERT INTO users (id, name, created_at) VALUES ('u', 'u', ${at})`
+        yield* sql`INSERT INTO voice_entries (id, user_id, blob_key, mime_type, size_bytes, sha256, created_at, updated_at) VALUES ('e', 'u', 'b', 'audio/wav', 1, 'x', ${at}, ${at})`
+        yield* sql`INSERT INTO transcriptions (id, entry_id, user_id, is_primary, status, next_attempt_at, created_at, updated_at) VALUES ('t', 'e', 'u', 1, 'completed', ${at}, ${at}, ${at})`
+        yield* sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, is_primary, status, next_attempt_at, created_at, updated_at) VALUES ('c', 'e', 't', 'u', 1, 'completed', ${at}, ${at}, ${at})`
+        yield* sql`INSERT INTO notion_syncs (id, entry_id, cleaned_entry_id, user_id, notion_page_id, status, attempts, last_error, next_attempt_at, created_at, updated_at)
+          VALUES ('s1', 'e', 'c', 'u', 'page-1', 'success', 1, NULL, ${at}, ${at}, ${at}), ('s2', 'e', 'c', 'u', NULL, 'failed', 5, '401 unauthorized', ${at}, ${at}, ${at})`
+      }).pipe(Effect.provide(Layer.merge(SqliteClient.layer({ filename }), NodeContext.layer)), Effect.orDie)
+      const ctx = yield* Layer.build(SqliteJournalStore.layer({ filename }))
+      const store = Context.get(ctx, JournalStore.JournalStore)
+      const log = yield* store.listDeliveries("u" as Domain.UserId, { limit: 20, offset: 0 })
+      expect(log.items.map((d) => [d.id, d.destinationId, d.status, d.externalRef, d.attempts, d.lastError]).sort()).toEqual([
+        ["s1", "server-notion", "success", "page-1", 1, null],
+        ["s2", "server-notion", "failed", null, 5, "401 unauthorized"]
+      ])
+      // and the failed one can be retried as before
+      expect((yield* store.retryDelivery("u" as Domain.UserId, "s2" as Domain.DeliveryId)).status).toBe("pending")
+    }).pipe(Effect.provide(NodeFileSystem.layer)))
+
   it.scoped("migrations are idempotent: reopening a database applies nothing twice", () =>
     Effect.gen(function*() {
       const layer = yield* freshDatabase
@@ -102,13 +131,13 @@ describe("SQLite adapter", () => {
         expect(without).toContain("TEMP B-TREE")
       }))
 
-    it.scoped("a user's Notion syncs by status, newest first, use the (user_id, status) index without a sort", () =>
+    it.scoped("a user's deliveries by status, newest first, use the (user_id, status) index without a sort", () =>
       Effect.gen(function*() {
         const ctx = yield* Layer.build(yield* freshDatabase)
         const sql = Context.get(ctx, SqlClient.SqlClient)
-        const query = `SELECT * FROM notion_syncs WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
+        const query = `SELECT * FROM deliveries WHERE user_id = 'u' AND status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 20`
         const withIndex = yield* plan(sql, query)
-        expect(withIndex).toContain("notion_syncs_user_status_idx")
+        expect(withIndex).toContain("deliveries_user_status_idx")
         expect(withIndex).not.toContain("TEMP B-TREE")
       }))
 

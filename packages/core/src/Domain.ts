@@ -1,7 +1,8 @@
 /**
  * The voice-journal domain as Effect Schemas. Table names follow the service
  * voice-journal grew from: `voice_entries`, `transcriptions`,
- * `cleaned_entries`, `notion_syncs`, plus `users` and `api_keys`.
+ * `cleaned_entries`, `deliveries` (which replaced `notion_syncs`), `destinations`,
+ * plus `users` and `api_keys`.
  *
  * Timestamps are ISO-8601 strings in the database on both adapters (SQLite
  * cannot bind `Date`, and text compares the same everywhere); here they are
@@ -39,6 +40,34 @@ export type TemplateId = typeof TemplateId.Type
 export const NotionSyncId = Schema.String.pipe(Schema.brand("NotionSyncId"))
 /** @since 0.1.0 */
 export type NotionSyncId = typeof NotionSyncId.Type
+/** @since 0.2.0 */
+export const DeliveryId = Schema.String.pipe(Schema.brand("DeliveryId"))
+/** @since 0.2.0 */
+export type DeliveryId = typeof DeliveryId.Type
+/**
+ * A destination's id: a user's configured destination (a UUID), or
+ * {@link serverNotionDestination}.
+ * @since 0.2.0
+ */
+export const DestinationId = Schema.String.pipe(Schema.brand("DestinationId"))
+/** @since 0.2.0 */
+export type DestinationId = typeof DestinationId.Type
+
+/**
+ * The implicit destination every user has when the server is configured
+ * with `NOTION_TOKEN` (today's server-wide Notion); its deliveries are what
+ * the `/notion/syncs` routes show.
+ * @since 0.2.0
+ */
+export const serverNotionDestination = "server-notion" as DestinationId
+
+/**
+ * The kinds of destination a user can configure.
+ * @since 0.2.0
+ */
+export const DestinationKind = Schema.Literal("notion", "markdown", "webhook")
+/** @since 0.2.0 */
+export type DestinationKind = typeof DestinationKind.Type
 
 /**
  * 0/1 in the database (portable: SQLite has no boolean and cannot bind one).
@@ -51,10 +80,11 @@ export const Flag = Schema.transform(Schema.Number, Schema.Boolean, {
 })
 
 /**
- * The three background stages an entry goes through.
+ * The three background stages an entry goes through; `delivery` is one
+ * row per cleaned entry × destination (Notion, a Markdown folder, a webhook).
  * @since 0.1.0
  */
-export const Stage = Schema.Literal("transcription", "cleanup", "notion")
+export const Stage = Schema.Literal("transcription", "cleanup", "delivery")
 /** @since 0.1.0 */
 export type Stage = typeof Stage.Type
 
@@ -341,6 +371,54 @@ export class NotionSync extends Schema.Class<NotionSync>("NotionSync")({
   userId: UserId,
   status: NotionSyncStatus,
   notionPageId: Schema.NullOr(Schema.String),
+  ...StageRunFields
+}) {}
+
+/**
+ * Status of a delivery (Notion's sync names: `success` when delivered).
+ * @since 0.2.0
+ */
+export const DeliveryStatus = NotionSyncStatus
+/** @since 0.2.0 */
+export type DeliveryStatus = NotionSyncStatus
+
+/**
+ * A destination a user configured. `config` holds the kind's settings
+ * (never a secret); `sealedSecret` is the secret encrypted with the
+ * server key (`SecretBox`) — it never leaves the server. `disabledReason`
+ * is set when the destination turned itself off (a webhook answering 410).
+ * @since 0.2.0
+ */
+export class StoredDestination extends Schema.Class<StoredDestination>("StoredDestination")({
+  id: DestinationId,
+  userId: UserId,
+  kind: DestinationKind,
+  name: Schema.String,
+  config: Schema.parseJson(Schema.Record({ key: Schema.String, value: Schema.Unknown })),
+  sealedSecret: Schema.NullOr(Schema.String),
+  disabledAt: Schema.NullOr(Schema.Date),
+  disabledReason: Schema.NullOr(Schema.String),
+  createdAt: Schema.Date,
+  updatedAt: Schema.Date
+}) {}
+
+/**
+ * One delivery of a cleaned entry to one destination: its own work-queue
+ * row. `externalRef` (the Notion page id, the file name, the webhook
+ * message id) is recorded as soon as it is known, before the delivery
+ * completes, so a retry after a crash finds what the first try made; a new
+ * delivery of the same entry to the same destination starts from the last
+ * one's reference (a re-sync rewrites the same file or page).
+ * @since 0.2.0
+ */
+export class Delivery extends Schema.Class<Delivery>("Delivery")({
+  id: DeliveryId,
+  entryId: EntryId,
+  cleanedEntryId: CleanupId,
+  userId: UserId,
+  destinationId: DestinationId,
+  status: DeliveryStatus,
+  externalRef: Schema.NullOr(Schema.String),
   ...StageRunFields
 }) {}
 

@@ -12,7 +12,7 @@ import { Predicate, Schema } from "effect"
  * Which external service a failure came from.
  * @since 0.1.0
  */
-export const Service = Schema.Literal("transcriber", "ollama", "notion", "blob-store", "database")
+export const Service = Schema.Literal("transcriber", "ollama", "notion", "markdown-folder", "webhook", "blob-store", "database")
 /** @since 0.1.0 */
 export type Service = typeof Service.Type
 

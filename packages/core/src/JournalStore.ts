@@ -1,6 +1,6 @@
 /**
  * The storage port: everything voice-journal keeps, including the work
- * queue. Stage rows (`transcriptions`, `cleaned_entries`, `notion_syncs`)
+ * queue. Stage rows (`transcriptions`, `cleaned_entries`, `deliveries`)
  * *are* the queue: a worker claims a due row with a lease, heartbeats it,
  * and completes or fails it through the fenced methods below.
  *
@@ -22,11 +22,13 @@ import type {
   CleanupTemplate,
   EntryId,
   EntrySummary,
+  Delivery,
+  DeliveryId,
+  DeliveryStatus,
+  DestinationId,
+  DestinationKind,
   Job,
   JournalEvent,
-  NotionSync,
-  NotionSyncId,
-  NotionSyncStatus,
   Page,
   PageRequest,
   NewCleanupTemplate,
@@ -34,6 +36,7 @@ import type {
   Stage,
   Segment,
   TemplateId,
+  StoredDestination,
   Transcription,
   TranscriptionId,
   TranscriptionPiece,
@@ -116,6 +119,19 @@ export interface CleanupResult {
   readonly tags: ReadonlyArray<string>
   /** The template's extra sections, by name. */
   readonly sections: Readonly<Record<string, string>>
+}
+
+/**
+ * A destination to store (see `Destination`).
+ * @since 0.2.0
+ */
+export interface NewDestination {
+  readonly id: DestinationId
+  readonly userId: UserId
+  readonly kind: DestinationKind
+  readonly name: string
+  readonly config: Readonly<Record<string, unknown>>
+  readonly sealedSecret: string | null
 }
 
 /**
@@ -264,30 +280,42 @@ export interface JournalStoreService {
    */
   readonly deleteTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<void, NotFound | InvalidState | StoreError>
 
-  // --- Notion syncs ---------------------------------------------------------
+
+  // --- destinations and deliveries ----------------------------------------
+  /** Stores a destination; `id` is chosen by the caller (its secret is sealed with the id as associated data). */
+  readonly createDestination: (input: NewDestination) => Effect.Effect<StoredDestination, NotFound | StoreError>
+  /** Oldest first. */
+  readonly listDestinations: (userId: UserId) => Effect.Effect<ReadonlyArray<StoredDestination>, StoreError>
+  readonly getDestination: (userId: UserId, id: DestinationId) => Effect.Effect<StoredDestination, NotFound | StoreError>
+  /** Removes the destination and its delivery log. */
+  readonly deleteDestination: (userId: UserId, id: DestinationId) => Effect.Effect<void, NotFound | StoreError>
+  /** Turns a destination off (no new deliveries), saying why; a later call keeps the first reason. */
+  readonly disableDestination: (userId: UserId, id: DestinationId, reason: string) => Effect.Effect<void, NotFound | StoreError>
+  /** Whether any stored destination has a sealed secret (the server then needs its key at start-up). */
+  readonly hasSealedSecrets: Effect.Effect<boolean, StoreError>
   /**
-   * Queues a sync of the entry's primary cleanup. If one for that cleanup is
-   * already queued or running, returns it instead of queueing a second.
+   * Queues a delivery of the entry's primary cleanup to each of
+   * `destinationIds` (default: every enabled destination of the user, plus
+   * `implicit`). An open delivery of that cleanup to that destination is
+   * returned instead of a second one.
    */
-  readonly addNotionSync: (
+  readonly queueDeliveries: (
     userId: UserId,
-    entryId: EntryId
-  ) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
-  readonly getNotionSync: (userId: UserId, id: NotionSyncId) => Effect.Effect<NotionSync, NotFound | StoreError>
-  /** Newest first, optionally only one status. */
-  readonly listNotionSyncs: (
+    entryId: EntryId,
+    options: { readonly destinationIds?: ReadonlyArray<DestinationId> | undefined; readonly implicit: ReadonlyArray<DestinationId> }
+  ) => Effect.Effect<ReadonlyArray<Delivery>, NotFound | InvalidState | StoreError>
+  readonly getDelivery: (userId: UserId, id: DeliveryId) => Effect.Effect<Delivery, NotFound | StoreError>
+  /** The delivery log: newest first, optionally one status, one destination, one entry. */
+  readonly listDeliveries: (
     userId: UserId,
-    options: PageRequest & { readonly status?: NotionSyncStatus | undefined }
-  ) => Effect.Effect<Page<NotionSync>, StoreError>
-  readonly listNotionSyncsForEntry: (
-    userId: UserId,
-    entryId: EntryId
-  ) => Effect.Effect<ReadonlyArray<NotionSync>, NotFound | StoreError>
-  /** Puts a `failed` sync back in the queue with a fresh attempt budget. */
-  readonly retryNotionSync: (
-    userId: UserId,
-    id: NotionSyncId
-  ) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
+    options: PageRequest & {
+      readonly status?: DeliveryStatus | undefined
+      readonly destinationId?: DestinationId | undefined
+      readonly entryId?: EntryId | undefined
+    }
+  ) => Effect.Effect<Page<Delivery>, StoreError>
+  /** Puts a `failed` delivery back in the queue with a fresh attempt budget. */
+  readonly retryDelivery: (userId: UserId, id: DeliveryId) => Effect.Effect<Delivery, NotFound | InvalidState | StoreError>
 
   // --- work claiming (the queue) -------------------------------------------
   /**
@@ -308,13 +336,13 @@ export interface JournalStoreService {
   ) => Effect.Effect<void, LeaseLost | StoreError>
   /**
    * Writes the cleanup; makes it primary if requested or if the entry has
-   * none; and, if it is primary and `queueNotionSync`, queues the sync — one
-   * transaction.
+   * none; and, if it is primary, queues a delivery to each of the user's
+   * enabled destinations and to each of `implicit` — one transaction.
    */
   readonly completeCleanup: (
     job: Job,
     result: CleanupResult,
-    options: { readonly queueNotionSync: boolean }
+    options: { readonly implicit: ReadonlyArray<DestinationId> }
   ) => Effect.Effect<void, LeaseLost | StoreError>
   /**
    * The pieces of the claimed transcription run (a long recording): stores
@@ -328,9 +356,9 @@ export interface JournalStoreService {
   ) => Effect.Effect<ReadonlyArray<TranscriptionPiece>, LeaseLost | StoreError>
   /** Stores one piece's transcript as soon as it is done. Fenced by the lease. */
   readonly completePiece: (job: Job, index: number, result: PieceResult) => Effect.Effect<void, LeaseLost | StoreError>
-  /** Remembers the Notion page as soon as it exists, before the sync is done. */
-  readonly recordNotionPage: (job: Job, pageId: string) => Effect.Effect<void, LeaseLost | StoreError>
-  readonly completeNotionSync: (job: Job, pageId: string) => Effect.Effect<void, LeaseLost | StoreError>
+  /** Remembers the delivery's external reference as soon as it is known, before the delivery is done. */
+  readonly recordExternalRef: (job: Job, ref: string) => Effect.Effect<void, LeaseLost | StoreError>
+  readonly completeDelivery: (job: Job, ref: string) => Effect.Effect<void, LeaseLost | StoreError>
   /** Back to `retrying`, due again at `nextAttemptAt`. */
   readonly failTemporarily: (
     job: Job,
@@ -414,5 +442,5 @@ export class JournalStore extends Context.Tag("@voice-journal/core/JournalStore"
 export const stageTables: Record<Stage, { readonly table: string; readonly done: "completed" | "success" }> = {
   transcription: { table: "transcriptions", done: "completed" },
   cleanup: { table: "cleaned_entries", done: "completed" },
-  notion: { table: "notion_syncs", done: "success" }
+  delivery: { table: "deliveries", done: "success" }
 }

@@ -14,7 +14,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import { Chunk, Clock, Context, Effect, Exit, Layer, Option, type Scope, Stream, TestClock } from "effect"
-import type { Job, Stage, UserId } from "./Domain.js"
+import { type DestinationId, type Job, serverNotionDestination, type Stage, type UserId } from "./Domain.js"
 import * as JournalEvents from "./JournalEvents.js"
 import { JournalStore, type JournalStoreService } from "./JournalStore.js"
 
@@ -48,6 +48,11 @@ const connect = (layer: Layer.Layer<JournalStore | SqlClient.SqlClient, unknown>
 const noStructure = { summary: null, actionItems: [], tags: [], sections: {} } as const
 
 const lease = { workerId: "suite-worker", leaseMillis: 30_000 }
+/** The server-wide Notion, as an implicit destination. */
+const notion = [serverNotionDestination]
+/** Queues a delivery of the entry to the server-wide Notion only. */
+const toNotion = (store: JournalStoreService, userId: UserId, entryId: Parameters<JournalStoreService["getEntry"]>[1]) =>
+  store.queueDeliveries(userId, entryId, { destinationIds: notion, implicit: notion }).pipe(Effect.map((ds) => ds[0]!))
 
 /** The idempotency key `newEntry` passes, if one is provided. */
 class IdempotencySetting extends Context.Tag("JournalStoreSuite/IdempotencySetting")<
@@ -82,7 +87,7 @@ const cleanedEntry = (store: JournalStoreService, userId: UserId) =>
     const t = yield* claim(store, "transcription")
     yield* store.completeTranscription(t, { text: "raw words", engine: "test", language: "en", durationSeconds: 1.5 })
     const c = yield* claim(store, "cleanup")
-    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m", ...noStructure }, { queueNotionSync: false })
+    yield* store.completeCleanup(c, { title: "A title", text: "Clean words.", model: "m", ...noStructure }, { implicit: [] })
     return entry
   })
 
@@ -108,7 +113,7 @@ const journalEntry = (store: JournalStoreService, userId: UserId, content: Conte
       text: content.cleaned ?? "",
       model: "m",
       tags: content.tags ?? []
-    }, { queueNotionSync: false })
+    }, { implicit: [] })
     return entry
   })
 
@@ -195,8 +200,8 @@ export const run = (name: string, harness: Harness): void => {
           const user = yield* store.createUser("u")
           const other = yield* store.createUser("other")
           const done = yield* cleanedEntry(store, user.id)
-          yield* store.addNotionSync(user.id, done.id)
-          yield* store.completeNotionSync(yield* claim(store, "notion"), "page-1")
+          yield* toNotion(store, user.id, done.id)
+          yield* store.completeDelivery(yield* claim(store, "delivery"), "page-1")
           // a newer, not yet primary run does not hide the primary one
           yield* store.addTranscription(user.id, done.id, { makePrimary: false })
           yield* store.addCleanup(user.id, done.id, { makePrimary: false })
@@ -231,7 +236,10 @@ export const run = (name: string, harness: Harness): void => {
           const alice = yield* store.createUser("alice")
           const mallory = yield* store.createUser("mallory")
           const entry = yield* cleanedEntry(store, alice.id)
-          const sync = yield* store.addNotionSync(alice.id, entry.id)
+          const sync = yield* toNotion(store, alice.id, entry.id)
+          const hook = yield* store.createDestination({
+            id: "d-alice" as DestinationId, userId: alice.id, kind: "webhook", name: "hook", config: { url: "https://example.com/" }, sealedSecret: "v1.x"
+          })
           const [t] = yield* store.listTranscriptions(alice.id, entry.id)
           const [c] = yield* store.listCleanups(alice.id, entry.id)
           const attempts: ReadonlyArray<Effect.Effect<unknown, { readonly _tag: string }>> = [
@@ -245,17 +253,25 @@ export const run = (name: string, harness: Harness): void => {
             store.getCleanup(mallory.id, c!.id),
             store.addCleanup(mallory.id, entry.id, { makePrimary: true }),
             store.setPrimaryCleanup(mallory.id, entry.id, c!.id),
-            store.addNotionSync(mallory.id, entry.id),
-            store.getNotionSync(mallory.id, sync.id),
-            store.listNotionSyncsForEntry(mallory.id, entry.id),
-            store.retryNotionSync(mallory.id, sync.id)
+            store.queueDeliveries(mallory.id, entry.id, { implicit: notion }),
+            store.getDelivery(mallory.id, sync.id),
+            store.retryDelivery(mallory.id, sync.id),
+            store.getDestination(mallory.id, hook.id),
+            store.deleteDestination(mallory.id, hook.id),
+            store.disableDestination(mallory.id, hook.id, "x"),
+            // alice's entry, mallory's (not yet existing) destination id: still NotFound, nothing queued
+            store.queueDeliveries(alice.id, entry.id, { destinationIds: ["d-mallory" as DestinationId], implicit: notion })
           ]
           for (const attempt of attempts) {
             const error = yield* Effect.flip(attempt)
             expect(error._tag).toBe("NotFound")
           }
           expect((yield* store.listEntries(mallory.id, { limit: 20, offset: 0 })).total).toBe(0)
-          expect((yield* store.listNotionSyncs(mallory.id, { limit: 20, offset: 0 })).total).toBe(0)
+          expect((yield* store.listDeliveries(mallory.id, { limit: 20, offset: 0 })).total).toBe(0)
+          expect((yield* store.listDeliveries(mallory.id, { limit: 20, offset: 0, entryId: entry.id })).total).toBe(0)
+          expect(yield* store.listDestinations(mallory.id)).toEqual([])
+          expect((yield* store.getDestination(alice.id, hook.id)).disabledAt).toBeNull()
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM deliveries")).toBe(1)
           // nothing of alice's was touched
           expect(yield* countRows(sql, "SELECT count(*) AS n FROM transcriptions")).toBe(1)
           expect(yield* countRows(sql, "SELECT count(*) AS n FROM cleaned_entries")).toBe(1)
@@ -263,7 +279,7 @@ export const run = (name: string, harness: Harness): void => {
         })
       ))
 
-    it.scoped("the stage chain: transcription → cleanup → Notion sync, each completed in one step", () =>
+    it.scoped("the stage chain: transcription → cleanup → delivery, each completed in one step", () =>
       withStore(({ store }) =>
         Effect.gen(function*() {
           const user = yield* store.createUser("u")
@@ -277,21 +293,24 @@ export const run = (name: string, harness: Harness): void => {
           expect(transcription!.isPrimary).toBe(true)
           expect(transcription!.leaseOwner).toBeNull()
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m", ...noStructure }, { queueNotionSync: true })
+          yield* store.completeCleanup(c, { title: "T", text: "Hello.", model: "m", ...noStructure }, { implicit: notion })
           const [cleanup] = yield* store.listCleanups(user.id, entry.id)
           expect(cleanup!.isPrimary).toBe(true)
           expect(cleanup!.transcriptionId).toBe(transcription!.id)
-          const n = yield* claim(store, "notion")
-          yield* store.recordNotionPage(n, "page-1")
-          expect((yield* store.listNotionSyncsForEntry(user.id, entry.id))[0]!.notionPageId).toBe("page-1")
-          yield* store.completeNotionSync(n, "page-1")
-          const synced = yield* store.listNotionSyncs(user.id, { limit: 20, offset: 0, status: "success" })
+          const n = yield* claim(store, "delivery")
+          yield* store.recordExternalRef(n, "page-1")
+          expect((yield* store.listDeliveries(user.id, { limit: 20, offset: 0, entryId: entry.id })).items[0]!.externalRef).toBe("page-1")
+          yield* store.completeDelivery(n, "page-1")
+          const synced = yield* store.listDeliveries(user.id, { limit: 20, offset: 0, status: "success" })
           expect(synced.total).toBe(1)
-          expect(Option.isNone(yield* store.claimNext("notion", lease))).toBe(true)
-          // a second sync request while none is open queues a new one; while one is open, reuses it
-          const again = yield* store.addNotionSync(user.id, entry.id)
-          const same = yield* store.addNotionSync(user.id, entry.id)
+          expect(synced.items[0]!.destinationId).toBe(serverNotionDestination)
+          expect(Option.isNone(yield* store.claimNext("delivery", lease))).toBe(true)
+          // a second request while none is open queues a new one, starting from the page already made;
+          // while one is open, reuses it
+          const again = yield* toNotion(store, user.id, entry.id)
+          const same = yield* toNotion(store, user.id, entry.id)
           expect(same.id).toBe(again.id)
+          expect(again.externalRef).toBe("page-1")
         })
       ))
 
@@ -316,7 +335,7 @@ export const run = (name: string, harness: Harness): void => {
             actionItems: ["Buy seeds", "Call \"Anna\" — ünïcode"],
             tags: [" Garden ", "garden", "WORK", "", "Été"],
             sections: { mood: "calm", gratitude: "the sun\nand rain" }
-          }, { queueNotionSync: false })
+          }, { implicit: [] })
           const [done] = yield* store.listCleanups(user.id, entry.id)
           expect(done).toMatchObject({
             summary: "About the garden.",
@@ -381,7 +400,7 @@ export const run = (name: string, harness: Harness): void => {
           expect(inUse._tag).toBe("InvalidState")
           const job = yield* claim(store, "cleanup")
           expect((yield* Effect.flip(store.deleteTemplate(alice.id, template.id)))._tag).toBe("InvalidState") // running
-          yield* store.completeCleanup(job, { title: "T", text: "Work.", model: "m", ...noStructure }, { queueNotionSync: false })
+          yield* store.completeCleanup(job, { title: "T", text: "Work.", model: "m", ...noStructure }, { implicit: [] })
           yield* store.deleteTemplate(alice.id, template.id)
           // the finished cleanup keeps its output and says which template wrote it
           expect(yield* store.getCleanup(alice.id, queued.id)).toMatchObject({ status: "completed", text: "Work.", templateId: template.id })
@@ -545,7 +564,7 @@ export const run = (name: string, harness: Harness): void => {
           yield* store.addTranscription(user.id, b.id, { makePrimary: false })
           yield* store.completeTranscription(yield* claim(store, "transcription"), { text: "again", engine: "e", language: null, durationSeconds: null })
           yield* store.addCleanup(user.id, b.id, { makePrimary: false })
-          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m", ...noStructure }, { queueNotionSync: false })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "Again.", model: "m", ...noStructure }, { implicit: [] })
           const t2 = (yield* store.listTranscriptions(user.id, b.id)).find((t) => !t.isPrimary)!
           const c2 = (yield* store.listCleanups(user.id, b.id)).find((c) => !c.isPrimary)!
           expect([t2.status, c2.status]).toEqual(["completed", "completed"])
@@ -582,23 +601,23 @@ export const run = (name: string, harness: Harness): void => {
         })
       ))
 
-    it.scoped("Notion syncs: listed by status with totals; only failed ones can be retried", () =>
+    it.scoped("deliveries: listed by status with totals; only failed ones can be retried", () =>
       withStore(({ store }) =>
         Effect.gen(function*() {
           const user = yield* store.createUser("u")
           const entry = yield* cleanedEntry(store, user.id)
-          const sync = yield* store.addNotionSync(user.id, entry.id)
-          expect((yield* Effect.flip(store.retryNotionSync(user.id, sync.id)))._tag).toBe("InvalidState")
-          const job = yield* claim(store, "notion")
+          const sync = yield* toNotion(store, user.id, entry.id)
+          expect((yield* Effect.flip(store.retryDelivery(user.id, sync.id)))._tag).toBe("InvalidState")
+          const job = yield* claim(store, "delivery")
           yield* store.failPermanently(job, { error: "401 unauthorized" })
-          const failed = yield* store.listNotionSyncs(user.id, { limit: 20, offset: 0, status: "failed" })
+          const failed = yield* store.listDeliveries(user.id, { limit: 20, offset: 0, status: "failed" })
           expect(failed.total).toBe(1)
           expect(failed.items[0]!.lastError).toBe("401 unauthorized")
-          expect((yield* store.listNotionSyncs(user.id, { limit: 20, offset: 0, status: "pending" })).total).toBe(0)
-          const retried = yield* store.retryNotionSync(user.id, sync.id)
+          expect((yield* store.listDeliveries(user.id, { limit: 20, offset: 0, status: "pending" })).total).toBe(0)
+          const retried = yield* store.retryDelivery(user.id, sync.id)
           expect(retried.status).toBe("pending")
           expect(retried.attempts).toBe(0)
-          const again = yield* claim(store, "notion")
+          const again = yield* claim(store, "delivery")
           expect(again.id).toBe(sync.id)
           expect(yield* store.ping).toBeUndefined()
         })
@@ -746,7 +765,7 @@ export const run = (name: string, harness: Harness): void => {
           // a new cleanup that becomes primary on completion replaces title and text
           yield* store.addCleanup(user.id, entry.id, { makePrimary: true })
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { ...noStructure, title: "Fruit bowl", text: "Bananas only.", model: "m", tags: ["fruit-bowl"] }, { queueNotionSync: false })
+          yield* store.completeCleanup(c, { ...noStructure, title: "Fruit bowl", text: "Bananas only.", model: "m", tags: ["fruit-bowl"] }, { implicit: [] })
           expect(yield* searchIds(store, user.id, "pears")).toEqual([])
           expect(yield* searchIds(store, user.id, "orchard")).toEqual([])
           expect(yield* searchIds(store, user.id, "fruit")).toEqual([entry.id])
@@ -795,6 +814,40 @@ export const run = (name: string, harness: Harness): void => {
           const tooLong = yield* Effect.flip(store.searchEntries(alice.id, { q: "a".repeat(201) }))
           expect(tooLong._tag).toBe("InvalidSearch")
           expect((yield* store.searchEntries(alice.id, { q: "answer ".repeat(28) })).total).toBe(1)
+        })
+      ))
+
+    it.scoped("destinations: a completed cleanup queues one delivery per enabled destination (and the implicit ones); disabled get none; deleting one removes its log", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const make = (id: string, kind: "webhook" | "markdown") =>
+            store.createDestination({ id: id as DestinationId, userId: user.id, kind, name: id, config: { n: 1 }, sealedSecret: kind === "webhook" ? "v1.sealed" : null })
+          const hook = yield* make("d1-hook", "webhook")
+          const folder = yield* make("d2-folder", "markdown")
+          const off = yield* make("d3-off", "webhook")
+          yield* store.disableDestination(user.id, off.id, "410 Gone")
+          yield* store.disableDestination(user.id, off.id, "later reason")
+          const listed = yield* store.listDestinations(user.id)
+          expect(listed.map((d) => d.id)).toEqual(["d1-hook", "d2-folder", "d3-off"]) // oldest first (same clock here: then by id)
+          expect(listed[0]!.config).toEqual({ n: 1 })
+          expect(listed[0]!.sealedSecret).toBe("v1.sealed")
+          expect(listed[2]!.disabledReason).toBe("410 Gone") // the first reason is kept
+          expect(yield* store.hasSealedSecrets).toBe(true)
+
+          const { entry } = yield* newEntry(store, user.id)
+          yield* store.completeTranscription(yield* claim(store, "transcription"), { text: "w", engine: "e", language: null, durationSeconds: null })
+          yield* store.completeCleanup(yield* claim(store, "cleanup"), { title: "T", text: "x", model: "m", ...noStructure }, { implicit: notion })
+          const log = yield* store.listDeliveries(user.id, { limit: 20, offset: 0, entryId: entry.id })
+          expect(log.items.map((d) => d.destinationId).sort()).toEqual([serverNotionDestination, hook.id, folder.id].sort())
+          expect((yield* store.listDeliveries(user.id, { limit: 20, offset: 0, destinationId: hook.id })).total).toBe(1)
+          // asked for explicitly, a disabled destination is refused
+          expect((yield* Effect.flip(store.queueDeliveries(user.id, entry.id, { destinationIds: [off.id], implicit: notion })))._tag).toBe("InvalidState")
+
+          yield* store.deleteDestination(user.id, hook.id)
+          expect((yield* Effect.flip(store.getDestination(user.id, hook.id)))._tag).toBe("NotFound")
+          expect(yield* countRows(sql, `SELECT count(*) AS n FROM deliveries WHERE destination_id = 'd1-hook'`)).toBe(0)
+          expect(yield* countRows(sql, "SELECT count(*) AS n FROM deliveries")).toBe(2)
         })
       ))
 
@@ -908,8 +961,8 @@ export const run = (name: string, harness: Harness): void => {
           const t2 = yield* claim(store, "transcription")
           yield* store.completeTranscription(t2, { text: "w", engine: "e", language: null, durationSeconds: 1 })
           const c = yield* claim(store, "cleanup")
-          yield* store.completeCleanup(c, { title: "T", text: "x", model: "m", ...noStructure }, { queueNotionSync: true })
-          const n = yield* claim(store, "notion")
+          yield* store.completeCleanup(c, { title: "T", text: "x", model: "m", ...noStructure }, { implicit: [serverNotionDestination] })
+          const n = yield* claim(store, "delivery")
           yield* store.failPermanently(n, { error: "nope" })
           yield* store.deleteEntry(alice.id, entry.id)
           yield* newEntry(store, bob.id)
@@ -924,9 +977,9 @@ export const run = (name: string, harness: Harness): void => {
             ["stage", "cleanup", "pending"],
             ["stage", "cleanup", "processing"],
             ["stage", "cleanup", "completed"],
-            ["stage", "notion", "pending"],
-            ["stage", "notion", "processing"],
-            ["stage", "notion", "failed"],
+            ["stage", "delivery", "pending"],
+            ["stage", "delivery", "processing"],
+            ["stage", "delivery", "failed"],
             ["entry", null, "deleted"]
           ])
           expect(events.every((e) => e.entryId === entry.id && e.userId === alice.id)).toBe(true)
@@ -986,12 +1039,12 @@ export const run = (name: string, harness: Harness): void => {
           const after = yield* store.lastEventId(user.id)
           const t = yield* store.addTranscription(user.id, entry.id, { makePrimary: false })
           const c = yield* store.addCleanup(user.id, entry.id, { makePrimary: false })
-          const sync = yield* store.addNotionSync(user.id, entry.id)
+          const sync = yield* toNotion(store, user.id, entry.id)
           const events = yield* store.readEvents(user.id, { afterId: after, limit: 100 })
           expect(events.map((e) => [e.stage, e.stageId, e.status])).toEqual([
             ["transcription", t.id, "pending"],
             ["cleanup", c.id, "pending"],
-            ["notion", sync.id, "pending"]
+            ["delivery", sync.id, "pending"]
           ])
         })
       ))

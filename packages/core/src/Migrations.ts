@@ -316,6 +316,50 @@ const webSessionsIdempotencyEvents = Effect.gen(function*() {
 })
 
 /**
+ * Destinations as a port: `destinations` (a user's configured Notion
+ * databases, Markdown folders and webhooks; secrets sealed with the server
+ * key) and `deliveries` (one work-queue row per cleaned entry ×
+ * destination) replacing `notion_syncs`, whose rows move over as
+ * deliveries to the implicit server-wide Notion destination (same ids,
+ * `notion_page_id` as `external_ref`).
+ */
+const destinations = [
+  `CREATE TABLE destinations (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    config TEXT NOT NULL,
+    sealed_secret TEXT,
+    disabled_at TEXT,
+    disabled_reason TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL)`,
+  `CREATE INDEX destinations_user_idx ON destinations (user_id, created_at, id)`,
+  `CREATE TABLE deliveries (
+    id TEXT PRIMARY KEY,
+    entry_id TEXT NOT NULL REFERENCES voice_entries (id) ON DELETE CASCADE,
+    cleaned_entry_id TEXT NOT NULL REFERENCES cleaned_entries (id) ON DELETE CASCADE,
+    user_id TEXT NOT NULL,
+    destination_id TEXT NOT NULL,
+    external_ref TEXT,
+    ${stageColumns})`,
+  `INSERT INTO deliveries (id, entry_id, cleaned_entry_id, user_id, destination_id, external_ref, status, attempts,
+      next_attempt_at, lease_owner, lease_expires_at, started_at, last_error, created_at, updated_at)
+    SELECT id, entry_id, cleaned_entry_id, user_id, 'server-notion', notion_page_id, status, attempts,
+      next_attempt_at, lease_owner, lease_expires_at, started_at, last_error, created_at, updated_at FROM notion_syncs`,
+  `DROP TABLE notion_syncs`,
+  // the delivery log: a user's deliveries (by status, by destination), an entry's, a cleanup's
+  `CREATE INDEX deliveries_user_status_idx ON deliveries (user_id, status, created_at, id)`,
+  `CREATE INDEX deliveries_user_created_idx ON deliveries (user_id, created_at, id)`,
+  `CREATE INDEX deliveries_destination_idx ON deliveries (destination_id, entry_id, created_at)`,
+  `CREATE INDEX deliveries_entry_idx ON deliveries (entry_id, created_at)`,
+  `CREATE INDEX deliveries_cleaned_entry_idx ON deliveries (cleaned_entry_id)`,
+  `CREATE INDEX deliveries_claim_due_idx ON deliveries (next_attempt_at, id) WHERE status IN ('pending', 'retrying')`,
+  `CREATE INDEX deliveries_claim_lease_idx ON deliveries (lease_expires_at) WHERE status = 'processing'`
+]
+
+/**
  * All migrations, in order. Append new ones; never edit an applied one.
  * @since 0.1.0
  */
@@ -331,6 +375,7 @@ export const loader: Migrator.Loader<SqlClient.SqlClient> = Migrator.fromRecord(
   "0007_sessions_idempotency_events": webSessionsIdempotencyEvents,
   "0008_structured_cleanups": run(structuredCleanups),
   "0009_entry_search": entrySearch,
+  "0010_destinations": run(destinations),
   // the upload's trace (W3C ids, hex): the pipeline's stage spans join it, so one trace runs from upload to Notion page
   "0011_voice_entries_trace": run([
     `ALTER TABLE voice_entries ADD COLUMN trace_id TEXT`,

@@ -33,6 +33,12 @@
  * | Free-workspace block cap (any status, message or               | permanent | upgrade the plan; Notion does not retry|
  * | `additional_data` mentioning the block limit)                  |           | it either                              |
  *
+ * **Structured sections.** The data source's schema is read once per
+ * publisher: a `Summary` rich-text property gets the summary and a `Tags`
+ * multi-select the tags when the database has them (any other type or no
+ * such column: left out, never a failure); action items are to-do blocks
+ * after the text on every page.
+ *
  * The token is never logged and never part of an error: the client's logger
  * is silenced and any echo of the token in a message is masked.
  *
@@ -58,7 +64,8 @@ import {
 import { Chunk, Context, Duration, Effect, Layer, Option, Redacted, type Scope, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { fromHttpStatus, fromTransportError, parseRetryAfter, PermanentError, TemporaryError } from "./Errors.js"
-import { batches, limits, pageBody, requestBudget } from "./internal/notionBlocks.js"
+import type { Destination } from "./Destination.js"
+import { batches, limits, pageBody, requestBudget, splitText } from "./internal/notionBlocks.js"
 import * as RequestBudget from "./RequestBudget.js"
 
 /**
@@ -76,6 +83,10 @@ export interface NotionPageInput {
   /** The raw transcript: inside a toggle block. */
   readonly transcript: string
   readonly createdAt: Date
+  readonly summary?: string | null | undefined
+  readonly tags?: ReadonlyArray<string> | undefined
+  /** To-do blocks after the text. */
+  readonly actionItems?: ReadonlyArray<string> | undefined
   /** The page id already stored for this sync, if any. */
   readonly existingPageId: string | null
 }
@@ -93,7 +104,34 @@ export class NotionPublisher extends Context.Tag("@voice-journal/core/NotionPubl
     input: NotionPageInput,
     recordPageId: (pageId: string) => Effect.Effect<void, TemporaryError | PermanentError>
   ) => Effect.Effect<{ readonly pageId: string }, TemporaryError | PermanentError>
+  /** Reads the database (and its schema): the token works and the database is shared with it. */
+  readonly check: Effect.Effect<void, TemporaryError | PermanentError>
 }>() {}
+
+/**
+ * The publisher as a `Destination`: the external reference is the page id.
+ * @since 0.2.0
+ * @category constructors
+ */
+export const toDestination = (publisher: typeof NotionPublisher.Service): Destination => ({
+  deliver: (document, previous) =>
+    publisher.publish(
+      {
+        syncId: document.deliveryId,
+        entryId: document.entryId,
+        title: document.title,
+        text: document.text,
+        transcript: document.transcript,
+        createdAt: document.createdAt,
+        summary: document.summary,
+        tags: document.tags,
+        actionItems: document.actionItems,
+        existingPageId: previous.externalRef
+      },
+      previous.record
+    ).pipe(Effect.map(({ pageId }) => ({ externalRef: pageId }))),
+  test: publisher.check
+})
 
 /**
  * Where and how to publish. Property names must match the database's
@@ -116,6 +154,10 @@ export interface NotionConfig {
   readonly dateProperty?: string | undefined
   /** A rich_text property holding the voice-journal entry id. Default "Entry ID". */
   readonly entryIdProperty?: string | undefined
+  /** Filled with the summary when the database has it as rich text. Default "Summary". */
+  readonly summaryProperty?: string | undefined
+  /** Filled with the tags when the database has it as a multi-select. Default "Tags". */
+  readonly tagsProperty?: string | undefined
   /** Average requests per second, for every call through one layer (or every node, with a shared `RequestBudget`). Default 3. */
   readonly requestsPerSecond?: number | undefined
   /** Per HTTP request (the wait for the rate budget not included). Default 60 seconds. */
@@ -153,6 +195,8 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
     const titleProperty = config.titleProperty ?? "Name"
     const dateProperty = config.dateProperty ?? "Date"
     const entryIdProperty = config.entryIdProperty ?? "Entry ID"
+    const summaryProperty = config.summaryProperty ?? "Summary"
+    const tagsProperty = config.tagsProperty ?? "Tags"
     const timeout = Duration.decode(config.timeout ?? "60 seconds")
     const token = Redacted.value(config.token)
     let dataSourceId = config.dataSourceId
@@ -207,6 +251,18 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
               : Effect.sync(() => (dataSourceId = first))
           })
         )
+    )
+
+    /** The data source's property types by name, read once (the first call that succeeds is kept). */
+    let schema: Record<string, string> | undefined
+    const resolveSchema = Effect.suspend(() =>
+      schema !== undefined ? Effect.succeed(schema) : resolveDataSource.pipe(
+        Effect.flatMap((source) => call("reading the database schema", "database", (c) => c.dataSources.retrieve({ data_source_id: source }))),
+        Effect.map((ds) => {
+          const properties = "properties" in ds ? ds.properties as Record<string, { readonly type: string }> : {}
+          return (schema = Object.fromEntries(Object.entries(properties).map(([name, p]) => [name, p.type])))
+        })
+      )
     )
 
     /** The stored page if it still exists (not trashed), else the page carrying this entry id, if any. */
@@ -291,11 +347,20 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
     const create = (input: NotionPageInput) =>
       Effect.gen(function*() {
         const source = yield* resolveDataSource
+        const types = yield* resolveSchema
         const body = pageBody(input)
+        const tags = [...new Set((input.tags ?? []).map((t) => t.replace(/,/g, " ").trim().slice(0, 100)).filter((t) => t !== ""))]
         const properties = {
           [titleProperty]: { title: [{ type: "text" as const, text: { content: truncate(input.title, limits.richTextChars) } }] },
           [dateProperty]: { date: { start: input.createdAt.toISOString() } },
-          [entryIdProperty]: { rich_text: [{ type: "text" as const, text: { content: input.entryId } }] }
+          [entryIdProperty]: { rich_text: [{ type: "text" as const, text: { content: input.entryId } }] },
+          // only columns the database has, with the type we write: a missing or other-typed column is left alone
+          ...(types[summaryProperty] === "rich_text" && input.summary != null && input.summary !== ""
+            ? { [summaryProperty]: { rich_text: splitText(input.summary).slice(0, 100).map((content) => ({ type: "text" as const, text: { content } })) } }
+            : {}),
+          ...(types[tagsProperty] === "multi_select" && tags.length > 0
+            ? { [tagsProperty]: { multi_select: tags.slice(0, 100).map((name) => ({ name })) } }
+            : {})
         }
         // the first request carries what fits beside the properties; the rest is appended
         const first = batches(body.top, { ...requestBudget, bytes: requestBudget.bytes - Buffer.byteLength(JSON.stringify(properties)) })[0] ?? []
@@ -326,7 +391,9 @@ export const make = (config: NotionConfig): Effect.Effect<typeof NotionPublisher
         return { pageId: made.pageId }
       })
 
-    return NotionPublisher.of({ publish })
+    const check = resolveSchema.pipe(Effect.asVoid)
+
+    return NotionPublisher.of({ publish, check })
   })
 
 /** Cuts a string to `max` UTF-16 units without splitting a surrogate pair. */

@@ -32,10 +32,11 @@ import * as AudioPieces from "./AudioPieces.js"
 import { AudioProbe, type ProbeResult } from "./AudioProbe.js"
 import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
-import type { Job, Stage, VoiceEntry } from "./Domain.js"
+import { documentOf } from "./Destination.js"
+import * as Destinations from "./Destinations.js"
+import type { DeliveryId, Job, Stage, VoiceEntry } from "./Domain.js"
 import { isTemporaryError, PermanentError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore, type PieceResult, type TranscriptionResult } from "./JournalStore.js"
-import { NotionPublisher } from "./NotionPublisher.js"
 import * as Metrics from "./Metrics.js"
 import * as RetryPolicy from "./RetryPolicy.js"
 import { type Segment, Transcriber } from "./Transcriber.js"
@@ -56,7 +57,7 @@ export interface PipelineConfig {
   readonly pollInterval: Duration.DurationInput
   /** Concurrent runs per stage. */
   readonly concurrency: Readonly<Record<Stage, number>>
-  /** Retry policy per stage (Notion's `maxAttempts` is `NOTION_MAX_RETRIES`). */
+  /** Retry policy per stage (the server sets delivery's `maxAttempts` from `NOTION_MAX_RETRIES`). */
   readonly retry: Readonly<Record<Stage, RetryPolicy.RetryPolicy>>
   /** How long in-flight stages may finish after shutdown begins. Default 30 s. */
   readonly shutdownGrace: Duration.DurationInput
@@ -72,8 +73,8 @@ export const defaultConfig = (): PipelineConfig => ({
   lease: "30 seconds",
   heartbeat: "10 seconds",
   pollInterval: "1 second",
-  concurrency: { transcription: 2, cleanup: 2, notion: 2 },
-  retry: { transcription: RetryPolicy.defaults, cleanup: RetryPolicy.defaults, notion: RetryPolicy.defaults },
+  concurrency: { transcription: 2, cleanup: 2, delivery: 2 },
+  retry: { transcription: RetryPolicy.defaults, cleanup: RetryPolicy.defaults, delivery: RetryPolicy.defaults },
   shutdownGrace: "30 seconds",
   chunkSeconds: 600,
   pieceConcurrency: 3
@@ -104,7 +105,7 @@ const resolve = (options: PipelineOptions): PipelineConfig => {
     heartbeat: options.heartbeat ?? d.heartbeat,
     pollInterval: options.pollInterval ?? d.pollInterval,
     concurrency: { ...d.concurrency, ...options.concurrency },
-    retry: { transcription: retry("transcription"), cleanup: retry("cleanup"), notion: retry("notion") },
+    retry: { transcription: retry("transcription"), cleanup: retry("cleanup"), delivery: retry("delivery") },
     shutdownGrace: options.shutdownGrace ?? d.shutdownGrace,
     chunkSeconds: options.chunkSeconds ?? d.chunkSeconds,
     pieceConcurrency: Math.max(1, options.pieceConcurrency ?? d.pieceConcurrency)
@@ -144,7 +145,10 @@ export class PipelineStatus extends Context.Tag("@voice-journal/core/PipelineSta
 
 /**
  * Runs the workers for as long as the layer is alive, and reports it as
- * `PipelineStatus`. Notion syncs run only when a `NotionPublisher` is provided.
+ * `PipelineStatus`. Deliveries go through the `Destinations` in context, or,
+ * without one, a registry built here with default options (the server-wide
+ * Notion when a `NotionPublisher` is provided, users' webhooks and Notion
+ * databases only with a `SecretBox`, no Markdown folders).
  * @since 0.1.0
  * @category layers
  */
@@ -180,7 +184,9 @@ export const run = (options: PipelineOptions = {}) =>
     const probe = yield* AudioProbe
     const audioPieces = yield* AudioPieces.AudioPieces
     const signal = yield* WorkSignal
-    const notion = yield* Effect.serviceOption(NotionPublisher)
+    const destinations = yield* Effect.serviceOption(Destinations.Destinations).pipe(
+      Effect.flatMap(Option.match({ onSome: Effect.succeed, onNone: () => Destinations.make() }))
+    )
     const leaseMillis = Duration.toMillis(config.lease)
     /** Completed when shutdown begins: retry backoffs end then, their rows handed back. */
     const released = yield* Deferred.make<void>()
@@ -298,31 +304,29 @@ export const run = (options: PipelineOptions = {}) =>
                   new PermanentError({ service: "database", message: `template ${cleanup.templateId} no longer exists` }))
               )
             const cleaned = yield* cleaner.clean(transcription.text ?? "", template)
-            yield* store.completeCleanup(job, cleaned, { queueNotionSync: Option.isSome(notion) })
-            if (Option.isSome(notion)) yield* signal.notify("notion")
+            yield* store.completeCleanup(job, cleaned, { implicit: destinations.implicit })
+            yield* signal.notify("delivery")
           }).pipe(gone)
-        case "notion":
+        case "delivery":
           return Effect.gen(function*() {
-            if (Option.isNone(notion)) return yield* Effect.dieMessage("notion stage without a NotionPublisher")
-            const sync = yield* store.getNotionSync(job.userId, job.id as never)
-            const cleanup = yield* store.getCleanup(job.userId, sync.cleanedEntryId)
+            const delivery = yield* store.getDelivery(job.userId, job.id as DeliveryId)
+            const cleanup = yield* store.getCleanup(job.userId, delivery.cleanedEntryId)
             const transcription = yield* store.getTranscription(job.userId, cleanup.transcriptionId)
-            const { pageId } = yield* notion.value.publish(
-              {
-                syncId: sync.id,
-                entryId: entry.id,
-                title: cleanup.title ?? "Voice note",
-                text: cleanup.text ?? "",
-                transcript: transcription.text ?? "",
-                createdAt: entry.createdAt,
-                existingPageId: sync.notionPageId
-              },
-              (pageId) =>
-                store.recordNotionPage(job, pageId).pipe(
-                  Effect.mapError((e) => new TemporaryError({ service: "notion", message: `recording page id: ${e.message}`, cause: e }))
+            const destination = yield* destinations.resolve(job.userId, delivery.destinationId)
+            const { externalRef } = yield* destination.deliver(documentOf({ deliveryId: delivery.id, entry, cleanup, transcription }), {
+              externalRef: delivery.externalRef,
+              record: (ref) =>
+                store.recordExternalRef(job, ref).pipe(
+                  Effect.mapError((e) => new TemporaryError({ service: "database", message: `recording the delivery's reference: ${e.message}`, cause: e }))
                 )
+            }).pipe(
+              // the receiver is gone for good: no more deliveries there, and the log says so
+              Effect.catchTag("DestinationGone", (e) =>
+                store.disableDestination(job.userId, delivery.destinationId, e.message).pipe(
+                  Effect.zipRight(Effect.fail(new PermanentError({ service: e.service, status: 410, message: `${e.message}: the destination is now disabled` })))
+                ))
             )
-            yield* store.completeNotionSync(job, pageId)
+            yield* store.completeDelivery(job, externalRef)
           }).pipe(gone)
       }
     }
@@ -465,8 +469,7 @@ export const run = (options: PipelineOptions = {}) =>
       })
 
     const loops = yield* FiberSet.make<void, never>()
-    for (const stage of ["transcription", "cleanup", "notion"] as const) {
-      if (stage === "notion" && Option.isNone(notion)) continue
+    for (const stage of ["transcription", "cleanup", "delivery"] as const) {
       for (let n = 0; n < config.concurrency[stage]; n++) {
         yield* FiberSet.run(loops, loop(stage, n))
       }

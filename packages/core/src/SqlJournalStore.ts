@@ -26,16 +26,19 @@ import {
   CleanupTemplate,
   type EntryId,
   EntrySummary,
+  Delivery,
+  type DeliveryId,
+  type DestinationId,
   type Job,
   JournalEvent,
-  NotionSync,
-  type NotionSyncId,
   normalizeTags,
   type Page,
   type Session,
   type Stage,
   type TemplateId,
   TemplateSection,
+  serverNotionDestination,
+  StoredDestination,
   Transcription,
   type TranscriptionId,
   TranscriptionPiece,
@@ -245,8 +248,10 @@ const cleanupColumns = `id, entry_id AS "entryId", transcription_id AS "transcri
   is_primary AS "isPrimary", make_primary AS "makePrimary", model, title, text, summary, action_items AS "actionItems",
   tags, sections, template_id AS "templateId", ${stageRunColumns}`
 const templateColumns = `id, user_id AS "userId", name, instructions, sections, created_at AS "createdAt", updated_at AS "updatedAt"`
-const notionSyncColumns = `id, entry_id AS "entryId", cleaned_entry_id AS "cleanedEntryId", user_id AS "userId",
-  notion_page_id AS "notionPageId", ${stageRunColumns}`
+const deliveryColumns = `id, entry_id AS "entryId", cleaned_entry_id AS "cleanedEntryId", user_id AS "userId",
+  destination_id AS "destinationId", external_ref AS "externalRef", ${stageRunColumns}`
+const destinationColumns = `id, user_id AS "userId", kind, name, config, sealed_secret AS "sealedSecret",
+  disabled_at AS "disabledAt", disabled_reason AS "disabledReason", created_at AS "createdAt", updated_at AS "updatedAt"`
 
 const storeError = (e: SqlError.SqlError) => new StoreError({ message: e.message, cause: e })
 
@@ -304,7 +309,8 @@ const decodeCleanups = (rows: ReadonlyArray<unknown>) =>
 const decodeTemplateRows = decoder(CleanupTemplateRow)
 const decodeTemplates = (rows: ReadonlyArray<unknown>) =>
   Effect.map(decodeTemplateRows(rows), (decoded) => decoded.map((row) => new CleanupTemplate(row)))
-const decodeNotionSyncs = decoder(NotionSync)
+const decodeDeliveries = decoder(Delivery)
+const decodeDestinations = decoder(StoredDestination)
 const decodePieces = decoder(TranscriptionPiece)
 const decodeEventRows = decoder(JournalEvent)
 /** Event ids are BIGINT on PostgreSQL, returned as strings. */
@@ -422,12 +428,14 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       decodeCleanups,
       "cleanup"
     )
-    const getNotionSync: (userId: UserId, id: NotionSyncId) => Effect.Effect<NotionSync, NotFound | StoreError> = getOwned(
-      "notion_syncs",
-      notionSyncColumns,
-      decodeNotionSyncs,
-      "notion sync"
+    const getDelivery: (userId: UserId, id: DeliveryId) => Effect.Effect<Delivery, NotFound | StoreError> = getOwned(
+      "deliveries",
+      deliveryColumns,
+      decodeDeliveries,
+      "delivery"
     )
+    const getDestination: (userId: UserId, id: DestinationId) => Effect.Effect<StoredDestination, NotFound | StoreError> =
+      getOwned("destinations", destinationColumns, decodeDestinations, "destination")
 
     const insertTranscription = (
       row: { readonly entryId: EntryId; readonly userId: UserId; readonly makePrimary: boolean },
@@ -479,24 +487,38 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
     const nameTaken = (name: string) => (e: SqlError.SqlError) =>
       dialect.isUniqueViolation(e) ? new NameTaken({ resource: "template", name }) : storeError(e)
 
-    /** Queues a sync for `cleanedEntryId` unless one is already queued or running. */
-    const ensureNotionSync = (
-      row: { readonly entryId: string; readonly userId: string; readonly cleanedEntryId: string },
+    /**
+     * Queues a delivery of `cleanedEntryId` to `destinationId` unless one is
+     * already queued or running. A new one starts from the newest known
+     * external reference of this entry at this destination, so a re-sync
+     * rewrites the same page or file.
+     */
+    const ensureDelivery = (
+      row: { readonly entryId: string; readonly userId: string; readonly cleanedEntryId: string; readonly destinationId: string },
       now: string
     ) =>
       Effect.gen(function*() {
-        const open = yield* sql<{ id: string }>`SELECT id FROM notion_syncs
-          WHERE cleaned_entry_id = ${row.cleanedEntryId} AND status IN ('pending', 'processing', 'retrying')`.pipe(
-          Effect.mapError(storeError)
-        )
-        if (open.length > 0) return { id: open[0]!.id as NotionSyncId, events: [] as ReadonlyArray<NewEvent> }
+        const open = yield* sql<{ id: string }>`SELECT id FROM deliveries
+          WHERE cleaned_entry_id = ${row.cleanedEntryId} AND destination_id = ${row.destinationId}
+            AND status IN ('pending', 'processing', 'retrying')`.pipe(Effect.mapError(storeError))
+        if (open.length > 0) return { id: open[0]!.id as DeliveryId, events: [] as ReadonlyArray<NewEvent> }
+        const known = yield* sql<{ ref: string }>`SELECT external_ref AS ref FROM deliveries
+          WHERE destination_id = ${row.destinationId} AND entry_id = ${row.entryId} AND external_ref IS NOT NULL
+          ORDER BY created_at DESC, id DESC LIMIT 1`.pipe(Effect.mapError(storeError))
         const id = newId()
-        yield* sql`INSERT INTO notion_syncs (id, entry_id, cleaned_entry_id, user_id, status, attempts, next_attempt_at, created_at, updated_at)
-          VALUES (${id}, ${row.entryId}, ${row.cleanedEntryId}, ${row.userId}, 'pending', 0, ${now}, ${now}, ${now})`.pipe(
-          Effect.mapError(storeError)
-        )
-        return { id: id as NotionSyncId, events: [stageEvent("notion", { id, ...row }, "pending")] }
+        yield* sql`INSERT INTO deliveries (id, entry_id, cleaned_entry_id, user_id, destination_id, external_ref, status, attempts, next_attempt_at, created_at, updated_at)
+          VALUES (${id}, ${row.entryId}, ${row.cleanedEntryId}, ${row.userId}, ${row.destinationId}, ${known[0]?.ref ?? null},
+            'pending', 0, ${now}, ${now}, ${now})`.pipe(Effect.mapError(storeError))
+        return { id: id as DeliveryId, events: [stageEvent("delivery", { id, ...row }, "pending")] }
       })
+
+    /** The user's enabled destinations, then `implicit` ones. */
+    const deliveryTargets = (userId: string, implicit: ReadonlyArray<DestinationId>) =>
+      sql<{ id: string }>`SELECT id FROM destinations WHERE user_id = ${userId} AND disabled_at IS NULL
+        ORDER BY created_at, id`.pipe(
+        Effect.mapError(storeError),
+        Effect.map((rows) => [...implicit, ...rows.map((r) => r.id as DestinationId)])
+      )
 
     /** Moves the primary flag of `table` within one entry to `id`. Call inside a transaction after lockEntry. */
     const switchPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string, id: string, now: string) =>
@@ -519,7 +541,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       const { table } = stageTables[job.stage]
       return sql<{ id: string; makePrimary: number | string }>`UPDATE ${sql(table)} SET ${set}
         WHERE id = ${job.id} AND lease_owner = ${job.leaseOwner} AND status = 'processing'
-        RETURNING id, ${sql.literal(job.stage === "notion" ? "0" : "make_primary")} AS "makePrimary"`.pipe(
+        RETURNING id, ${sql.literal(job.stage === "delivery" ? "0" : "make_primary")} AS "makePrimary"`.pipe(
         Effect.mapError(storeError),
         Effect.flatMap((rows) =>
           rows.length > 0 ? Effect.succeed(rows[0]!) : Effect.fail(new LeaseLost({ table, id: job.id }))
@@ -636,8 +658,8 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
         LEFT JOIN cleaned_entries c ON c.id = (SELECT x.id FROM cleaned_entries x WHERE x.entry_id = p.id
           ORDER BY x.is_primary DESC, x.created_at DESC, x.id DESC LIMIT 1)
-        LEFT JOIN notion_syncs n ON n.id = (SELECT x.id FROM notion_syncs x WHERE x.entry_id = p.id
-          ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
+        LEFT JOIN deliveries n ON n.id = (SELECT x.id FROM deliveries x WHERE x.entry_id = p.id
+          AND x.destination_id = ${serverNotionDestination} ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
         ORDER BY ${orderBy}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEntrySummaries))
 
     const store: JournalStoreService = {
@@ -790,7 +812,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           yield* sql`DELETE FROM transcription_pieces
             WHERE transcription_id IN (SELECT id FROM transcriptions WHERE entry_id = ${entryId})`
           yield* sql`DELETE FROM entry_search WHERE entry_id = ${entryId}`
-          yield* sql`DELETE FROM notion_syncs WHERE entry_id = ${entryId}`
+          yield* sql`DELETE FROM deliveries WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM cleaned_entries WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM transcriptions WHERE entry_id = ${entryId}`
           yield* sql`DELETE FROM idempotency_keys WHERE entry_id = ${entryId}`
@@ -890,48 +912,99 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           yield* sql`DELETE FROM cleanup_templates WHERE id = ${id} AND user_id = ${userId}`.pipe(Effect.mapError(storeError))
         }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
 
-      addNotionSync: (userId, entryId) =>
+      createDestination: (input) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          const users = yield* sql`SELECT id FROM users WHERE id = ${input.userId}`.pipe(Effect.mapError(storeError))
+          if (users.length === 0) return yield* new NotFound({ resource: "user", id: input.userId })
+          yield* sql`INSERT INTO destinations (id, user_id, kind, name, config, sealed_secret, created_at, updated_at)
+            VALUES (${input.id}, ${input.userId}, ${input.kind}, ${input.name}, ${JSON.stringify(input.config)},
+              ${input.sealedSecret}, ${now}, ${now})`.pipe(Effect.mapError(storeError))
+          return yield* getDestination(input.userId, input.id)
+        }),
+
+      listDestinations: (userId) =>
+        sql`SELECT ${cols(destinationColumns)} FROM destinations WHERE user_id = ${userId} ORDER BY created_at, id`.pipe(
+          Effect.mapError(storeError),
+          Effect.flatMap(decodeDestinations)
+        ),
+
+      getDestination,
+
+      deleteDestination: (userId, id) =>
+        Effect.gen(function*() {
+          yield* getDestination(userId, id)
+          yield* sql`DELETE FROM deliveries WHERE destination_id = ${id} AND user_id = ${userId}`
+          yield* sql`DELETE FROM destinations WHERE id = ${id} AND user_id = ${userId}`
+        }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e)))),
+
+      disableDestination: (userId, id, reason) =>
+        Effect.gen(function*() {
+          const now = yield* isoNow
+          yield* getDestination(userId, id)
+          yield* sql`UPDATE destinations SET disabled_at = ${now}, disabled_reason = ${reason}, updated_at = ${now}
+            WHERE id = ${id} AND user_id = ${userId} AND disabled_at IS NULL`.pipe(Effect.mapError(storeError))
+        }),
+
+      hasSealedSecrets: sql<{ id: string }>`SELECT id FROM destinations WHERE sealed_secret IS NOT NULL LIMIT 1`.pipe(
+        Effect.mapError(storeError),
+        Effect.map((rows) => rows.length > 0)
+      ),
+
+      queueDeliveries: (userId, entryId, options) =>
         Effect.gen(function*() {
           const now = yield* isoNow
           yield* lockEntry(userId, entryId, now)
           const primary = yield* sql<{ id: string }>`SELECT id FROM cleaned_entries
             WHERE entry_id = ${entryId} AND is_primary = 1`.pipe(Effect.mapError(storeError))
           if (primary.length === 0) {
-            return yield* new InvalidState({ message: `entry ${entryId} has no completed cleanup to sync` })
+            return yield* new InvalidState({ message: `entry ${entryId} has no completed cleanup to deliver` })
           }
-          const { events, id } = yield* ensureNotionSync({ entryId, userId, cleanedEntryId: primary[0]!.id }, now)
-          yield* writeEvents(events, now)
-          return yield* getNotionSync(userId, id)
+          const targets = options.destinationIds ?? (yield* deliveryTargets(userId, options.implicit))
+          const ids: Array<DeliveryId> = []
+          for (const destinationId of targets) {
+            if (!options.implicit.includes(destinationId)) {
+              const d = yield* getDestination(userId, destinationId)
+              if (d.disabledAt !== null) return yield* new InvalidState({ message: `destination ${d.id} is disabled: ${d.disabledReason ?? ""}` })
+            }
+            const queued = yield* ensureDelivery({ entryId, userId, cleanedEntryId: primary[0]!.id, destinationId }, now)
+            yield* writeEvents(queued.events, now)
+            ids.push(queued.id)
+          }
+          return yield* Effect.forEach(ids, (id) => getDelivery(userId, id))
         }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
-      getNotionSync,
+      getDelivery,
 
-      listNotionSyncs: (userId, request) =>
-        page(
-          sql`SELECT ${cols(notionSyncColumns)} FROM notion_syncs WHERE user_id = ${userId}
-            ${request.status === undefined ? sql`` : sql`AND status = ${request.status}`}
+      listDeliveries: (userId, request) => {
+        const filter = sql.and([
+          sql`user_id = ${userId}`,
+          ...(request.status === undefined ? [] : [sql`status = ${request.status}`]),
+          ...(request.destinationId === undefined ? [] : [sql`destination_id = ${request.destinationId}`]),
+          ...(request.entryId === undefined ? [] : [sql`entry_id = ${request.entryId}`])
+        ])
+        return page(
+          sql`SELECT ${cols(deliveryColumns)} FROM deliveries WHERE ${filter}
             ORDER BY created_at DESC, id DESC LIMIT ${request.limit} OFFSET ${request.offset}`.pipe(
             Effect.mapError(storeError),
-            Effect.flatMap(decodeNotionSyncs)
+            Effect.flatMap(decodeDeliveries)
           ),
-          sql`SELECT CAST(count(*) AS INTEGER) AS total FROM notion_syncs WHERE user_id = ${userId}
-            ${request.status === undefined ? sql`` : sql`AND status = ${request.status}`}`,
+          sql`SELECT CAST(count(*) AS INTEGER) AS total FROM deliveries WHERE ${filter}`,
           request
-        ),
+        )
+      },
 
-      listNotionSyncsForEntry: listForEntry("notion_syncs", notionSyncColumns, decodeNotionSyncs),
-
-      retryNotionSync: (userId, id) =>
+      retryDelivery: (userId, id) =>
         Effect.gen(function*() {
           const now = yield* isoNow
-          const rows = yield* sql<{ id: string; entryId: string }>`UPDATE notion_syncs SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
+          const rows = yield* sql<{ id: string; entryId: string }>`UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ${now}, updated_at = ${now}
             WHERE id = ${id} AND user_id = ${userId} AND status = 'failed' RETURNING id, entry_id AS "entryId"`.pipe(Effect.mapError(storeError))
           if (rows.length === 0) {
-            const sync = yield* getNotionSync(userId, id)
-            return yield* new InvalidState({ message: `notion sync ${id} is ${sync.status}; only failed syncs can be retried` })
+            const delivery = yield* getDelivery(userId, id)
+            return yield* new InvalidState({ message: `delivery ${id} is ${delivery.status}; only failed deliveries can be retried` })
           }
-          yield* writeEvents([stageEvent("notion", { ...rows[0]!, userId }, "pending")], now)
-          return yield* getNotionSync(userId, id)
+          yield* writeEvents([stageEvent("delivery", { ...rows[0]!, userId }, "pending")], now)
+          return yield* getDelivery(userId, id)
         }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
       claimNext: (stage, { leaseMillis, workerId }) =>
@@ -984,7 +1057,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             )
         ),
 
-      completeCleanup: (job, result, { queueNotionSync }) =>
+      completeCleanup: (job, result, { implicit }) =>
         completeAndPromote(
           job,
           "cleaned_entries",
@@ -993,9 +1066,13 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
               action_items = ${JSON.stringify(result.actionItems)}, tags = ${JSON.stringify(normalizeTags(result.tags))},
               sections = ${JSON.stringify(result.sections)}, updated_at = ${now}`,
           (now) =>
-            queueNotionSync
-              ? ensureNotionSync({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id }, now).pipe(Effect.map((r) => r.events))
-              : Effect.succeed([])
+            deliveryTargets(job.userId, implicit).pipe(
+              Effect.flatMap((targets) =>
+                Effect.forEach(targets, (destinationId) =>
+                  ensureDelivery({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id, destinationId }, now))
+              ),
+              Effect.map((queued) => queued.flatMap((q) => q.events))
+            )
         ),
 
       planPieces: (job, pieces) =>
@@ -1033,15 +1110,15 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (rows.length === 0) return yield* new LeaseLost({ table: "transcriptions", id: job.id })
         }),
 
-      recordNotionPage: (job, pageId) =>
+      recordExternalRef: (job, ref) =>
         Effect.gen(function*() {
           const now = yield* isoNow
-          yield* fenced(job, sql`notion_page_id = ${pageId}, updated_at = ${now}`)
+          yield* fenced(job, sql`external_ref = ${ref}, updated_at = ${now}`)
         }),
 
-      completeNotionSync: (job, pageId) =>
+      completeDelivery: (job, ref) =>
         transition(job, "success", (now) =>
-          sql`status = 'success', notion_page_id = ${pageId}, lease_owner = NULL, lease_expires_at = NULL,
+          sql`status = 'success', external_ref = ${ref}, lease_owner = NULL, lease_expires_at = NULL,
               last_error = NULL, updated_at = ${now}`),
 
       failTemporarily: (job, { error, nextAttemptAt }) =>

@@ -1,7 +1,8 @@
 /**
  * The library's front door for a Node service that embeds voice-journal:
- * ingest audio from any `Stream`, read and list entries, re-run stages, sync
- * to Notion, and manage users and API keys. Background stages run in the
+ * ingest audio from any `Stream`, read and list entries, re-run stages,
+ * deliver to destinations (and the server-wide Notion), read the delivery
+ * log, and manage users and API keys. Background stages run in the
  * layer from `Pipeline`; this service only writes rows and wakes workers.
  *
  * @since 0.1.0
@@ -10,26 +11,32 @@ import { Clock, Context, Duration, Effect, Layer, Option, type Redacted, type St
 import * as ApiKeys from "./ApiKeys.js"
 import { AudioProbe } from "./AudioProbe.js"
 import { BlobStore, type ByteRange } from "./BlobStore.js"
-import type {
-  ApiKey,
-  ApiKeyId,
-  CleanedEntry,
-  CleanupId,
-  CleanupTemplate,
-  EntryId,
-  EntrySummary,
+import { Destinations } from "./Destinations.js"
+import {
+  type ApiKey,
+  type ApiKeyId,
+  type CleanedEntry,
+  type CleanupId,
+  type CleanupTemplate,
+  type Delivery,
+  type DeliveryId,
+  type DeliveryStatus,
+  type DestinationId,
+  type EntryId,
+  type EntrySummary,
   NotionSync,
-  NotionSyncId,
-  NotionSyncStatus,
-  Page,
-  PageRequest,
-  NewCleanupTemplate,
-  TemplateId,
-  Transcription,
-  TranscriptionId,
-  User,
-  UserId,
-  VoiceEntry
+  type NotionSyncId,
+  type NotionSyncStatus,
+  type Page,
+  type PageRequest,
+  type NewCleanupTemplate,
+  serverNotionDestination,
+  type TemplateId,
+  type Transcription,
+  type TranscriptionId,
+  type User,
+  type UserId,
+  type VoiceEntry
 } from "./Domain.js"
 import {
   AudioMissing,
@@ -38,7 +45,7 @@ import {
   InvalidState,
   type InvalidUpload,
   type NameTaken,
-  type NotFound,
+  NotFound,
   type PayloadTooLarge,
   type PrimaryConflict,
   RangeNotSatisfiable,
@@ -52,7 +59,8 @@ import { WorkSignal } from "./WorkSignal.js"
 
 /**
  * An entry with the state of its stages: the primary (else newest)
- * transcription and cleanup, and the newest Notion sync.
+ * transcription and cleanup, the newest sync to the server-wide Notion, and
+ * every delivery (newest first).
  * @since 0.1.0
  */
 export interface EntryDetails {
@@ -60,7 +68,15 @@ export interface EntryDetails {
   readonly transcription: Transcription | null
   readonly cleanup: CleanedEntry | null
   readonly notionSync: NotionSync | null
+  readonly deliveries: ReadonlyArray<Delivery>
 }
+
+/**
+ * A delivery to the server-wide Notion as the `/notion/syncs` routes show it.
+ * @since 0.2.0
+ */
+export const notionSyncOf = (d: Delivery): NotionSync =>
+  new NotionSync({ ...d, id: d.id as unknown as NotionSyncId, notionPageId: d.externalRef })
 
 /**
  * Which bytes of a recording to read, as an HTTP `Range` names them: from
@@ -109,7 +125,7 @@ export interface AudioRead {
 export interface VoiceJournalConfig {
   /** Largest accepted recording. Default 100 MiB. */
   readonly maxUploadBytes: number
-  /** Whether Notion is configured (syncs can be queued). */
+  /** Whether the server-wide Notion is configured: every user's implicit destination. */
   readonly notionEnabled: boolean
   /**
    * Longest accepted recording, checked at ingest by the `AudioProbe` when
@@ -235,6 +251,26 @@ export interface VoiceJournalService {
     input: NewCleanupTemplate
   ) => Effect.Effect<CleanupTemplate, NotFound | NameTaken | StoreError>
   readonly deleteTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<void, NotFound | InvalidState | StoreError>
+  /**
+   * Queues a delivery of the primary cleanup to each of `destinationIds`
+   * (default: all the user's enabled destinations and the server-wide Notion).
+   */
+  readonly deliver: (
+    userId: UserId,
+    entryId: EntryId,
+    destinationIds?: ReadonlyArray<DestinationId> | undefined
+  ) => Effect.Effect<ReadonlyArray<Delivery>, NotFound | InvalidState | StoreError>
+  /** The delivery log, newest first. */
+  readonly listDeliveries: (
+    userId: UserId,
+    options: PageRequest & {
+      readonly status?: DeliveryStatus | undefined
+      readonly destinationId?: DestinationId | undefined
+      readonly entryId?: EntryId | undefined
+    }
+  ) => Effect.Effect<Page<Delivery>, StoreError>
+  /** Re-queues a failed delivery with a fresh attempt budget. */
+  readonly retryDelivery: (userId: UserId, id: DeliveryId) => Effect.Effect<Delivery, NotFound | InvalidState | StoreError>
   /** Queues a Notion sync of the primary cleanup (InvalidState if Notion is off or nothing is cleaned yet). */
   readonly syncToNotion: (userId: UserId, entryId: EntryId) => Effect.Effect<NotionSync, NotFound | InvalidState | StoreError>
   readonly listNotionSyncs: (
@@ -307,20 +343,24 @@ export const make = (
           return yield* new AudioTooLong({ durationSeconds: probed, maxSeconds: settings.maxAudioSeconds })
         }
       })
+    const destinations = yield* Effect.serviceOption(Destinations)
+    const implicit = settings.notionEnabled ? [serverNotionDestination] : []
 
     const getEntry = (userId: UserId, entryId: EntryId) =>
       Effect.gen(function*() {
         const entry = yield* store.getEntry(userId, entryId)
-        const [transcriptions, cleanups, syncs] = yield* Effect.all([
+        const [transcriptions, cleanups, deliveries] = yield* Effect.all([
           store.listTranscriptions(userId, entryId),
           store.listCleanups(userId, entryId),
-          store.listNotionSyncsForEntry(userId, entryId)
+          store.listDeliveries(userId, { entryId, limit: 100, offset: 0 })
         ])
+        const notion = deliveries.items.find((d) => d.destinationId === serverNotionDestination)
         return {
           entry,
           transcription: primaryOrNewest(transcriptions),
           cleanup: primaryOrNewest(cleanups),
-          notionSync: syncs[0] ?? null
+          notionSync: notion === undefined ? null : notionSyncOf(notion),
+          deliveries: deliveries.items
         } satisfies EntryDetails
       })
 
@@ -372,14 +412,17 @@ export const make = (
       searchEntries: store.searchEntries,
 
       deleteEntry: (userId, entryId) =>
-        store.deleteEntry(userId, entryId).pipe(
-          Effect.tap((entry) =>
-            blobs.remove(entry.blobKey).pipe(
-              Effect.catchAll((e) => Effect.logWarning("audio of a deleted entry could not be removed", e))
-            )
-          ),
-          Effect.asVoid
-        ),
+        Effect.gen(function*() {
+          // what was delivered, read before the rows go: destinations that remove on delete need it
+          const delivered = Option.isSome(destinations)
+            ? (yield* store.listDeliveries(userId, { entryId, status: "success", limit: 100, offset: 0 })).items
+            : []
+          const entry = yield* store.deleteEntry(userId, entryId)
+          yield* blobs.remove(entry.blobKey).pipe(
+            Effect.catchAll((e) => Effect.logWarning("audio of a deleted entry could not be removed", e))
+          )
+          if (Option.isSome(destinations)) yield* destinations.value.removeEntry(userId, entryId, delivered)
+        }),
 
       readAudio: (userId, entryId, options = {}) =>
         Effect.gen(function*() {
@@ -417,12 +460,30 @@ export const make = (
       updateTemplate: store.updateTemplate,
       deleteTemplate: store.deleteTemplate,
 
+      deliver: (userId, entryId, destinationIds) =>
+        store.queueDeliveries(userId, entryId, { destinationIds, implicit }).pipe(Effect.tap(() => signal.notify("delivery"))),
+      listDeliveries: store.listDeliveries,
+      retryDelivery: (userId, id) => store.retryDelivery(userId, id).pipe(Effect.tap(() => signal.notify("delivery"))),
+
+      // the server-wide Notion's routes, kept: its deliveries, shown as syncs
       syncToNotion: (userId, entryId) =>
         settings.notionEnabled
-          ? store.addNotionSync(userId, entryId).pipe(Effect.tap(() => signal.notify("notion")))
+          ? store.queueDeliveries(userId, entryId, { destinationIds: [serverNotionDestination], implicit }).pipe(
+            Effect.tap(() => signal.notify("delivery")),
+            Effect.map((ds) => notionSyncOf(ds[0]!))
+          )
           : Effect.fail(new InvalidState({ message: "Notion is not configured (set NOTION_TOKEN and a database id)" })),
-      listNotionSyncs: store.listNotionSyncs,
-      retryNotionSync: (userId, id) => store.retryNotionSync(userId, id).pipe(Effect.tap(() => signal.notify("notion"))),
+      listNotionSyncs: (userId, options) =>
+        store.listDeliveries(userId, { ...options, destinationId: serverNotionDestination }).pipe(
+          Effect.map((page) => ({ ...page, items: page.items.map(notionSyncOf) }))
+        ),
+      retryNotionSync: (userId, id) =>
+        store.getDelivery(userId, id as unknown as DeliveryId).pipe(
+          Effect.filterOrFail((d) => d.destinationId === serverNotionDestination, () => new NotFound({ resource: "notion sync", id })),
+          Effect.zipRight(store.retryDelivery(userId, id as unknown as DeliveryId)),
+          Effect.tap(() => signal.notify("delivery")),
+          Effect.map(notionSyncOf)
+        ),
 
       createUser: (name) =>
         Effect.gen(function*() {

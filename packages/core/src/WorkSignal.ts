@@ -38,7 +38,7 @@ export const make: Effect.Effect<WorkSignalService> = Effect.gen(function*() {
   const slots = {
     transcription: yield* Ref.make(yield* Deferred.make<void>()),
     cleanup: yield* Ref.make(yield* Deferred.make<void>()),
-    notion: yield* Ref.make(yield* Deferred.make<void>())
+    delivery: yield* Ref.make(yield* Deferred.make<void>())
   }
   return {
     notify: (stage) =>

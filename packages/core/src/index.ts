@@ -12,6 +12,10 @@ export * as BlobStore from "./BlobStore.js"
 export * as BlobSweeper from "./BlobSweeper.js"
 /** @since 0.1.0 */
 export * as Cleaner from "./Cleaner.js"
+/** @since 0.2.0 */
+export * as Destination from "./Destination.js"
+/** @since 0.2.0 */
+export * as Destinations from "./Destinations.js"
 /** @since 0.1.0 */
 export * as Domain from "./Domain.js"
 /** @since 0.1.0 */
@@ -20,6 +24,8 @@ export * as EntrySearch from "./EntrySearch.js"
 export * as Errors from "./Errors.js"
 /** @since 0.1.0 */
 export * as Ingest from "./Ingest.js"
+/** @since 0.2.0 */
+export * as MarkdownFolder from "./MarkdownFolder.js"
 /** @since 0.1.0 */
 export * as JournalStore from "./JournalStore.js"
 /** @since 0.1.0 */
@@ -36,6 +42,8 @@ export * as Pipeline from "./Pipeline.js"
 export * as RequestBudget from "./RequestBudget.js"
 /** @since 0.1.0 */
 export * as RetryPolicy from "./RetryPolicy.js"
+/** @since 0.2.0 */
+export * as SecretBox from "./SecretBox.js"
 /** @since 0.1.0 */
 export * as SqlJournalStore from "./SqlJournalStore.js"
 /** @since 0.1.0 */
@@ -48,3 +56,5 @@ export * as WhisperTranscriber from "./WhisperTranscriber.js"
 export * as WorkSignal from "./WorkSignal.js"
 /** @since 0.1.0 */
 export * as WatchFolder from "./WatchFolder.js"
+/** @since 0.2.0 */
+export * as Webhook from "./Webhook.js"

@@ -3,9 +3,10 @@
  * and many workers sharing one queue.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Stream } from "effect"
+import { Effect, Redacted, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as AudioPieces from "../src/AudioPieces.js"
@@ -132,6 +133,57 @@ for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<Store
       }))
   })
 }
+
+describe("Crash recovery of deliveries", () => {
+  it.scopedLive("a worker SIGKILLed after the webhook received the message but before the row update: redelivered with the same webhook-id", () =>
+    Effect.gen(function*() {
+      const h = yield* make({ kind: "sqlite", notion: false, instantTranscription: true })
+      const { user } = yield* h.journal.createUser("u")
+      yield* h.destinations.add(user.id, { kind: "webhook", name: "hook", config: { url: h.webhook.url }, secret: Redacted.make(h.webhook.secret) })
+      h.webhook.applyThenHang() // the receiver has the message; the worker never hears back
+      // no server-wide Notion in this worker: the webhook is the entry's only destination
+      const worker = yield* spawnWorker(workerConfig(h, { notion: undefined, destinations: { markdownRoot: h.markdownRoot } }))
+      const { entry } = yield* h.journal.ingest(user.id, Stream.make(audioBytes("wav")))
+      yield* eventually(Effect.sync(() => h.webhook.received().length === 1 ? true : undefined))
+      yield* killHard(worker)
+      const deliveries = (yield* h.journal.getEntry(user.id, entry.id)).deliveries
+      expect(deliveries.length).toBe(1)
+      const stranded = deliveries[0]
+      expect(stranded!.status).toBe("processing")
+      expect(stranded!.externalRef).toBe(stranded!.id) // the message id was recorded before sending
+      yield* h.startPipeline(fastPipeline)
+      const done = yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+        Effect.map((d) => d.deliveries[0]?.status === "success" ? d : undefined)
+      ))
+      const messages = h.webhook.received()
+      expect(messages.map((m) => [m.id, m.verified])).toEqual([[stranded!.id, true], [stranded!.id, true]])
+      expect(done.deliveries[0]!.id).toBe(stranded!.id)
+    }), { timeout: 240_000 })
+
+  it.live("a Markdown write SIGKILLed mid-write leaves the old file or the new one, whole, never a part", () =>
+    Effect.gen(function*() {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), "vj-atomic-"))
+      try {
+        const writer = path.join(path.dirname(script), "markdown-writer.ts")
+        const { version } = yield* Effect.promise(() => import("./support/markdown-writer.js"))
+        for (let round = 0; round < 5; round++) {
+          const child = spawn(process.execPath, ["--import", "tsx", "--conditions=source", writer, dir, "note.md"], { cwd: path.dirname(script), stdio: ["ignore", "pipe", "inherit"] })
+          yield* Effect.async<void>((resume) => {
+            child.stdout!.on("data", (d: Buffer) => d.toString().includes("ready") && resume(Effect.void))
+          })
+          // kill it while a temporary file is being written (a write is in flight)
+          yield* eventually(Effect.sync(() => fs.readdirSync(dir).some((n) => n.endsWith(".tmp")) ? true : undefined), "30 seconds")
+          yield* killHard(child)
+          const text = fs.readFileSync(path.join(dir, "note.md"), "utf8")
+          expect([version("A"), version("B")]).toContain(text)
+          for (const n of fs.readdirSync(dir).filter((n) => n.endsWith(".tmp"))) fs.rmSync(path.join(dir, n)) // what a crash leaves (hidden, swept later)
+        }
+        expect(fs.readdirSync(dir)).toEqual(["note.md"])
+      } finally {
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    }), { timeout: 300_000 })
+})
 
 describe("Many workers on one PostgreSQL", () => {
   it.scopedLive("three worker processes share 10,000 no-op stage runs; no row runs twice to completion", () =>

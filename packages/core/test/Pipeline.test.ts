@@ -56,7 +56,7 @@ for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<Store
         expect(done.cleanup!.status).toBe("completed")
         expect(done.cleanup!.attempts).toBeGreaterThan(1)
         expect(done.notionSync!.status).toBe("success")
-        for (const table of ["transcriptions", "cleaned_entries", "notion_syncs"] as const) {
+        for (const table of ["transcriptions", "cleaned_entries", "deliveries"] as const) {
           expect((yield* statusCounts(h.sql, table)).failed).toBeUndefined()
         }
       }))
@@ -127,7 +127,7 @@ for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<Store
         expect(after.cleanup!.status).toBe("pending")
         expect(after.cleanup!.leaseOwner).toBeNull()
         expect(after.cleanup!.attempts).toBe(0) // an interrupted attempt does not count
-        for (const table of ["transcriptions", "cleaned_entries", "notion_syncs"] as const) {
+        for (const table of ["transcriptions", "cleaned_entries", "deliveries"] as const) {
           expect((yield* statusCounts(h.sql, table)).processing).toBeUndefined()
         }
         // a lease of one minute would still block it: release made it claimable at once

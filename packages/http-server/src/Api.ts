@@ -136,6 +136,53 @@ export const NotionSyncView = Schema.Struct({
   ...stage
 }).annotations({ identifier: "NotionSync" })
 
+/**
+ * One delivery of an entry to one destination, as the delivery log shows
+ * it: status, attempts, the last error, and what it made there
+ * (`externalRef`: the Notion page id, the file name, the webhook message id).
+ * @since 0.2.0
+ */
+export const DeliveryView = Schema.Struct({
+  id: Schema.String,
+  entryId: Schema.String,
+  destinationId: Schema.String,
+  externalRef: Schema.NullOr(Schema.String),
+  nextAttemptAt: Schema.Date,
+  ...stage
+}).annotations({ identifier: "Delivery" })
+
+/**
+ * A configured destination. Its secret is never shown: `hasSecret` says
+ * whether one is stored.
+ * @since 0.2.0
+ */
+export const DestinationView = Schema.Struct({
+  id: Schema.String,
+  kind: Domain.DestinationKind,
+  name: Schema.String,
+  config: Schema.Record({ key: Schema.String, value: Schema.Unknown }),
+  hasSecret: Schema.Boolean,
+  disabledAt: Schema.NullOr(Schema.Date),
+  disabledReason: Schema.NullOr(Schema.String),
+  createdAt: Schema.Date
+}).annotations({ identifier: "Destination" })
+
+/**
+ * A new destination: `kind`, a `name`, the kind's `config` and its `secret`
+ * (the Notion integration token; the webhook's `whsec_…` signing secret).
+ * @since 0.2.0
+ */
+export const DestinationBody = Schema.Struct({
+  kind: Domain.DestinationKind.annotations({ message: () => ({ message: `kind must be one of ${Domain.DestinationKind.literals.join(", ")}`, override: true }) }),
+  name: Schema.String.annotations({ message: () => ({ message: "name must be a string", override: true }) }),
+  config: Schema.Record({ key: Schema.String, value: Schema.Unknown }).annotations({ message: () => ({ message: "config must be an object", override: true }) }),
+  secret: Schema.optionalWith(Schema.String.annotations({ message: () => ({ message: "secret must be a string", override: true }) }), { exact: true })
+}).annotations({ identifier: "NewDestination" })
+
+/** @since 0.2.0 */
+export const DestinationTest = Schema.Struct({ ok: Schema.Boolean, error: Schema.NullOr(Schema.String) })
+  .annotations({ identifier: "DestinationTest" })
+
 const entryFields = {
   id: Schema.String,
   originalFilename: Schema.NullOr(Schema.String),
@@ -167,7 +214,8 @@ export const EntryView = Schema.Struct({
   ...entryFields,
   transcription: Schema.NullOr(TranscriptionView),
   cleanup: Schema.NullOr(CleanupView),
-  notionSync: Schema.NullOr(NotionSyncView)
+  notionSync: Schema.NullOr(NotionSyncView),
+  deliveries: Schema.Array(DeliveryView)
 }).annotations({ identifier: "Entry" })
 
 const page = <A, I>(item: Schema.Schema<A, I>, identifier: string) =>
@@ -214,6 +262,10 @@ export const CleanupBody = Schema.Struct({
 }).annotations({ identifier: "CleanupOptions" })
 /** @since 0.1.0 */
 export const NoOptions = Schema.Struct({})
+/** @since 0.2.0 */
+export const DeliverBody = Schema.Struct({
+  destinationIds: option(Schema.Array(Schema.String), "must be a list of destination ids")
+}).annotations({ identifier: "DeliverOptions" })
 
 /** The body is optional: OpenAPI would otherwise mark a declared payload required. */
 const optionalBody = (op: Record<string, any>) =>
@@ -335,6 +387,11 @@ export class EntriesGroup extends HttpApiGroup.make("entries")
     HttpApiEndpoint.post("sync", "/entries/:id/notion-sync").setPath(IdPath)
       .addSuccess(NotionSyncView, { status: 202 })
   )
+  .add(
+    HttpApiEndpoint.post("deliver", "/entries/:id/deliveries").setPath(IdPath).setPayload(DeliverBody)
+      .addSuccess(Schema.Array(DeliveryView), { status: 202 })
+      .annotate(OpenApi.Transform, optionalBody)
+  )
   .addError(RateLimited)
   .middleware(Authentication)
 {}
@@ -379,6 +436,15 @@ export class TemplatesGroup extends HttpApiGroup.make("templates")
       .addSuccess(Schema.Void, { status: 204 })
       .annotate(OpenApi.Description, "409 while a cleanup with this template is queued or running; finished cleanups keep their output.")
   )
+  .addError(RateLimited)
+  .middleware(Authentication)
+{}
+
+export class DestinationsGroup extends HttpApiGroup.make("destinations")
+  .add(HttpApiEndpoint.post("add", "/destinations").setPayload(DestinationBody).addSuccess(DestinationView, { status: 201 }))
+  .add(HttpApiEndpoint.get("list", "/destinations").addSuccess(Schema.Array(DestinationView)))
+  .add(HttpApiEndpoint.del("remove", "/destinations/:id").setPath(IdPath).addSuccess(Schema.Void, { status: 204 }))
+  .add(HttpApiEndpoint.post("test", "/destinations/:id/test").setPath(IdPath).addSuccess(DestinationTest))
   .addError(RateLimited)
   .middleware(Authentication)
 {}
@@ -433,9 +499,26 @@ export class EventsGroup extends HttpApiGroup.make("events")
       }))
       .annotate(
         OpenApi.Description,
-        "Server-Sent Events (`text/event-stream`) of the signed-in user's changes only. `event: stage` — `data: {\"entryId\",\"stage\",\"status\",\"at\",\"stageId\",\"transcriptionId\"|\"cleanupId\"|\"notionSyncId\"}` when a stage row's status changes; `event: entry` — `data: {\"entryId\",\"status\":\"created\"|\"deleted\",\"at\"}`. Each event has an `id:`; reconnecting with `Last-Event-ID` replays what was missed (events are kept 24 h). A comment line every 15 s keeps proxies from closing the stream; it ends when the server shuts down."
+        "Server-Sent Events (`text/event-stream`) of the signed-in user's changes only. `event: stage` — `data: {\"entryId\",\"stage\",\"status\",\"at\",\"stageId\",\"transcriptionId\"|\"cleanupId\"|\"deliveryId\"}` when a stage row's status changes; `event: entry` — `data: {\"entryId\",\"status\":\"created\"|\"deleted\",\"at\"}`. Each event has an `id:`; reconnecting with `Last-Event-ID` replays what was missed (events are kept 24 h). A comment line every 15 s keeps proxies from closing the stream; it ends when the server shuts down."
       )
   )
+  .addError(RateLimited)
+  .middleware(Authentication)
+{}
+
+/** @since 0.2.0 */
+export class DeliveriesGroup extends HttpApiGroup.make("deliveries")
+  .add(
+    HttpApiEndpoint.get("list", "/deliveries")
+      .setUrlParams(Schema.Struct({
+        ...Paging.fields,
+        status: option(Domain.DeliveryStatus, `must be one of ${Domain.DeliveryStatus.literals.join(", ")}`),
+        destinationId: option(Schema.String, "must be given once"),
+        entryId: option(Schema.String, "must be given once")
+      }))
+      .addSuccess(page(DeliveryView, "DeliveryPage"))
+  )
+  .add(HttpApiEndpoint.post("retry", "/deliveries/:id/retry").setPath(IdPath).addSuccess(DeliveryView, { status: 202 }))
   .addError(RateLimited)
   .middleware(Authentication)
 {}
@@ -463,6 +546,8 @@ export class VoiceJournalApi extends HttpApi.make("voice-journal")
   .add(TemplatesGroup)
   .add(SessionGroup)
   .add(EventsGroup)
+  .add(DestinationsGroup)
+  .add(DeliveriesGroup)
   .add(HealthGroup)
   // the errors routes answer, declared once for the whole API
   .addError(BadRequest)

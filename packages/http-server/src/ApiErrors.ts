@@ -54,6 +54,7 @@ export const toApiError = (e: Tagged): Effect.Effect<never, ApiError> => {
     case "UnsupportedMediaType":
       return Effect.fail({ error: "unsupported_media_type", message: e.message })
     case "InvalidSearch":
+    case "InvalidDestination":
       return Effect.fail({ error: "bad_request", message: e.message })
     case "InvalidUpload":
     case "MultipartError":

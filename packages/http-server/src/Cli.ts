@@ -7,7 +7,7 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { NodeContext } from "@effect/platform-node"
-import { Domain, Errors, JournalStore, VoiceJournal, WatchFolder } from "@voice-journal/core"
+import { Domain, Errors, JournalStore, VoiceJournal, WatchFolder, Webhook } from "@voice-journal/core"
 import { Config, Console, Data, Duration, Effect, Layer, Option, Redacted, Schedule, ScheduleDecision } from "effect"
 import * as fs from "node:fs"
 import * as net from "node:net"
@@ -614,6 +614,90 @@ const recleanEntry = Command.make("reclean", {
     Effect.flatMap((cleanup) => Console.log(`cleanup ${String(cleanup.id)} queued (${String(cleanup.status)})`))
   )).pipe(Command.withDescription("Clean an entry up again, optionally with one of your templates."))
 
+// --- destinations (client commands) -----------------------------------------
+
+const json = (body: unknown): RequestInit => ({ method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) })
+const destinationLine = (d: Record<string, unknown>) =>
+  `${String(d.id)}  ${String(d.kind)}  ${String(d.name)}  ${JSON.stringify(d.config)}${d.hasSecret === true ? "  (secret stored)" : ""}${
+    d.disabledAt !== null && d.disabledAt !== undefined ? `  DISABLED: ${String(d.disabledReason ?? "")}` : ""
+  }`
+
+const destinationsAdd = Command.make("add", {
+  kind: Args.choice([["notion", "notion"], ["markdown", "markdown"], ["webhook", "webhook"]] as const, { name: "kind" }),
+  name: Options.text("name").pipe(Options.withDescription("a name to recognise it by")),
+  databaseId: Options.text("database-id").pipe(Options.optional, Options.withDescription("notion: the database id")),
+  folder: Options.text("folder").pipe(Options.optional, Options.withDescription("markdown: a folder inside the server's VJ_MARKDOWN_ROOT")),
+  keepOnDelete: Options.boolean("keep-on-delete").pipe(Options.withDescription("markdown: keep an entry's file when the entry is deleted")),
+  hookUrl: Options.text("hook-url").pipe(Options.optional, Options.withDescription("webhook: the endpoint (http or https)")),
+  secret: Options.redacted("secret").pipe(
+    Options.withFallbackConfig(Config.redacted("VJ_DESTINATION_SECRET")),
+    Options.optional,
+    Options.withDescription("notion: the integration token; webhook: a whsec_ signing secret (default: one is made and printed once). Or VJ_DESTINATION_SECRET")
+  ),
+  url: serverUrl,
+  key: apiKey
+}, (o) =>
+  Effect.gen(function*() {
+    const missing = (flag: string) => new RequestFailed({ message: `${o.kind} needs --${flag}` })
+    let secret = Option.map(o.secret, Redacted.value)
+    let generated = false
+    if (o.kind === "webhook" && Option.isNone(secret)) {
+      secret = Option.some(Webhook.generateSecret())
+      generated = true
+    }
+    const config = o.kind === "notion"
+      ? { databaseId: yield* Option.match(o.databaseId, { onNone: () => Effect.fail(missing("database-id")), onSome: Effect.succeed }) }
+      : o.kind === "markdown"
+      ? { folder: yield* Option.match(o.folder, { onNone: () => Effect.fail(missing("folder")), onSome: Effect.succeed }), removeOnDelete: !o.keepOnDelete }
+      : { url: yield* Option.match(o.hookUrl, { onNone: () => Effect.fail(missing("hook-url")), onSome: Effect.succeed }) }
+    const made = yield* callOnce(o.url, o.key, "/destinations", () =>
+      json({ kind: o.kind, name: o.name, config, ...(Option.isSome(secret) ? { secret: secret.value } : {}) }))
+    yield* Console.log(`destination ${destinationLine(made)}`)
+    // the server never shows a secret again: this is the only time it is printed
+    if (generated && Option.isSome(secret)) yield* Console.log(`signing secret (configure your receiver with it; shown once):\n${secret.value}`)
+  })).pipe(Command.withDescription("Add a destination: a Notion database, a Markdown folder or a signed webhook."))
+
+const destinationsList = Command.make("list", { url: serverUrl, key: apiKey }, ({ key, url }) =>
+  request(url, key, "/destinations").pipe(
+    Effect.flatMap((list) => Effect.forEach(list as unknown as Array<Record<string, unknown>>, (d) => Console.log(destinationLine(d)), { discard: true }))
+  )).pipe(Command.withDescription("List your destinations (secrets are never shown)."))
+
+const destinationId = Args.text({ name: "destination-id" })
+const destinationsRemove = Command.make("remove", { id: destinationId, url: serverUrl, key: apiKey }, ({ id, key, url }) =>
+  callOnce(url, key, `/destinations/${encodeURIComponent(id)}`, () => ({ method: "DELETE" })).pipe(
+    Effect.zipRight(Console.log(`destination ${id} removed`))
+  )).pipe(Command.withDescription("Remove a destination and its delivery log."))
+
+const destinationsTest = Command.make("test", { id: destinationId, url: serverUrl, key: apiKey }, ({ id, key, url }) =>
+  callOnce(url, key, `/destinations/${encodeURIComponent(id)}/test`, () => ({ method: "POST" })).pipe(
+    Effect.flatMap((r) => r.ok === true ? Console.log(`destination ${id}: ok`) : Effect.fail(new RequestFailed({ message: `destination ${id}: ${String(r.error)}` })))
+  )).pipe(Command.withDescription("Check a destination works (reach it, authenticate) without delivering an entry."))
+
+const destinationsLog = Command.make("log", {
+  destination: Options.text("destination").pipe(Options.optional, Options.withDescription("only this destination")),
+  status: Options.text("status").pipe(Options.optional, Options.withDescription("only this status (pending, processing, success, failed, retrying)")),
+  limit: Options.integer("limit").pipe(Options.withDefault(20)),
+  url: serverUrl,
+  key: apiKey
+}, ({ destination, key, limit, status, url }) => {
+  const query = new URLSearchParams({ limit: String(limit) })
+  if (Option.isSome(destination)) query.set("destinationId", destination.value)
+  if (Option.isSome(status)) query.set("status", status.value)
+  return request(url, key, `/deliveries?${query}`).pipe(
+    Effect.flatMap((page) =>
+      Effect.forEach(page.items as Array<Record<string, unknown>>, (d) =>
+        Console.log(`${String(d.id)}  entry ${String(d.entryId)} → ${String(d.destinationId)}  ${String(d.status)} after ${String(d.attempts)} attempt(s)${
+          d.lastError !== null ? `  ${String(d.lastError)}` : ""
+        }`), { discard: true })
+    )
+  )
+}).pipe(Command.withDescription("The delivery log: each delivery's destination, status, attempts and last error."))
+
+const destinationsRetry = Command.make("retry", { id: Args.text({ name: "delivery-id" }), url: serverUrl, key: apiKey }, ({ id, key, url }) =>
+  callOnce(url, key, `/deliveries/${encodeURIComponent(id)}/retry`, () => ({ method: "POST" })).pipe(
+    Effect.zipRight(Console.log(`delivery ${id} queued again`))
+  )).pipe(Command.withDescription("Queue a failed delivery again."))
+
 /** @since 0.1.0 */
 export const command = Command.make("voice-journal").pipe(
   Command.withSubcommands([
@@ -625,6 +709,9 @@ export const command = Command.make("voice-journal").pipe(
     watch,
     Command.make("entries").pipe(Command.withSubcommands([listEntries, searchEntries, recleanEntry])),
     Command.make("templates").pipe(Command.withSubcommands([templatesList, templatesCreate, templatesShow, templatesDelete])),
+    Command.make("destinations").pipe(
+      Command.withSubcommands([destinationsAdd, destinationsList, destinationsRemove, destinationsTest, destinationsLog, destinationsRetry])
+    ),
     Command.make("tls").pipe(Command.withSubcommands([tlsSelfSigned])),
     Command.make("models").pipe(Command.withSubcommands([modelsPull, modelsList]))
   ])

@@ -40,6 +40,9 @@
  * | `VJ_NOTION_BASE_URL`        | `https://api.notion.com`         | for proxies and tests |
  * | `NOTION_MAX_RETRIES`        | `5`                              | attempts before a sync is `failed` |
  * | `VJ_NOTION_REQUESTS_PER_SECOND` | `3`                          | Notion requests per second — for all nodes together on PostgreSQL |
+ * | `VJ_SECRET_KEY`             | — (no secrets stored)            | 32-byte key (64 hex digits or base64) sealing destination secrets at rest; required once any destination has one (secret) |
+ * | `VJ_MARKDOWN_ROOT`          | — (Markdown folders off)         | users' Markdown folders are paths inside this directory |
+ * | `VJ_WEBHOOK_ALLOW_HOSTS`    | — (public addresses only)        | comma-separated hosts/IPs webhooks may reach although they are private or loopback |
  * | `VJ_SHUTDOWN_GRACE_SECONDS` | `30`                             | in-flight stages may finish this long on SIGTERM |
  * | `VJ_LEASE_SECONDS`          | `10`                             | a killed node's stage is taken over after at most this long |
  * | `VJ_HEARTBEAT_SECONDS`      | lease / 3                        | how often a running stage renews its lease (< lease) |
@@ -66,6 +69,7 @@
  * @since 0.1.0
  */
 import * as S3Url from "@voice-journal/adapter-s3/S3Url"
+import { SecretBox } from "@voice-journal/core"
 import { Config, ConfigError, Effect, Either, Layer, Logger, Option, Redacted } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
@@ -137,6 +141,15 @@ export interface ServerConfig {
     /** Requests per second (shared by all nodes on PostgreSQL). Default 3. */
     readonly requestsPerSecond?: number | undefined
   }>
+  /** Users' destinations: the key sealing their secrets, where Markdown folders may live, private hosts webhooks may reach. */
+  readonly destinations?: {
+    readonly secretKey: Option.Option<Redacted.Redacted<string>>
+    readonly markdownRoot?: string | undefined
+    readonly webhookAllowHosts: ReadonlyArray<string>
+    /** `VJ_NOTION_BASE_URL` and `VJ_NOTION_REQUESTS_PER_SECOND` apply to users' Notion destinations too. */
+    readonly notionBaseUrl?: string | undefined
+    readonly notionRequestsPerSecond?: number | undefined
+  } | undefined
   readonly shutdownGraceSeconds: number
   /** Stage leases (default {@link defaultLeaseSeconds}, heartbeat a third of it). */
   readonly lease?: { readonly seconds: number; readonly heartbeatSeconds: number } | undefined
@@ -287,6 +300,9 @@ export const config: Config.Config<ServerConfig> = Config.all({
   notionBaseUrl: Config.url("VJ_NOTION_BASE_URL").pipe(Config.withDefault(new URL("https://api.notion.com"))),
   notionMaxRetries: positive("NOTION_MAX_RETRIES", 5),
   notionRequestsPerSecond: positiveNumber("VJ_NOTION_REQUESTS_PER_SECOND", 3),
+  secretKey: Config.option(Config.redacted("VJ_SECRET_KEY")),
+  markdownRoot: Config.option(Config.string("VJ_MARKDOWN_ROOT")),
+  webhookAllowHosts: Config.string("VJ_WEBHOOK_ALLOW_HOSTS").pipe(Config.withDefault("")),
   shutdownGraceSeconds: Config.integer("VJ_SHUTDOWN_GRACE_SECONDS").pipe(
     Config.withDefault(30),
     Config.validate({ message: "VJ_SHUTDOWN_GRACE_SECONDS must be ≥ 0", validation: (n) => n >= 0 })
@@ -340,6 +356,9 @@ export const config: Config.Config<ServerConfig> = Config.all({
         maxRetries: c.notionMaxRetries,
         requestsPerSecond: c.notionRequestsPerSecond
       })
+    }
+    if (Option.isSome(c.secretKey) && Either.isLeft(Effect.runSync(Effect.either(SecretBox.decodeKey(c.secretKey.value))))) {
+      return Either.left(ConfigError.InvalidData(["VJ_SECRET_KEY"], "must be 32 bytes: 64 hex digits or base64 (e.g. `openssl rand -hex 32`)"))
     }
     // a heartbeat at or past the lease lets the lease lapse under a live stage: another node would run it too
     const heartbeatSeconds = Option.getOrElse(c.heartbeatSeconds, () => c.leaseSeconds / 3)
@@ -403,6 +422,13 @@ export const config: Config.Config<ServerConfig> = Config.all({
       longRecordings: { chunkSeconds: c.chunkSeconds, pieceConcurrency: c.pieceConcurrency, maxAudioSeconds: c.maxAudioSeconds },
       ollama: { host: c.ollamaHost.toString().replace(/\/$/, ""), model: c.ollamaModel, numCtx: c.ollamaNumCtx },
       notion,
+      destinations: {
+        secretKey: c.secretKey,
+        markdownRoot: Option.match(c.markdownRoot, { onNone: () => undefined, onSome: (d) => path.resolve(base, d) }),
+        webhookAllowHosts: c.webhookAllowHosts.split(",").map((h) => h.trim()).filter((h) => h !== ""),
+        notionBaseUrl: c.notionBaseUrl.toString().replace(/\/$/, ""),
+        notionRequestsPerSecond: c.notionRequestsPerSecond
+      },
       shutdownGraceSeconds: c.shutdownGraceSeconds,
       lease: { seconds: c.leaseSeconds, heartbeatSeconds },
       audioSweep: { minAgeSeconds: c.audioSweepAgeSeconds, intervalSeconds: c.audioSweepIntervalSeconds },

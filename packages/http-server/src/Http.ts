@@ -9,12 +9,16 @@
  */
 import { HttpApiBuilder, HttpServerRequest, HttpServerResponse } from "@effect/platform"
 import { NodeHttpServerRequest, NodeStream } from "@effect/platform-node"
-import { ApiKeys, Domain, Errors, JournalEvents, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
+import { ApiKeys, Destinations, Domain, Errors, JournalEvents, JournalStore, Pipeline, VoiceJournal } from "@voice-journal/core"
 import { Context, Duration, Effect, Either, Layer, Option, ParseResult, Redacted, Schedule, Schema, Stream } from "effect"
 import {
   Authentication,
   CleanupBody,
   CurrentUser,
+  DeliverBody,
+  DeliveryView as DeliveryViewSchema,
+  DestinationBody,
+  DestinationView as DestinationViewSchema,
   EntryView,
   NoOptions,
   RerunBody,
@@ -47,7 +51,7 @@ const sseEvent = (e: Domain.JournalEvent): string => {
       status: e.status,
       at: e.at.toISOString(),
       stageId: e.stageId,
-      [e.stage === "transcription" ? "transcriptionId" : e.stage === "cleanup" ? "cleanupId" : "notionSyncId"]: e.stageId
+      [e.stage === "transcription" ? "transcriptionId" : e.stage === "cleanup" ? "cleanupId" : "deliveryId"]: e.stageId
     }
     : { entryId: e.entryId, status: e.status, at: e.at.toISOString() }
   return `id: ${e.id}\nevent: ${e.kind}\ndata: ${JSON.stringify(data)}\n\n`
@@ -169,8 +173,20 @@ const bearerToken = (header: string): Option.Option<Redacted.Redacted<string>> =
   return match === null ? Option.none() : Option.some(Redacted.make(match[1]!))
 }
 
+/** A destination as the API shows it: never its secret. */
+const destinationView = (d: Domain.StoredDestination) => ({
+  id: d.id,
+  kind: d.kind,
+  name: d.name,
+  config: d.config,
+  hasSecret: d.sealedSecret !== null,
+  disabledAt: d.disabledAt,
+  disabledReason: d.disabledReason,
+  createdAt: d.createdAt
+})
+
 /**
- * The handlers, on `VoiceJournal` and `JournalStore` in context.
+ * The handlers, on `VoiceJournal`, `Destinations` and `JournalStore` in context.
  * @since 0.1.0
  * @category layers
  */
@@ -262,6 +278,70 @@ export const layerHandlers = (options: {
         .handleRaw("sync", ({ path, request }) =>
           Effect.flatMap(Effect.zip(current, readOptions(request, NoOptions)), ([user]) =>
             orApiError(journal.syncToNotion(user.id, entryId(path.id)))))
+        .handleRaw("deliver", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(current, readOptions(request, DeliverBody)), ([user, options]) =>
+            orApiError(journal.deliver(user.id, entryId(path.id), options.destinationIds as ReadonlyArray<Domain.DestinationId> | undefined)).pipe(
+              Effect.flatMap((deliveries) => Schema.encode(Schema.Array(DeliveryViewSchema))(deliveries)),
+              Effect.map((body) => HttpServerResponse.unsafeJson(body, { status: 202 })),
+              Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message }))
+            )))
+    }))
+
+  const destinations = HttpApiBuilder.group(VoiceJournalApi, "destinations", (handlers) =>
+    Effect.gen(function*() {
+      const registry = yield* Destinations.Destinations
+      return handlers
+        .handleRaw("add", ({ request }) =>
+          Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, DestinationBody)), ([user, body]) =>
+            orApiError(registry.add(user.id, {
+              kind: body.kind,
+              name: body.name,
+              config: body.config,
+              secret: body.secret === undefined ? undefined : Redacted.make(body.secret)
+            })).pipe(
+              Effect.flatMap((d) => Schema.encode(DestinationViewSchema)(destinationView(d))),
+              Effect.map((b) => HttpServerResponse.unsafeJson(b, { status: 201 })),
+              Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message }))
+            )))
+        .handle("list", () =>
+          Effect.flatMap(CurrentUser, (user) => orApiError(registry.list(user.id)).pipe(Effect.map((ds) => ds.map(destinationView)))))
+        .handle("remove", ({ path }) =>
+          Effect.flatMap(CurrentUser, (user) => orApiError(registry.remove(user.id, path.id as Domain.DestinationId))))
+        .handleRaw("test", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, NoOptions)), ([user]) =>
+            registry.test(user.id, path.id as Domain.DestinationId).pipe(
+              Effect.as({ ok: true, error: null }),
+              // the destination's answer is the result, not an error of this request
+              Effect.catchTags({
+                TemporaryError: (e) => Effect.succeed({ ok: false, error: Errors.redactInternals(e.message) }),
+                PermanentError: (e) => Effect.succeed({ ok: false, error: Errors.redactInternals(e.message) }),
+                DestinationGone: (e) => Effect.succeed({ ok: false, error: Errors.redactInternals(e.message) })
+              }),
+              orApiError,
+              Effect.map((b) => HttpServerResponse.unsafeJson(b))
+            )))
+    }))
+
+  const deliveries = HttpApiBuilder.group(VoiceJournalApi, "deliveries", (handlers) =>
+    Effect.gen(function*() {
+      const journal = yield* VoiceJournal.VoiceJournal
+      return handlers
+        .handle("list", ({ urlParams }) =>
+          Effect.flatMap(CurrentUser, (user) =>
+            Effect.flatMap(paging(urlParams), (page) =>
+              orApiError(journal.listDeliveries(user.id, {
+                ...page,
+                status: urlParams.status,
+                destinationId: urlParams.destinationId as Domain.DestinationId | undefined,
+                entryId: urlParams.entryId as Domain.EntryId | undefined
+              })))))
+        .handleRaw("retry", ({ path, request }) =>
+          Effect.flatMap(Effect.zip(CurrentUser, readOptions(request, NoOptions)), ([user]) =>
+            orApiError(journal.retryDelivery(user.id, path.id as Domain.DeliveryId)).pipe(
+              Effect.flatMap((d) => Schema.encode(DeliveryViewSchema)(d)),
+              Effect.map((b) => HttpServerResponse.unsafeJson(b, { status: 202 })),
+              Effect.catchTag("ParseError", (e) => toApiError({ _tag: "ParseError", message: e.message }))
+            )))
     }))
 
   const notion = HttpApiBuilder.group(VoiceJournalApi, "notion", (handlers) =>
@@ -493,5 +573,5 @@ export const layerHandlers = (options: {
     })
   )
 
-  return Layer.mergeAll(entries, notion, templates, session, events, health).pipe(Layer.provide(authentication))
+  return Layer.mergeAll(entries, notion, templates, session, events, destinations, deliveries, health).pipe(Layer.provide(authentication))
 }

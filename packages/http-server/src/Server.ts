@@ -18,12 +18,14 @@ import {
   BlobStore,
   BlobSweeper,
   Cleaner,
+  Destinations,
   Domain,
   JournalEvents,
   JournalStore,
   NotionPublisher,
   Pipeline,
   RequestBudget,
+  SecretBox,
   Transcriber,
   VoiceJournal,
   WatchFolder,
@@ -171,7 +173,17 @@ export const layerApp = (config: ServerConfig) => {
   // the engines get storage's request budget; the same layer value, so storage is built once
   const engines = layerEngines(config).pipe(Layer.provide(storage))
   const sweepAge = Duration.seconds(config.audioSweep?.minAgeSeconds ?? 3600)
-  const services = Layer.mergeAll(storage, layerBlobs(config, sweepAge), engines)
+  const base = Layer.mergeAll(storage, layerBlobs(config, sweepAge), engines)
+  // users' destinations: secrets open with VJ_SECRET_KEY; start-up fails if stored secrets need it and it is missing
+  const d = config.destinations
+  const secrets = d !== undefined && Option.isSome(d.secretKey) ? SecretBox.layer(d.secretKey.value) : Layer.empty
+  const destinations = Destinations.layer({
+    markdownRoot: d?.markdownRoot,
+    webhookAllowHosts: d?.webhookAllowHosts,
+    notionBaseUrl: d?.notionBaseUrl,
+    notionRequestsPerSecond: d?.notionRequestsPerSecond
+  }).pipe(Layer.provide(Layer.merge(base, secrets)))
+  const services = Layer.mergeAll(base, destinations)
   const journal = VoiceJournal.layer({
     maxUploadBytes: config.maxUploadBytes,
     notionEnabled: Option.isSome(config.notion),
@@ -184,7 +196,7 @@ export const layerApp = (config: ServerConfig) => {
     shutdownGrace: Duration.seconds(config.shutdownGraceSeconds),
     chunkSeconds: config.longRecordings?.chunkSeconds,
     pieceConcurrency: config.longRecordings?.pieceConcurrency,
-    ...(Option.isSome(config.notion) ? { retry: { notion: { maxAttempts: config.notion.value.maxRetries } } } : {})
+    ...(Option.isSome(config.notion) ? { retry: { delivery: { maxAttempts: config.notion.value.maxRetries } } } : {})
   })
   const sweeper = BlobSweeper.layer({ minAge: sweepAge, interval: Duration.seconds(config.audioSweep?.intervalSeconds ?? 3600) })
   // the watch folder (if configured) ingests through the same front door; its start fails the server's

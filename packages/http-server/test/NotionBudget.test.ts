@@ -88,7 +88,7 @@ describe("Notion budget across nodes (PostgreSQL)", () => {
       let open = ids.length
       for (let i = 0; i < 1200 && open > 0; i++) {
         yield* Effect.sleep("250 millis")
-        const rows = yield* sql<{ n: number }>`SELECT CAST(count(*) AS INTEGER) AS n FROM notion_syncs WHERE status = 'success'`
+        const rows = yield* sql<{ n: number }>`SELECT CAST(count(*) AS INTEGER) AS n FROM deliveries WHERE status = 'success'`
         open = ids.length - rows[0]!.n
       }
       const perEntry = new Map<string, number>()

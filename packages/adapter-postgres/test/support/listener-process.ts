@@ -8,7 +8,7 @@ import { WorkSignal } from "@voice-journal/core"
 import { Effect, Layer } from "effect"
 import * as PgJournalStore from "../../src/PgJournalStore.js"
 
-const stages = ["transcription", "cleanup", "notion"] as const
+const stages = ["transcription", "cleanup", "delivery"] as const
 
 const program = Effect.gen(function*() {
   const signal = yield* WorkSignal.WorkSignal

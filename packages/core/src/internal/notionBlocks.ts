@@ -66,6 +66,13 @@ export const paragraph = (content: string): BlockObjectRequest => ({
   paragraph: { rich_text: [{ type: "text", text: { content } }] }
 })
 
+/** A to-do block (unchecked): one action item. */
+export const toDo = (content: string): BlockObjectRequest => ({
+  object: "block",
+  type: "to_do",
+  to_do: { rich_text: [{ type: "text", text: { content: content.slice(0, limits.richTextChars) } }], checked: false }
+})
+
 const toggle = (children: ReadonlyArray<BlockObjectRequest>): BlockObjectRequest => ({
   object: "block",
   type: "toggle",
@@ -106,13 +113,14 @@ export const batches = (blocks: ReadonlyArray<BlockObjectRequest>, budget: Budge
 }
 
 /**
- * The page body: the cleaned text as top-level paragraphs, then one toggle
+ * The page body: the cleaned text as top-level paragraphs, the action items
+ * as to-do blocks, then one toggle
  * holding the raw transcript. The toggle is created with as many transcript
  * paragraphs as fit a third of a request (`toggleInitial`), the rest are
  * appended to it.
  */
 export interface PageBody {
-  /** The cleaned text's paragraphs (top level). */
+  /** Everything before the toggle: the cleaned text's paragraphs, then the action items' to-dos. */
   readonly text: ReadonlyArray<BlockObjectRequest>
   /** Every top-level block in order: `text`, then the toggle. */
   readonly top: ReadonlyArray<BlockObjectRequest>
@@ -122,8 +130,13 @@ export interface PageBody {
   readonly toggleInitial: number
 }
 
-export const pageBody = (input: { readonly text: string; readonly transcript: string }): PageBody => {
-  const text = splitText(input.text).map(paragraph)
+export const pageBody = (
+  input: { readonly text: string; readonly transcript: string; readonly actionItems?: ReadonlyArray<string> | undefined }
+): PageBody => {
+  const text = [
+    ...splitText(input.text).map(paragraph),
+    ...(input.actionItems ?? []).map((item) => item.trim()).filter((item) => item !== "").map(toDo)
+  ]
   const transcript = splitText(input.transcript).map(paragraph)
   const initial = batches(transcript, { ...requestBudget, bytes: requestBudget.bytes / 3, elements: requestBudget.elements / 2 })[0] ?? []
   return { text, top: [...text, toggle(initial)], transcript, toggleInitial: initial.length }

@@ -13,7 +13,11 @@
  * closes with it), then point the publisher at `notion.url` with
  * `notion.token` and `notion.databaseId`. It checks the bearer token (401),
  * the `Notion-Version` header (400) and the database / data source id (404).
- * Property names are the publisher's defaults ("Name", "Date", "Entry ID").
+ * Property names are the publisher's defaults ("Name", "Date", "Entry ID");
+ * `make({ properties })` gives the data source other columns (e.g.
+ * `{ Summary: "rich_text", Tags: "multi_select" }`), which data source
+ * retrieve reports and page creation accepts — a property the schema does
+ * not have is a 400 `validation_error`, as Notion answers it.
  *
  * Scripting failures: `failNext(fault, times?, only?)` answers the next
  * `times` requests (only those starting with `only`, e.g. "PATCH /v1/blocks/")
@@ -40,6 +44,8 @@ export interface StoredPage {
   readonly title: string
   readonly entryId: string
   readonly date: string | null
+  /** Further properties: rich text as its text, multi-selects as their option names. */
+  readonly properties: Readonly<Record<string, string | ReadonlyArray<string>>>
   /** Top-level blocks with their text; toggles list their children's text. */
   readonly blocks: ReadonlyArray<{ readonly type: string; readonly text: string; readonly children: ReadonlyArray<string> }>
 }
@@ -82,7 +88,9 @@ const uuid = () => globalThis.crypto.randomUUID()
 
 class Invalid extends Error {}
 
-export const make = (options: { readonly token?: string } = {}): Effect.Effect<FakeNotion, never, Scope.Scope> =>
+export const make = (
+  options: { readonly token?: string; readonly properties?: Readonly<Record<string, string>> } = {}
+): Effect.Effect<FakeNotion, never, Scope.Scope> =>
   Effect.gen(function*() {
     const token = options.token ?? "secret_test_notion_token"
     const databaseId = uuid()
@@ -91,7 +99,8 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
     const swallowAnswer: Array<string> = []
     const requests: Array<NotionRequestRecord> = []
     const blocks = new Map<string, Block>()
-    const pages = new Map<string, { id: string; title: string; entryId: string; date: string | null }>()
+    const pages = new Map<string, { id: string; title: string; entryId: string; date: string | null; properties: Record<string, string | ReadonlyArray<string>> }>()
+    const schema: Record<string, string> = { Name: "title", Date: "date", "Entry ID": "rich_text", ...options.properties }
     const trashed = new Set<string>()
 
     const send = (res: http.ServerResponse, status: number, body: unknown) =>
@@ -194,6 +203,11 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
           if (parts[2] !== databaseId) return error(res, 404, "object_not_found", `Could not find database with ID: ${parts[2]}. Make sure the relevant pages and databases are shared with your integration.`)
           return send(res, 200, { object: "database", id: databaseId, title: [], data_sources: [{ id: dataSourceId, name: "Journal" }] })
         }
+        if (req.method === "GET" && parts[1] === "data_sources" && parts.length === 3) {
+          if (parts[2] !== dataSourceId) return error(res, 404, "object_not_found", "Could not find data source")
+          const properties = Object.fromEntries(Object.entries(schema).map(([name, type]) => [name, { id: name, name, type, [type]: {} }]))
+          return send(res, 200, { object: "data_source", id: dataSourceId, title: [], properties })
+        }
         if (req.method === "POST" && parts[1] === "data_sources" && parts[3] === "query") {
           if (parts[2] !== dataSourceId) return error(res, 404, "object_not_found", "Could not find data source")
           const wanted = body.filter?.rich_text?.equals
@@ -206,12 +220,20 @@ export const make = (options: { readonly token?: string } = {}): Effect.Effect<F
           }
           const title = textOf(body.properties?.Name?.title ?? [])
           const entryId = textOf(body.properties?.["Entry ID"]?.rich_text ?? [])
+          const extra: Record<string, string | ReadonlyArray<string>> = {}
+          for (const [name, value] of Object.entries((body.properties ?? {}) as Record<string, Record<string, unknown>>)) {
+            const type = schema[name]
+            if (type === undefined) return error(res, 400, "validation_error", `${name} is not a property that exists.`)
+            if (!(type in value)) return error(res, 400, "validation_error", `${name} is expected to be ${type}.`)
+            if (type === "rich_text" && name !== "Entry ID") extra[name] = textOf(value.rich_text)
+            if (type === "multi_select") extra[name] = (value.multi_select as Array<{ name: string }>).map((o) => o.name)
+          }
           validateOnly(body.children ?? [], 1)
           checkElements(body.children ?? [])
           const page: Block = { id: uuid(), type: "page", text: title, children: [] }
           blocks.set(page.id, page)
           addChildren(page, body.children ?? [], 1)
-          pages.set(page.id, { id: page.id, title, entryId, date: body.properties?.Date?.date?.start ?? null })
+          pages.set(page.id, { id: page.id, title, entryId, date: body.properties?.Date?.date?.start ?? null, properties: extra })
           return send(res, 200, pageJson(page.id))
         }
         if (req.method === "GET" && parts[1] === "pages") {

@@ -17,15 +17,29 @@ import * as AudioPieces from "../../src/AudioPieces.js"
 import * as AudioProbe from "../../src/AudioProbe.js"
 import * as BlobStore from "../../src/BlobStore.js"
 import * as Cleaner from "../../src/Cleaner.js"
+import * as Destinations from "../../src/Destinations.js"
 import * as JournalStore from "../../src/JournalStore.js"
 import * as NotionPublisher from "../../src/NotionPublisher.js"
 import * as Pipeline from "../../src/Pipeline.js"
+import * as SecretBox from "../../src/SecretBox.js"
 import * as Transcriber from "../../src/Transcriber.js"
 import * as VoiceJournal from "../../src/VoiceJournal.js"
 import * as WorkSignal from "../../src/WorkSignal.js"
 import * as FakeNotion from "./FakeNotion.js"
 import * as FakeOllama from "./FakeOllama.js"
 import * as FakeOpenAi from "./FakeOpenAiTranscription.js"
+import * as FakeWebhookReceiver from "./FakeWebhookReceiver.js"
+
+/** The server key tests seal destination secrets with (VJ_SECRET_KEY). */
+export const testSecretKey = "11".repeat(32)
+
+/** What the harness's `Destinations` allow: a Markdown root in the test directory, loopback webhooks, the loopback Notion. */
+export const destinationsOptions = (markdownRoot: string, notionUrl: string): Destinations.DestinationsOptions => ({
+  markdownRoot,
+  notionBaseUrl: notionUrl,
+  notionRequestsPerSecond: 50,
+  webhookAllowHosts: ["127.0.0.1"]
+})
 
 export type StoreKind = "sqlite" | "postgres"
 
@@ -35,7 +49,7 @@ export const fastPipeline: Pipeline.PipelineOptions = {
   heartbeat: "500 millis",
   pollInterval: "200 millis",
   shutdownGrace: "2 seconds",
-  retry: Object.fromEntries((["transcription", "cleanup", "notion"] as const).map((stage) => [stage, {
+  retry: Object.fromEntries((["transcription", "cleanup", "delivery"] as const).map((stage) => [stage, {
     initialDelay: "100 millis",
     inProcessRetries: 3,
     durableDelay: "300 millis",
@@ -56,6 +70,10 @@ export interface Harness {
   readonly ollama: FakeOllama.FakeOllama
   readonly notion: FakeNotion.FakeNotion
   readonly transcription: FakeOpenAi.FakeOpenAiTranscription
+  readonly webhook: FakeWebhookReceiver.FakeWebhookReceiver
+  /** Root of users' Markdown folders. */
+  readonly markdownRoot: string
+  readonly destinations: Destinations.Destinations["Type"]
   /** Starts workers; closing the returned scope shuts them down gracefully. */
   readonly startPipeline: (options?: Pipeline.PipelineOptions) => Effect.Effect<Scope.CloseableScope>
   readonly stopPipeline: (scope: Scope.CloseableScope) => Effect.Effect<void>
@@ -83,6 +101,8 @@ export const make = (options: {
     const transcription = yield* FakeOpenAi.make(
       options.transcription ?? (options.instantTranscription ? { instantText: "hello world this is a test" } : {})
     )
+    const webhook = yield* FakeWebhookReceiver.make()
+    const markdownRoot = path.join(dir, "vaults")
     const notionEnabled = options.notion !== false
 
     const integrations = Layer.mergeAll(
@@ -94,12 +114,14 @@ export const make = (options: {
         ? NotionPublisher.layer({ token: Redacted.make(notion.token), databaseId: notion.databaseId, baseUrl: notion.url, requestsPerSecond: 50 })
         : Layer.empty
     )
-    const services = Layer.mergeAll(
+    const base = Layer.mergeAll(
       storeLayer(options.kind, storeLocation),
       BlobStore.layerFileSystem({ directory: blobDir }),
       WorkSignal.layer,
+      SecretBox.layer(Redacted.make(testSecretKey)).pipe(Layer.orDie),
       integrations
     )
+    const services = Layer.provideMerge(Destinations.layer(destinationsOptions(markdownRoot, notion.url)), base)
     const context = yield* Layer.build(services)
     const journal = yield* Effect.provide(VoiceJournal.make({ notionEnabled, maxUploadBytes: 50 * 1024 * 1024 }), context)
 
@@ -126,6 +148,9 @@ export const make = (options: {
       ollama,
       notion,
       transcription,
+      webhook,
+      markdownRoot,
+      destinations: Context.get(context, Destinations.Destinations),
       startPipeline,
       stopPipeline: (scope) => Scope.close(scope, Exit.void)
     }
@@ -143,7 +168,7 @@ export const eventually = <A, E, R>(
   ) as Effect.Effect<A, E | string, R>
 
 /** Counts rows of a stage table by status. */
-export const statusCounts = (sql: SqlClient.SqlClient, table: "transcriptions" | "cleaned_entries" | "notion_syncs") =>
+export const statusCounts = (sql: SqlClient.SqlClient, table: "transcriptions" | "cleaned_entries" | "deliveries") =>
   sql.unsafe<{ status: string; n: number | string }>(`SELECT status, count(*) AS n FROM ${table} GROUP BY status`).pipe(
     Effect.map((rows) => Object.fromEntries(rows.map((r) => [r.status, Number(r.n)])) as Record<string, number>),
     Effect.orDie

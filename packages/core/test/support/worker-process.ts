@@ -13,10 +13,12 @@ import * as AudioProbe from "../../src/AudioProbe.js"
 import * as BlobStore from "../../src/BlobStore.js"
 import * as Cleaner from "../../src/Cleaner.js"
 import * as NotionPublisher from "../../src/NotionPublisher.js"
+import * as Destinations from "../../src/Destinations.js"
 import * as Pipeline from "../../src/Pipeline.js"
+import * as SecretBox from "../../src/SecretBox.js"
 import * as Transcriber from "../../src/Transcriber.js"
 import * as WorkSignal from "../../src/WorkSignal.js"
-import { type StoreKind, storeLayer } from "./PipelineHarness.js"
+import { destinationsOptions, type StoreKind, storeLayer, testSecretKey } from "./PipelineHarness.js"
 
 export interface WorkerConfig {
   readonly kind: StoreKind
@@ -26,10 +28,12 @@ export interface WorkerConfig {
   readonly concurrency?: number
   readonly ollamaUrl?: string
   readonly transcribeUrl?: string
-  readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string }
+  readonly notion?: { readonly url: string; readonly token: string; readonly databaseId: string } | undefined
   readonly noopLog?: string
   readonly chunkSeconds?: number
   readonly pieceConcurrency?: number
+  /** Users' destinations as the harness has them (same Markdown root, same secret key). */
+  readonly destinations?: { readonly markdownRoot: string }
 }
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig
@@ -62,15 +66,21 @@ const Worker = Pipeline.layer({
   lease: config.lease,
   heartbeat: "500 millis",
   pollInterval: "200 millis",
-  concurrency: { transcription: concurrency, cleanup: concurrency, notion: concurrency },
+  concurrency: { transcription: concurrency, cleanup: concurrency, delivery: concurrency },
   chunkSeconds: config.chunkSeconds,
   pieceConcurrency: config.pieceConcurrency
 }).pipe(
-  Layer.provide(Layer.mergeAll(
-    storeLayer(config.kind, config.storeLocation),
-    BlobStore.layerFileSystem({ directory: config.blobDir }),
-    WorkSignal.layer,
-    engines
+  Layer.provide(Layer.provideMerge(
+    config.destinations !== undefined
+      ? Destinations.layer(destinationsOptions(config.destinations.markdownRoot, config.notion?.url ?? "")).pipe(Layer.orDie)
+      : Layer.empty,
+    Layer.mergeAll(
+      storeLayer(config.kind, config.storeLocation),
+      BlobStore.layerFileSystem({ directory: config.blobDir }),
+      WorkSignal.layer,
+      SecretBox.layer(Redacted.make(testSecretKey)).pipe(Layer.orDie),
+      engines
+    )
   )),
   Layer.tap(() => Effect.sync(() => console.log("ready")))
 )
