@@ -9,6 +9,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
+import * as YAML from "yaml"
 import * as AudioPieces from "../src/AudioPieces.js"
 import * as BlobStore from "../src/BlobStore.js"
 import { audioBytes, longRecording } from "./support/Audio.js"
@@ -158,6 +159,44 @@ describe("Crash recovery of deliveries", () => {
       const messages = h.webhook.received()
       expect(messages.map((m) => [m.id, m.verified])).toEqual([[stranded!.id, true], [stranded!.id, true]])
       expect(done.deliveries[0]!.id).toBe(stranded!.id)
+    }), { timeout: 240_000 })
+
+  it.scopedLive("a worker SIGKILLed after the Markdown file was written but before the row update: the restarted worker rewrites the same file, no second one", () =>
+    Effect.gen(function*() {
+      const h = yield* make({ kind: "sqlite", notion: false, instantTranscription: true })
+      const { user } = yield* h.journal.createUser("u")
+      yield* h.destinations.add(user.id, { kind: "markdown", name: "vault", config: { folder: "v" } })
+      const folder = path.join(h.markdownRoot, "v")
+      const delivered = path.join(h.dir, "delivered") // the worker writes it once the file is written, then hangs before the row update
+      const destinations = { markdownRoot: h.markdownRoot }
+      const worker = yield* spawnWorker(workerConfig(h, { notion: undefined, destinations, holdAfterDelivery: delivered }))
+      const { entry } = yield* h.journal.ingest(user.id, Stream.make(audioBytes("wav")))
+      yield* eventually(Effect.sync(() => fs.existsSync(delivered) ? true : undefined))
+      const written = fs.readdirSync(folder)
+      expect(written.length).toBe(1)
+      const name = written[0]!
+      const before = fs.readFileSync(path.join(folder, name), "utf8")
+      yield* killHard(worker)
+      const deliveries = (yield* h.journal.getEntry(user.id, entry.id)).deliveries
+      expect(deliveries.length).toBe(1)
+      const stranded = deliveries[0]!
+      expect(stranded.status).toBe("processing")
+      expect(stranded.externalRef).toBe(name) // the file name was recorded before the write
+      // restart: a new worker process on the same database and folder
+      yield* spawnWorker(workerConfig(h, { notion: undefined, destinations }))
+      const done = (yield* eventually(h.journal.getEntry(user.id, entry.id).pipe(
+        Effect.map((d) => d.deliveries[0]?.status === "success" ? d : undefined)
+      ))).deliveries[0]!
+      expect(done.id).toBe(stranded.id)
+      expect(done.attempts).toBe(2)
+      expect(done.externalRef).toBe(name)
+      expect(fs.readdirSync(folder)).toEqual([name]) // one file, the same name, no temporary files left
+      const text = fs.readFileSync(path.join(folder, name), "utf8")
+      expect(text).toBe(before)
+      const front = YAML.parse(/^---\n([\s\S]*?)\n---\n/.exec(text)![1]!)
+      expect(front.entry_id).toBe(entry.id)
+      expect(name).toBe(`${front.date.slice(0, 10)} ${front.title}.md`)
+      expect(text.endsWith("## Transcript\n\nhello world this is a test\n")).toBe(true) // whole, to the last section
     }), { timeout: 240_000 })
 
   it.live("a Markdown write SIGKILLed mid-write leaves the old file or the new one, whole, never a part", () =>

@@ -4,6 +4,9 @@
  * It prints "ready" once its workers run, and runs until killed.
  * With `noopLog`, stages are instant (no engines) and every transcription
  * run appends "<entryId>\n" to that file, so tests can count executions.
+ * With `holdAfterDelivery`, a delivery whose destination's `deliver` has
+ * returned writes that file and then hangs before the row is completed, so
+ * a test can SIGKILL the worker in that window without timing luck.
  */
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
 import { type Duration, Effect, Layer, Redacted } from "effect"
@@ -34,6 +37,8 @@ export interface WorkerConfig {
   readonly pieceConcurrency?: number
   /** Users' destinations as the harness has them (same Markdown root, same secret key). */
   readonly destinations?: { readonly markdownRoot: string }
+  /** A file written once a `deliver` has returned; that delivery then never reaches its row update. */
+  readonly holdAfterDelivery?: string
 }
 
 const config = JSON.parse(process.argv[2]!) as WorkerConfig
@@ -61,6 +66,32 @@ const engines = config.noopLog !== undefined
       : Layer.empty
   )
 
+/** Test-only: every destination's `deliver` signals `marker` when done, then hangs (the row stays `processing`). */
+const holdAfterDelivery = (marker: string) =>
+  Layer.effect(
+    Destinations.Destinations,
+    Effect.map(Destinations.Destinations, (registry) =>
+      Destinations.Destinations.of({
+        ...registry,
+        resolve: (userId, id) =>
+          Effect.map(registry.resolve(userId, id), (port) => ({
+            ...port,
+            deliver: (document, previous) =>
+              port.deliver(document, previous).pipe(
+                Effect.zipRight(Effect.sync(() => fs.writeFileSync(marker, document.deliveryId))),
+                Effect.zipRight(Effect.never)
+              )
+          }))
+      }))
+  )
+
+const destinations = config.destinations !== undefined
+  ? Destinations.layer(destinationsOptions(config.destinations.markdownRoot, config.notion?.url ?? "")).pipe(
+    Layer.orDie,
+    (registry) => config.holdAfterDelivery !== undefined ? Layer.provide(holdAfterDelivery(config.holdAfterDelivery), registry) : registry
+  )
+  : Layer.empty
+
 const concurrency = config.concurrency ?? 2
 const Worker = Pipeline.layer({
   lease: config.lease,
@@ -71,9 +102,7 @@ const Worker = Pipeline.layer({
   pieceConcurrency: config.pieceConcurrency
 }).pipe(
   Layer.provide(Layer.provideMerge(
-    config.destinations !== undefined
-      ? Destinations.layer(destinationsOptions(config.destinations.markdownRoot, config.notion?.url ?? "")).pipe(Layer.orDie)
-      : Layer.empty,
+    destinations,
     Layer.mergeAll(
       storeLayer(config.kind, config.storeLocation),
       BlobStore.layerFileSystem({ directory: config.blobDir }),
