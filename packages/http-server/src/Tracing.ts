@@ -6,7 +6,7 @@
  * redacted; joined to a caller's `traceparent`), the upload's spans, and —
  * in the same trace, because the entry stores its upload's trace and span
  * ids — one span per attempt of each stage (`voice-journal.transcription`,
- * `.cleanup`, `.notion`), with the transcriber's HTTP calls inside. The
+ * `.cleanup`, `.delivery`), with the transcriber's HTTP calls inside. The
  * entry's `traceId` is in its API answer.
  *
  * Without the variable, spans stay in-process (Effect's native tracer): the

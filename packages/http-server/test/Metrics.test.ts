@@ -58,7 +58,7 @@ describe("GET /metrics", () => {
       expect(res.contentType).toMatch(/^text\/plain; version=0\.0\.4/)
       const after = parse(res.text)
       const delta = (series: string) => value(after, series) - value(before, series)
-      for (const stage of ["transcription", "cleanup", "notion"]) {
+      for (const stage of ["transcription", "cleanup", "delivery"]) {
         expect(delta(`voice_journal_stage_duration_seconds_count{stage="${stage}",outcome="completed"}`)).toBe(1)
         // every run lands in the +Inf bucket
         expect(delta(`voice_journal_stage_duration_seconds_bucket{stage="${stage}",outcome="completed",le="+Inf"}`)).toBe(1)
@@ -73,7 +73,7 @@ describe("GET /metrics", () => {
         .toBeGreaterThan(0)
       expect(res.text).not.toContain(id)
       // the queue is empty again, and every stage × status is reported (0, not absent)
-      for (const stage of ["transcription", "cleanup", "notion"]) {
+      for (const stage of ["transcription", "cleanup", "delivery"]) {
         for (const status of ["pending", "retrying", "processing"]) {
           expect(after.get(`voice_journal_queue_depth{stage="${stage}",status="${status}"}`)).toBe(0)
         }

@@ -78,7 +78,7 @@ describe("traces (OTEL_EXPORTER_OTLP_ENDPOINT)", () => {
       })
       const spans = yield* waitFor(async () => {
         const names = new Set(otlp.spans.filter((x) => x.traceId === traceId).map((x) => x.name))
-        return ["voice-journal.transcription", "voice-journal.cleanup", "voice-journal.notion"].every((n) => names.has(n))
+        return ["voice-journal.transcription", "voice-journal.cleanup", "voice-journal.delivery"].every((n) => names.has(n))
           ? otlp.spans.filter((x) => x.traceId === traceId)
           : undefined
       })
@@ -90,7 +90,7 @@ describe("traces (OTEL_EXPORTER_OTLP_ENDPOINT)", () => {
       expect(attribute(server, "http.response.status_code")).toBe(201)
       // each stage span hangs under the upload's span, and names the entry
       const byId = new Map(spans.map((x) => [x.spanId, x]))
-      for (const stage of ["transcription", "cleanup", "notion"]) {
+      for (const stage of ["transcription", "cleanup", "delivery"]) {
         const span = spans.find((x) => x.name === `voice-journal.${stage}`)!
         expect(attribute(span, "voice_journal.entry_id")).toBe(id)
         // walk up to the root: it is the upload's server span
