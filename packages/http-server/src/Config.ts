@@ -469,8 +469,9 @@ const chooseTranscription = (
     readonly transcribeMaxBytes: Option.Option<number>
   }
 ): Either.Either<Transcription, ConfigError.ConfigError> => {
-  const maxBytes = Option.getOrUndefined(c.transcribeMaxBytes)
-  const command: Transcription = { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert, maxBytes }
+  // absent unless set: the engine's own default applies
+  const limit = Option.match(c.transcribeMaxBytes, { onNone: () => ({}), onSome: (maxBytes) => ({ maxBytes }) })
+  const command: Transcription = { kind: "command", command: c.transcribeCommand, convert: c.transcribeConvert, ...limit }
   if (c.transcriber === "openai") {
     return Either.right({
       kind: "openai",
@@ -478,7 +479,7 @@ const chooseTranscription = (
       apiKey: c.transcribeApiKey,
       model: c.transcribeModel,
       language: c.language,
-      maxBytes
+      ...limit
     })
   }
   if (c.transcriber === "command") return Either.right(command)
