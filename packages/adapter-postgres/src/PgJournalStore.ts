@@ -9,10 +9,10 @@
  * @since 0.1.0
  */
 import { NodeContext } from "@effect/platform-node"
-import { SqlClient } from "@effect/sql"
+import { type SqlError, SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { type EntrySearch, Errors, JournalEvents, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
-import { Deferred, Effect, Layer, Redacted, Schedule, Stream } from "effect"
+import { Deferred, Effect, Layer, Option, Redacted, Schedule, Stream } from "effect"
 
 /**
  * @since 0.1.0
@@ -61,26 +61,80 @@ export const search: SqlJournalStore.SearchDialect = {
  * The PostgreSQL differences: the claim query, the unique-violation code, `tsvector` search.
  * @since 0.1.0
  */
+/** The claim's CTEs: an expired lease first, else the first due row, locked and skipped by concurrent claimers. */
+const claimCtes = (sql: SqlClient.SqlClient, table: string, params: SqlJournalStore.ClaimParams) =>
+  // FOR UPDATE is not allowed in a UNION: lock in two CTEs; the Append
+  // under LIMIT 1 reads the second only when the first is empty
+  sql`expired AS (
+      SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
+      ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED),
+    due AS (
+      SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
+      ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+    next AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT 1)`
+
+const claimUpdate = (sql: SqlClient.SqlClient, table: string, params: SqlJournalStore.ClaimParams) =>
+  sql`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
+    FROM next WHERE ${sql(table)}.id = next.id`
+
+/**
+ * The PostgreSQL differences: the claim query (one statement with its
+ * event and the entry), the unique-violation code, `tsvector` search, and
+ * event hints by NOTIFY after commit.
+ * @since 0.1.0
+ */
 export const dialect: SqlJournalStore.Dialect = {
   search,
   claimOne: (sql, table, params) =>
-    // FOR UPDATE is not allowed in a UNION: lock in two CTEs; the Append
-    // under LIMIT 1 reads the second only when the first is empty
-    sql<SqlJournalStore.ClaimedRow>`WITH expired AS (
-        SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
-        ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED),
-      due AS (
-        SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
-        ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),
-      next AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT 1)
-      UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
-      FROM next WHERE ${sql(table)}.id = next.id
+    sql<SqlJournalStore.ClaimedRow>`WITH ${claimCtes(sql, table, params)}
+      ${claimUpdate(sql, table, params)}
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns.replace(/(^|, )(\w+)/g, `$1${table}.$2`))}`,
+  // one round trip instead of a transaction of four statements
+  claimWithEvent: (sql, table, params) =>
+    sql<SqlJournalStore.ClaimedRow & Record<string, unknown>>`WITH ${claimCtes(sql, table, params)},
+      claimed AS (${claimUpdate(sql, table, params)}
+        RETURNING ${sql(table)}.id, ${sql(table)}.entry_id, ${sql(table)}.user_id, ${sql(table)}.attempts, ${sql(table)}.lease_expires_at),
+      event AS (${SqlJournalStore.claimEvent(sql, params.stage, params.now)})
+      SELECT c.id, c.entry_id AS "entryId", c.user_id AS "userId", c.attempts, c.lease_expires_at AS "leaseExpiresAt",
+        ${sql.literal(SqlJournalStore.claimedEntryColumns("e"))}
+      FROM claimed c JOIN voice_entries e ON e.id = c.entry_id`,
   isUniqueViolation: (error) => (error.cause as { code?: unknown } | undefined)?.code === "23505",
-  // a hint per user, which PostgreSQL delivers to every LISTENing node at commit
-  beforeEvents: (sql, userIds) =>
-    Effect.forEach(userIds, (userId) => sql`SELECT pg_notify(${eventsChannel}, ${userId})`, { discard: true })
+  // a hint per user, which every LISTENing node's event streams wake on
+  makeEventHints: (sql) => hintSender(sql, eventsChannel)
 }
+
+/**
+ * Sends NOTIFY hints on `channel`. After a commit they go out coalesced: a
+ * hint given while a send is in flight joins the next send, so a busy node
+ * sends at most one NOTIFY statement at a time, and never inside its write
+ * transactions, whose commits PostgreSQL would otherwise serialise on the
+ * notification queue's lock. Inside a caller's transaction a hint is sent in
+ * it (PostgreSQL delivers it at that commit). A failed send is logged at
+ * warning: hints only cost latency when lost, polling finds the work.
+ */
+const hintSender = (sql: SqlClient.SqlClient, channel: string) =>
+  Effect.sync(() => {
+    const pending = new Set<string>()
+    let sending = false
+    const send = (payloads: ReadonlyArray<string>) => notifyAll(sql, channel, payloads)
+    const drain: Effect.Effect<void> = Effect.suspend(() => {
+      if (pending.size === 0) {
+        sending = false
+        return Effect.void
+      }
+      const batch = [...pending]
+      pending.clear()
+      return send(batch).pipe(Effect.catchAll(notifyFailed(channel)), Effect.zipRight(drain))
+    })
+    return (payload: string): Effect.Effect<void, SqlError.SqlError> =>
+      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
+        if (Option.isSome(transaction)) return Effect.asVoid(send([payload]))
+        pending.add(payload)
+        if (sending) return Effect.void
+        sending = true
+        return Effect.asVoid(Effect.forkDaemon(drain))
+      })
+  })
 
 /** Any constant: the advisory lock key that serialises start-up migrations across nodes. */
 const migrationLockKey = 7_240_213
@@ -147,19 +201,26 @@ const channel = "voice_journal_work"
 const stages: ReadonlyArray<string> = ["transcription", "cleanup", "delivery"]
 
 /**
- * Sends one "work queued" hint to every node. `pg_notify($1, $2)` because
+ * One NOTIFY statement for several payloads. `pg_notify($1, …)` because
  * `NOTIFY channel, $1` (what `PgClient.notify` sends) is a syntax error in
- * PostgreSQL, and a failed `pool.query` also destroys its connection. It
+ * PostgreSQL, and a failed `pool.query` also destroys its connection; this
  * goes through the client's normal query path, where a failure returns the
- * connection to the pool. A failure is logged at warning and never fails
- * the caller: the row is already committed and polling will find it.
+ * connection to the pool.
+ */
+const notifyAll = (sql: SqlClient.SqlClient, channel: string, payloads: ReadonlyArray<string>) =>
+  sql`SELECT pg_notify(${channel}, p) FROM json_array_elements_text(${JSON.stringify(payloads)}) AS p`
+
+const notifyFailed = (channel: string) => (e: unknown) =>
+  Effect.logWarning(`NOTIFY ${channel} failed; other nodes find the change by polling`, e)
+
+/**
+ * Sends one "work queued" hint to every node now (what the work signal's
+ * coalesced sends run). A failure is logged at warning and never fails the
+ * caller: the row is already committed and polling will find it.
  * @since 0.1.0
  */
 export const sendWorkHint = (sql: SqlClient.SqlClient, payload: string): Effect.Effect<void> =>
-  sql`SELECT pg_notify(${channel}, ${payload})`.pipe(
-    Effect.asVoid,
-    Effect.catchAll((e) => Effect.logWarning("NOTIFY voice_journal_work failed; other nodes will find the work by polling", e))
-  )
+  notifyAll(sql, channel, [payload]).pipe(Effect.asVoid, Effect.catchAll(notifyFailed(channel)))
 
 /**
  * Wake-ups across nodes: `notify` also sends a hint on `voice_journal_work`,
@@ -175,7 +236,11 @@ export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient
     const sql = yield* PgClient.PgClient
     const local = yield* WorkSignal.make
     yield* listenForHints(sql, channel, (payload) => stages.includes(payload) ? local.notify(payload as never) : Effect.void)
-    return { next: local.next, notify: (stage) => Effect.zipRight(local.notify(stage), sendWorkHint(sql, stage)) }
+    const hint = yield* hintSender(sql, channel)
+    return {
+      next: local.next,
+      notify: (stage) => Effect.zipRight(local.notify(stage), hint(stage).pipe(Effect.catchAll(notifyFailed(channel))))
+    }
   })
 )
 

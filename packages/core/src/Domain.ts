@@ -460,6 +460,14 @@ export interface Job {
 }
 
 /**
+ * A job as a claim hands it over: with its entry, read in the same step.
+ * @since 0.1.0
+ */
+export interface ClaimedJob extends Job {
+  readonly entry: VoiceEntry
+}
+
+/**
  * A browser session: made from an API key (`POST /session`), stored only as
  * the SHA-256 of its random id, ended by its expiry, by signing out, or by
  * revoking the key it came from.

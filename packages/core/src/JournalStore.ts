@@ -27,6 +27,7 @@ import type {
   DeliveryStatus,
   DestinationId,
   DestinationKind,
+  ClaimedJob,
   Job,
   JournalEvent,
   Page,
@@ -321,9 +322,10 @@ export interface JournalStoreService {
   /**
    * Atomically claims the next due row of `stage`: pending or retrying with
    * `next_attempt_at <= now`, or processing with an expired lease. Safe with
-   * any number of claimers on any number of connections.
+   * any number of claimers on any number of connections. Writes the
+   * `processing` event and returns the job with its entry.
    */
-  readonly claimNext: (stage: Stage, options: ClaimOptions) => Effect.Effect<Option.Option<Job>, StoreError>
+  readonly claimNext: (stage: Stage, options: ClaimOptions) => Effect.Effect<Option.Option<ClaimedJob>, StoreError>
   /** Extends the lease; fails with LeaseLost if another worker owns the row now. */
   readonly heartbeat: (job: Job, leaseMillis: number) => Effect.Effect<Job, LeaseLost | StoreError>
   /**

@@ -34,7 +34,7 @@ import { BlobStore } from "./BlobStore.js"
 import { Cleaner } from "./Cleaner.js"
 import { documentOf } from "./Destination.js"
 import * as Destinations from "./Destinations.js"
-import type { DeliveryId, Job, Stage, VoiceEntry } from "./Domain.js"
+import type { ClaimedJob, DeliveryId, Job, Stage, VoiceEntry } from "./Domain.js"
 import { isTemporaryError, PermanentError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
 import { JournalStore, type PieceResult, type TranscriptionResult } from "./JournalStore.js"
 import * as Metrics from "./Metrics.js"
@@ -334,22 +334,17 @@ export const run = (options: PipelineOptions = {}) =>
     /**
      * One attempt at a job, as a span in the trace of the entry's upload (so
      * one trace runs from the upload to the Notion page) — a root span for
-     * entries stored before traces were.
+     * entries stored before traces were. The entry is the one the claim read.
      */
-    const attemptOf = (job: Job) =>
-      store.getEntry(job.userId, job.entryId).pipe(
-        gone,
-        Effect.flatMap((entry) =>
-          perform(job, entry).pipe(
-            Effect.withSpan(`voice-journal.${job.stage}`, {
-              kind: "consumer",
-              attributes: { "voice_journal.entry_id": entry.id, "voice_journal.job_id": job.id, "voice_journal.attempt": job.attempts },
-              ...(entry.traceId !== null && entry.spanId !== null
-                ? { parent: Tracer.externalSpan({ traceId: entry.traceId, spanId: entry.spanId }) }
-                : { root: true })
-            })
-          )
-        )
+    const attemptOf = ({ entry, ...job }: ClaimedJob) =>
+      perform(job, entry).pipe(
+        Effect.withSpan(`voice-journal.${job.stage}`, {
+          kind: "consumer",
+          attributes: { "voice_journal.entry_id": entry.id, "voice_journal.job_id": job.id, "voice_journal.attempt": job.attempts },
+          ...(entry.traceId !== null && entry.spanId !== null
+            ? { parent: Tracer.externalSpan({ traceId: entry.traceId, spanId: entry.spanId }) }
+            : { root: true })
+        })
       )
 
     /**
@@ -361,12 +356,13 @@ export const run = (options: PipelineOptions = {}) =>
         Effect.logWarning(`${job.stage} ${job.id}: its outcome could not be recorded; the row is retried once its lease expires`, e))
 
     /** Runs one claimed job to an end state, keeping its lease alive meanwhile. */
-    const process = (job: Job) => {
+    const process = (claimed: ClaimedJob) => {
+      const { entry: _entry, ...job } = claimed
       let outcome: Metrics.StageOutcome = "completed"
       const started = performance.now()
       return Effect.gen(function*() {
         const policy = config.retry[job.stage]
-        const attempt = attemptOf(job).pipe(
+        const attempt = attemptOf(claimed).pipe(
           // info, not warning: the retry policy decides what happens next, and the outcome is logged below
           Effect.tapError((e) => Effect.logInfo(`attempt failed: ${e._tag === "LeaseGone" ? "lease gone" : describeForLog(e)}`)),
           (self) =>

@@ -29,6 +29,7 @@ import {
   Delivery,
   type DeliveryId,
   type DestinationId,
+  type ClaimedJob,
   type Job,
   JournalEvent,
   normalizeTags,
@@ -87,12 +88,24 @@ export interface Dialect {
   /** Full-text search over `entry_search` (see {@link SearchDialect}). */
   readonly search: SearchDialect
   /**
-   * Optional. Runs in a transaction that is about to write journal events of
-   * `userIds`, after every other write of it: PostgreSQL NOTIFYs the users'
-   * channels (delivered to every node at commit). Optional: without it
-   * other processes find new events by polling.
+   * Optional: the whole claim in one statement — {@link claimOne}'s row
+   * plus its `processing` journal event (written as {@link claimEvent}
+   * says) and the entry's {@link claimedEntryColumns}. Without it the store
+   * runs `claimOne`, the event insert and the entry read in one transaction.
    */
-  readonly beforeEvents?: (sql: SqlClient.SqlClient, userIds: ReadonlyArray<string>) => Effect.Effect<unknown, SqlError.SqlError>
+  readonly claimWithEvent?: (
+    sql: SqlClient.SqlClient,
+    table: string,
+    params: ClaimParams & { readonly stage: Stage }
+  ) => Effect.Effect<ReadonlyArray<ClaimedRow & Record<string, unknown>>, SqlError.SqlError>
+  /**
+   * Optional. Builds the hint sender the store calls once a change that
+   * wrote journal events of `userId` has committed (PostgreSQL: NOTIFY,
+   * which other nodes' event streams LISTEN for). Inside a caller's own
+   * transaction it is called before that commits. Without it other
+   * processes find new events by polling.
+   */
+  readonly makeEventHints?: (sql: SqlClient.SqlClient) => Effect.Effect<(userId: string) => Effect.Effect<void, SqlError.SqlError>>
 }
 
 /**
@@ -227,6 +240,26 @@ export const claimAssignments = (sql: SqlClient.SqlClient, p: ClaimParams): Stat
  * @since 0.1.0
  */
 export const claimedColumns = `id, entry_id AS "entryId", user_id AS "userId", attempts, lease_expires_at AS "leaseExpiresAt"`
+
+/**
+ * The claimed job's `processing` event, as an `INSERT … SELECT` from a CTE
+ * named `claimed` holding the claim's row (for {@link Dialect.claimWithEvent}).
+ * @since 0.1.0
+ */
+export const claimEvent = (sql: SqlClient.SqlClient, stage: Stage, now: string): Statement.Fragment =>
+  sql`INSERT INTO journal_events (user_id, entry_id, kind, stage, stage_id, status, at)
+    SELECT user_id, entry_id, 'stage', ${stage}, id, 'processing', ${now} FROM claimed`
+
+/**
+ * The entry's columns for a claim, read from the `voice_entries` row aliased
+ * `alias`, each named `entry.<field>` (the store splits them off).
+ * @since 0.1.0
+ */
+export const claimedEntryColumns = (alias: string): string =>
+  entryColumns.split(",").map((c) => {
+    const [column, as] = c.trim().split(/\s+AS\s+/)
+    return `${alias}.${column} AS "entry.${as === undefined ? column : as.replaceAll('"', "")}"`
+  }).join(", ")
 
 const stageRunColumns = `status, attempts, next_attempt_at AS "nextAttemptAt", lease_owner AS "leaseOwner",
   lease_expires_at AS "leaseExpiresAt", started_at AS "startedAt", last_error AS "lastError", created_at AS "createdAt", updated_at AS "updatedAt"`
@@ -363,18 +396,34 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
      * which `JournalEvents.stream` allows for).
      */
     const writeEvents = (events: ReadonlyArray<NewEvent>, now: string) =>
-      Effect.gen(function*() {
-        if (events.length === 0) return
-        if (dialect.beforeEvents !== undefined) yield* dialect.beforeEvents(sql, [...new Set(events.map((e) => e.userId))])
-        for (const e of events) {
-          yield* sql`INSERT INTO journal_events (user_id, entry_id, kind, stage, stage_id, status, at)
-            VALUES (${e.userId}, ${e.entryId}, ${e.kind}, ${e.stage}, ${e.stageId}, ${e.status}, ${now})`
-        }
-      }).pipe(Effect.mapError(storeError))
+      events.length === 0 ? Effect.void : sql`INSERT INTO journal_events ${
+        sql.insert(events.map((e) => ({
+          user_id: e.userId,
+          entry_id: e.entryId,
+          kind: e.kind,
+          stage: e.stage,
+          stage_id: e.stageId,
+          status: e.status,
+          at: now
+        })))
+      }`.pipe(Effect.asVoid, Effect.mapError(storeError))
 
-    /** Wakes this process's event streams of `userId` once a change is written (no-op without a Signal). */
+    const eventHints = dialect.makeEventHints === undefined ? undefined : yield* dialect.makeEventHints(sql)
+
+    /**
+     * Once a change with events of `userId` is written: wakes this
+     * process's event streams (the Signal) and other processes' (the
+     * dialect's hints; a failure costs them latency, not events — said at
+     * warning, the change itself stands).
+     */
     const woke = (userId: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
-      Option.isNone(signal) ? self : Effect.tap(self, () => signal.value.notify(userId))
+      Effect.tap(self, () =>
+        Effect.zipRight(
+          Option.isNone(signal) ? Effect.void : signal.value.notify(userId),
+          eventHints === undefined ? Effect.void : eventHints(userId).pipe(
+            Effect.catchAll((e) => Effect.logWarning("event hint to other nodes failed; their streams find the events by polling", e))
+          )
+        ))
 
     const primaryConflict = (table: string, entryId: string) => (e: SqlError.SqlError) =>
       dialect.isUniqueViolation(e) ? new PrimaryConflict({ table, entryId }) : storeError(e)
@@ -1011,27 +1060,36 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         Effect.gen(function*() {
           const nowMs = yield* Clock.currentTimeMillis
           const now = new Date(nowMs).toISOString()
-          const rows = yield* dialect.claimOne(sql, stageTables[stage].table, {
-            owner: workerId,
-            now,
-            leaseExpiresAt: new Date(nowMs + leaseMillis).toISOString()
-          }).pipe(Effect.mapError(storeError))
+          const { table } = stageTables[stage]
+          const params = { owner: workerId, now, leaseExpiresAt: new Date(nowMs + leaseMillis).toISOString() }
+          const rows: ReadonlyArray<ClaimedRow & Record<string, unknown>> = dialect.claimWithEvent !== undefined
+            ? yield* dialect.claimWithEvent(sql, table, { ...params, stage })
+            : yield* Effect.gen(function*() {
+              const claimed = yield* dialect.claimOne(sql, table, params)
+              if (claimed.length === 0) return []
+              yield* writeEvents([stageEvent(stage, claimed[0]!, "processing")], now)
+              const entry = yield* sql<Record<string, unknown>>`SELECT ${cols(claimedEntryColumns("e"))}
+                FROM voice_entries e WHERE e.id = ${claimed[0]!.entryId}`
+              return entry.length === 0 ? [] : [{ ...claimed[0]!, ...entry[0]! }]
+            }).pipe(sql.withTransaction)
           if (rows.length === 0) return Option.none()
           const row = rows[0]!
-          yield* writeEvents([stageEvent(stage, row, "processing")], now)
-          return Option.some<Job>({
+          const entryFields: Record<string, unknown> = {}
+          for (const [key, value] of Object.entries(row)) if (key.startsWith("entry.")) entryFields[key.slice(6)] = value
+          const [entry] = yield* decodeEntries([entryFields])
+          return Option.some<ClaimedJob>({
             stage,
             id: row.id,
             entryId: row.entryId as EntryId,
             userId: row.userId as UserId,
             attempts: Number(row.attempts),
             leaseOwner: workerId,
-            leaseExpiresAt: new Date(row.leaseExpiresAt)
+            leaseExpiresAt: new Date(row.leaseExpiresAt),
+            entry: entry!
           })
         }).pipe(
-          sql.withTransaction,
           Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))),
-          Effect.tap((job) => Option.isSome(job) && Option.isSome(signal) ? signal.value.notify(job.value.userId) : Effect.void)
+          Effect.tap((job) => Option.isSome(job) ? woke(job.value.userId)(Effect.void) : Effect.void)
         ),
 
       heartbeat: (job, leaseMillis) =>
