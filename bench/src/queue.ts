@@ -26,6 +26,7 @@ import { AudioPieces, AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber, Wor
 import { Deferred, Effect, Layer, Logger as EffectLogger, LogLevel } from "effect"
 import { Logger, makeWorkerUtils, run as runGraphile, runMigrations } from "graphile-worker"
 import * as fs from "node:fs"
+import pg from "pg"
 import * as os from "node:os"
 import * as path from "node:path"
 import { storeLayer, type StoreKind } from "../../packages/core/test/support/PipelineHarness.js"
@@ -111,9 +112,13 @@ const graphile = (n: number) =>
       let done = 0
       let finish: () => void = () => {}
       const finished = new Promise<void>((resolve) => (finish = resolve))
+      // our own pool, ended before the database is dropped: the drop terminates
+      // idle connections, and an idle pg client's error with no listener crashes the process
+      const pgPool = new pg.Pool({ connectionString, max: CONCURRENCY + 2 })
+      pgPool.on("error", (e) => console.warn("graphile-worker pool:", e.message))
       const t0 = performance.now()
       const runner = await runGraphile({
-        connectionString,
+        pgPool,
         concurrency: CONCURRENCY,
         noHandleSignals: true,
         pollInterval: 1000,
@@ -126,6 +131,7 @@ const graphile = (n: number) =>
       await finished
       const rate = n / ((performance.now() - t0) / 1000)
       await runner.stop()
+      await pgPool.end()
       return rate
     })
   }))
