@@ -166,20 +166,25 @@ const toStoreError = (e: { readonly message: string }) =>
 
 /**
  * The PostgreSQL client, schema migrated (concurrent start-ups are safe: the
- * migrator locks its table). Also provides `SqlClient` for raw SQL.
+ * migrations run under an advisory lock). Also provides `SqlClient` for raw SQL.
  * @since 0.1.0
  * @category layers
  */
 export const layerClient = (
   config: PgJournalStoreConfig
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, Errors.StoreError> => {
-  const client = PgClient.layer({
-    url: typeof config.url === "string" ? Redacted.make(config.url) : config.url,
-    maxConnections: config.maxConnections ?? 10,
-    applicationName: config.applicationName ?? "voice-journal"
-  })
-  const migrations = Layer.effectDiscard(migrateExclusively).pipe(Layer.provide(NodeContext.layer))
-  return Layer.provideMerge(migrations, client).pipe(Layer.mapError(toStoreError))
+  const clientOf = (maxConnections: number) =>
+    PgClient.layer({
+      url: typeof config.url === "string" ? Redacted.make(config.url) : config.url,
+      maxConnections,
+      applicationName: config.applicationName ?? "voice-journal"
+    })
+  // on a client of its own, closed once done: the lock holds one connection
+  // while the migrator uses another, which a pool of one would never free
+  const migrations = Layer.effectDiscard(
+    migrateExclusively.pipe(Effect.provide(Layer.merge(clientOf(2), NodeContext.layer)))
+  )
+  return Layer.provideMerge(clientOf(config.maxConnections ?? 10), migrations).pipe(Layer.mapError(toStoreError))
 }
 
 /**

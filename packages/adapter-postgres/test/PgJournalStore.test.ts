@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient, type Statement } from "@effect/sql"
-import { EntrySearch, Migrations, SqlJournalStore } from "@voice-journal/core"
+import { EntrySearch, JournalStore, Migrations, SqlJournalStore } from "@voice-journal/core"
 import { JournalStoreSuite } from "@voice-journal/core/testing"
 import { Context, Effect, Layer } from "effect"
 import { PgJournalStore, PgTestDatabase } from "../src/index.js"
@@ -25,6 +25,18 @@ describe("PostgreSQL adapter", () => {
       const rows = yield* sql<{ n: number }>`SELECT CAST(count(*) AS INTEGER) AS n FROM voice_journal_migrations`
       // each migration recorded once, however many nodes started together
       expect(rows[0]!.n).toBe((yield* Migrations.loader.pipe(Effect.provideService(SqlClient.SqlClient, sql))).length)
+    }))
+
+  it.scoped("a pool of one connection migrates and serves, also with other nodes starting at once", () =>
+    Effect.gen(function*() {
+      const url = yield* PgTestDatabase.freshDatabase()
+      const layer = PgJournalStore.layer({ url, maxConnections: 1 })
+      const [a] = yield* Effect.all([Layer.build(layer), Layer.build(layer)], { concurrency: "unbounded" }).pipe(
+        Effect.timeoutFail({ duration: "30 seconds", onTimeout: () => new Error("start-up with one connection never finished") })
+      )
+      const store = Context.get(a, JournalStore.JournalStore)
+      const user = yield* store.createUser("one-connection")
+      expect((yield* store.getUser(user.id)).name).toBe("one-connection")
     }))
 
   describe("query plans (EXPLAIN)", () => {
