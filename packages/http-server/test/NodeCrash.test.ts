@@ -33,7 +33,7 @@ const pgUserKey = (url: string, audioDir: string) =>
     Effect.flatMap(VoiceJournal.VoiceJournal, (j) => j.createUser("alice")).pipe(
       Effect.map(({ apiKey }) => Redacted.value(apiKey)),
       Effect.provide(VoiceJournal.layer().pipe(Layer.provide(Layer.mergeAll(
-        PgJournalStore.layer({ url, maxConnections: 2 })
+        PgJournalStore.layer({ url, maxConnections: 2 }),
         BlobStore.layerFileSystem({ directory: audioDir }),
         WorkSignal.layer
       ))))

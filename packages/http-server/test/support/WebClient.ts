@@ -13,7 +13,7 @@ const journalOn = (database: ServerConfig["database"], audioDir: string) =>
   VoiceJournal.layer().pipe(Layer.provide(Layer.mergeAll(
     database.kind === "sqlite"
       ? SqliteJournalStore.layer({ filename: database.filename })
-      : PgJournalStore.layer({ url: database.url, maxConnections: 2 })
+      : PgJournalStore.layer({ url: database.url, maxConnections: 2 }),
     BlobStore.layerFileSystem({ directory: audioDir }),
     WorkSignal.layer
   )))
