@@ -25,10 +25,10 @@ import { Layer } from "effect"
  * `dueRunCondition` separately, so each is served by its partial index.)
  */
 export const dialect: SqlJournalStore.Dialect = {
-  claimOne: (sql, table, params) =>
+  claim: (sql, table, params) =>
     sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
-      WHERE id = (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
-                  ORDER BY next_attempt_at, id LIMIT 1)
+      WHERE id IN (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueCondition(sql, params.now)}
+                   ORDER BY next_attempt_at, id LIMIT ${params.limit})
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns)}`,
   isUniqueViolation: (error) => String((error.cause as { code?: unknown } | undefined)?.code).startsWith("SQLITE_CONSTRAINT"),
   // full-text search: on SQLite, the bundled adapter's FTS5 queries (migration 0009 made the index)

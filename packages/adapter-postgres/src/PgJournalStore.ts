@@ -61,17 +61,17 @@ export const search: SqlJournalStore.SearchDialect = {
  * The PostgreSQL differences: the claim query, the unique-violation code, `tsvector` search.
  * @since 0.1.0
  */
-/** The claim's CTEs: an expired lease first, else the first due row, locked and skipped by concurrent claimers. */
+/** The claim's CTEs: expired leases first, then due rows, locked and skipped by concurrent claimers. */
 const claimCtes = (sql: SqlClient.SqlClient, table: string, params: SqlJournalStore.ClaimParams) =>
   // FOR UPDATE is not allowed in a UNION: lock in two CTEs; the Append
-  // under LIMIT 1 reads the second only when the first is empty
+  // under the LIMIT reads the second only while the first falls short
   sql`expired AS (
       SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
-      ORDER BY lease_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED),
+      ORDER BY lease_expires_at LIMIT ${params.limit} FOR UPDATE SKIP LOCKED),
     due AS (
       SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
-      ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),
-    next AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT 1)`
+      ORDER BY next_attempt_at, id LIMIT ${params.limit} FOR UPDATE SKIP LOCKED),
+    next AS (SELECT id FROM expired UNION ALL SELECT id FROM due LIMIT ${params.limit})`
 
 const claimUpdate = (sql: SqlClient.SqlClient, table: string, params: SqlJournalStore.ClaimParams) =>
   sql`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
@@ -85,7 +85,7 @@ const claimUpdate = (sql: SqlClient.SqlClient, table: string, params: SqlJournal
  */
 export const dialect: SqlJournalStore.Dialect = {
   search,
-  claimOne: (sql, table, params) =>
+  claim: (sql, table, params) =>
     sql<SqlJournalStore.ClaimedRow>`WITH ${claimCtes(sql, table, params)}
       ${claimUpdate(sql, table, params)}
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns.replace(/(^|, )(\w+)/g, `$1${table}.$2`))}`,

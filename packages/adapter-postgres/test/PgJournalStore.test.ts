@@ -129,10 +129,11 @@ describe("PostgreSQL adapter", () => {
                  to_char(timestamp '2026-01-01' + g * interval '1 second', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), '2026-02-01', 'x', 'x'
           FROM generate_series(1, 20000) g`
         yield* sql`ANALYZE transcriptions`
-        const claim = PgJournalStore.dialect.claimOne(sql, "transcriptions", {
+        const claim = PgJournalStore.dialect.claim(sql, "transcriptions", {
           owner: "w",
           now: "2026-03-01T00:00:00.000Z",
-          leaseExpiresAt: "2026-03-01T00:00:10.000Z"
+          leaseExpiresAt: "2026-03-01T00:00:10.000Z",
+          limit: 4
         }) as unknown as Statement.Statement<unknown>
         const [text, params] = claim.compile()
         const explain = sql.unsafe<{ "QUERY PLAN": string }>(`EXPLAIN ${text}`, params).pipe(

@@ -100,13 +100,16 @@ export const search: SqlJournalStore.SearchDialect = {
  */
 export const dialect: SqlJournalStore.Dialect = {
   search,
-  claimOne: (sql, table, params) =>
+  claim: (sql, table, params) =>
+    // one writer at a time: the subqueries cannot race another claimer
     sql<SqlJournalStore.ClaimedRow>`UPDATE ${sql(table)} SET ${SqlJournalStore.claimAssignments(sql, params)}
-      WHERE id = COALESCE(
-        (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
-         ORDER BY lease_expires_at LIMIT 1),
-        (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
-         ORDER BY next_attempt_at, id LIMIT 1))
+      WHERE id IN (
+        SELECT id FROM (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.expiredLeaseCondition(sql, params.now)}
+          ORDER BY lease_expires_at LIMIT ${params.limit})
+        UNION ALL
+        SELECT id FROM (SELECT id FROM ${sql(table)} WHERE ${SqlJournalStore.dueRunCondition(sql, params.now)}
+          ORDER BY next_attempt_at, id LIMIT ${params.limit})
+        LIMIT ${params.limit})
       RETURNING ${sql.literal(SqlJournalStore.claimedColumns)}`,
   isUniqueViolation: (error) => {
     const code = (error.cause as { code?: unknown } | undefined)?.code

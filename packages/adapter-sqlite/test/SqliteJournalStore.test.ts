@@ -179,10 +179,11 @@ describe("SQLite adapter", () => {
           SELECT 't' || g, 'e' || g, 'u', CASE WHEN g % 100 = 0 THEN 'processing' ELSE 'pending' END, 0,
                  '2026-01-01T00:00:' || printf('%05d', g), '2026-02-01', 'x', 'x' FROM s`
         yield* sql`ANALYZE`
-        const claim = SqliteJournalStore.dialect.claimOne(sql, "transcriptions", {
+        const claim = SqliteJournalStore.dialect.claim(sql, "transcriptions", {
           owner: "w",
           now: "2026-03-01T00:00:00.000Z",
-          leaseExpiresAt: "2026-03-01T00:00:10.000Z"
+          leaseExpiresAt: "2026-03-01T00:00:10.000Z",
+          limit: 4
         }) as unknown as Statement.Statement<unknown>
         const [text, params] = claim.compile()
         const explain = (suffix: string) =>

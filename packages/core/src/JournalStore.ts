@@ -326,6 +326,15 @@ export interface JournalStoreService {
    * `processing` event and returns the job with its entry.
    */
   readonly claimNext: (stage: Stage, options: ClaimOptions) => Effect.Effect<Option.Option<ClaimedJob>, StoreError>
+  /**
+   * Claims up to `limit` due rows of `stage` at once (what {@link claimNext}
+   * does for one), all leased to `workerId`: one round trip for a worker
+   * pool's free slots.
+   */
+  readonly claimBatch: (
+    stage: Stage,
+    options: ClaimOptions & { readonly limit: number }
+  ) => Effect.Effect<ReadonlyArray<ClaimedJob>, StoreError>
   /** Extends the lease; fails with LeaseLost if another worker owns the row now. */
   readonly heartbeat: (job: Job, leaseMillis: number) => Effect.Effect<Job, LeaseLost | StoreError>
   /**

@@ -54,7 +54,7 @@ import type { JournalStoreService, QueueDepth } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
 
 /**
- * A row as returned by {@link Dialect.claimOne}.
+ * A row as returned by {@link Dialect.claim}.
  * @since 0.1.0
  */
 export interface ClaimedRow {
@@ -71,14 +71,15 @@ export interface ClaimedRow {
  */
 export interface Dialect {
   /**
-   * Atomically claims at most one due row of `table` for `owner`: set
-   * `status = 'processing'`, the lease, `attempts + 1`, and return the row's
-   * {@link claimedColumns}. Take an expired lease ({@link expiredLeaseCondition},
-   * oldest expiry first) if there is one, else the first due row
-   * ({@link dueRunCondition}, `ORDER BY next_attempt_at, id`): two probes that
-   * each read one entry of a partial index. Set with {@link claimAssignments}.
+   * Atomically claims at most `params.limit` due rows of `table` for
+   * `owner`: set `status = 'processing'`, the lease, `attempts + 1`, and
+   * return the rows' {@link claimedColumns}. Expired leases
+   * ({@link expiredLeaseCondition}, oldest expiry first) before due rows
+   * ({@link dueRunCondition}, `ORDER BY next_attempt_at, id`): two probes
+   * that each read the first entries of a partial index. Set with
+   * {@link claimAssignments}.
    */
-  readonly claimOne: (
+  readonly claim: (
     sql: SqlClient.SqlClient,
     table: string,
     params: ClaimParams
@@ -88,10 +89,10 @@ export interface Dialect {
   /** Full-text search over `entry_search` (see {@link SearchDialect}). */
   readonly search: SearchDialect
   /**
-   * Optional: the whole claim in one statement — {@link claimOne}'s row
-   * plus its `processing` journal event (written as {@link claimEvent}
-   * says) and the entry's {@link claimedEntryColumns}. Without it the store
-   * runs `claimOne`, the event insert and the entry read in one transaction.
+   * Optional: the whole claim in one statement — {@link claim}'s rows
+   * plus their `processing` journal events (written as {@link claimEvent}
+   * says) and their entries' {@link claimedEntryColumns}. Without it the
+   * store runs `claim`, the event insert and the entry read in one transaction.
    */
   readonly claimWithEvent?: (
     sql: SqlClient.SqlClient,
@@ -198,6 +199,8 @@ export interface ClaimParams {
   readonly owner: string
   readonly now: string
   readonly leaseExpiresAt: string
+  /** At most this many rows. */
+  readonly limit: number
 }
 
 /**
@@ -711,6 +714,45 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           AND x.destination_id = ${serverNotionDestination} ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
         ORDER BY ${orderBy}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEntrySummaries))
 
+    const claimBatch: JournalStoreService["claimBatch"] = (stage, { leaseMillis, limit, workerId }) =>
+      Effect.gen(function*() {
+        const nowMs = yield* Clock.currentTimeMillis
+        const now = new Date(nowMs).toISOString()
+        const { table } = stageTables[stage]
+        const params = { owner: workerId, now, leaseExpiresAt: new Date(nowMs + leaseMillis).toISOString(), limit: Math.max(1, limit) }
+        const rows: ReadonlyArray<ClaimedRow & Record<string, unknown>> = dialect.claimWithEvent !== undefined
+          ? yield* dialect.claimWithEvent(sql, table, { ...params, stage })
+          : yield* Effect.gen(function*() {
+            const claimed = yield* dialect.claim(sql, table, params)
+            if (claimed.length === 0) return []
+            yield* writeEvents(claimed.map((row) => stageEvent(stage, row, "processing")), now)
+            const entries = yield* sql<Record<string, unknown>>`SELECT ${cols(claimedEntryColumns("e"))}
+              FROM voice_entries e WHERE ${sql.in("e.id", claimed.map((row) => row.entryId))}`
+            const byId = new Map(entries.map((e) => [e["entry.id"], e]))
+            // an entry's stage rows go with it (ON DELETE CASCADE): each claimed row has its entry
+            return claimed.map((row) => ({ ...row, ...byId.get(row.entryId) }))
+          }).pipe(sql.withTransaction)
+        if (rows.length === 0) return []
+        const jobs: Array<ClaimedJob> = []
+        for (const row of rows) {
+          const entryFields: Record<string, unknown> = {}
+          for (const [key, value] of Object.entries(row)) if (key.startsWith("entry.")) entryFields[key.slice(6)] = value
+          const [entry] = yield* decodeEntries([entryFields])
+          jobs.push({
+            stage,
+            id: row.id,
+            entryId: row.entryId as EntryId,
+            userId: row.userId as UserId,
+            attempts: Number(row.attempts),
+            leaseOwner: workerId,
+            leaseExpiresAt: new Date(row.leaseExpiresAt),
+            entry: entry!
+          })
+        }
+        for (const userId of new Set(jobs.map((j) => j.userId))) yield* woke(userId)(Effect.void)
+        return jobs
+      }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
+
     const store: JournalStoreService = {
       createUser: (name) =>
         Effect.gen(function*() {
@@ -1056,41 +1098,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return yield* getDelivery(userId, id)
         }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(userId)),
 
-      claimNext: (stage, { leaseMillis, workerId }) =>
-        Effect.gen(function*() {
-          const nowMs = yield* Clock.currentTimeMillis
-          const now = new Date(nowMs).toISOString()
-          const { table } = stageTables[stage]
-          const params = { owner: workerId, now, leaseExpiresAt: new Date(nowMs + leaseMillis).toISOString() }
-          const rows: ReadonlyArray<ClaimedRow & Record<string, unknown>> = dialect.claimWithEvent !== undefined
-            ? yield* dialect.claimWithEvent(sql, table, { ...params, stage })
-            : yield* Effect.gen(function*() {
-              const claimed = yield* dialect.claimOne(sql, table, params)
-              if (claimed.length === 0) return []
-              yield* writeEvents([stageEvent(stage, claimed[0]!, "processing")], now)
-              const entry = yield* sql<Record<string, unknown>>`SELECT ${cols(claimedEntryColumns("e"))}
-                FROM voice_entries e WHERE e.id = ${claimed[0]!.entryId}`
-              return entry.length === 0 ? [] : [{ ...claimed[0]!, ...entry[0]! }]
-            }).pipe(sql.withTransaction)
-          if (rows.length === 0) return Option.none()
-          const row = rows[0]!
-          const entryFields: Record<string, unknown> = {}
-          for (const [key, value] of Object.entries(row)) if (key.startsWith("entry.")) entryFields[key.slice(6)] = value
-          const [entry] = yield* decodeEntries([entryFields])
-          return Option.some<ClaimedJob>({
-            stage,
-            id: row.id,
-            entryId: row.entryId as EntryId,
-            userId: row.userId as UserId,
-            attempts: Number(row.attempts),
-            leaseOwner: workerId,
-            leaseExpiresAt: new Date(row.leaseExpiresAt),
-            entry: entry!
-          })
-        }).pipe(
-          Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))),
-          Effect.tap((job) => Option.isSome(job) ? woke(job.value.userId)(Effect.void) : Effect.void)
-        ),
+      claimNext: (stage, options) => Effect.map(claimBatch(stage, { ...options, limit: 1 }), Arr.head),
+
+      claimBatch,
 
       heartbeat: (job, leaseMillis) =>
         Effect.gen(function*() {
