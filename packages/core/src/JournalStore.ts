@@ -346,6 +346,15 @@ export interface JournalStoreService {
     result: TranscriptionResult
   ) => Effect.Effect<void, LeaseLost | StoreError>
   /**
+   * {@link completeTranscription} for several runs in one transaction (a
+   * worker pool's finished runs together). Returns, in order, whether each
+   * was written: `false` is a lost lease (or a deleted entry), and nothing
+   * of that run was written; the others are.
+   */
+  readonly completeTranscriptions: (
+    items: ReadonlyArray<{ readonly job: Job; readonly result: TranscriptionResult }>
+  ) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
+  /**
    * Writes the cleanup; makes it primary if requested or if the entry has
    * none; and, if it is primary, queues a delivery to each of the user's
    * enabled destinations and to each of `implicit` — one transaction.
@@ -355,6 +364,11 @@ export interface JournalStoreService {
     result: CleanupResult,
     options: { readonly implicit: ReadonlyArray<DestinationId> }
   ) => Effect.Effect<void, LeaseLost | StoreError>
+  /** {@link completeCleanup} for several runs in one transaction, as {@link completeTranscriptions}. */
+  readonly completeCleanups: (
+    items: ReadonlyArray<{ readonly job: Job; readonly result: CleanupResult }>,
+    options: { readonly implicit: ReadonlyArray<DestinationId> }
+  ) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
   /**
    * The pieces of the claimed transcription run (a long recording): stores
    * `pieces` as its plan if it has none yet, and returns its pieces in

@@ -14,7 +14,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { SqlClient } from "@effect/sql"
 import { Chunk, Clock, Context, Effect, Exit, Layer, Option, type Scope, Stream, TestClock } from "effect"
-import { type DestinationId, type Job, serverNotionDestination, type Stage, type UserId } from "./Domain.js"
+import { type DestinationId, type EntryId, type Job, serverNotionDestination, type Stage, type UserId } from "./Domain.js"
 import * as JournalEvents from "./JournalEvents.js"
 import { JournalStore, type JournalStoreService } from "./JournalStore.js"
 
@@ -461,6 +461,56 @@ export const run = (name: string, harness: Harness): void => {
           yield* store.completeTranscription(taken, { text: "ok", engine: "e", language: null, durationSeconds: null })
           const [t] = yield* store.listTranscriptions(user.id, taken.entryId)
           expect(t!.text).toBe("ok")
+        })
+      ))
+
+    it.scoped("batches: claimBatch takes up to its limit (expired leases first); completeTranscriptions writes the runs still leased and nothing of a lost one", () =>
+      withStore(({ sql, store }) =>
+        Effect.gen(function*() {
+          const user = yield* store.createUser("u")
+          const entries: Array<EntryId> = []
+          for (let n = 0; n < 5; n++) {
+            yield* TestClock.adjust("1 second")
+            entries.push((yield* newEntry(store, user.id, n)).entry.id)
+          }
+          const stale = yield* claim(store, "transcription", "worker-old")
+          expect(stale.entryId).toBe(entries[0])
+          yield* TestClock.adjust("31 seconds") // stale's lease expires
+          const claimed = yield* store.claimBatch("transcription", { ...lease, workerId: "worker-b", limit: 3 })
+          // the expired lease, then the oldest due rows (in any order); each with its entry
+          const first = entries.slice(0, 3).map((id) => claimed.find((j) => j.entryId === id)!)
+          expect(first.map((j) => j?.entry.id)).toEqual(entries.slice(0, 3))
+          expect(first[0]!.attempts).toBe(2)
+          const rest = yield* store.claimBatch("transcription", { ...lease, workerId: "worker-c", limit: 3 })
+          expect(rest.map((j) => j.entryId).sort()).toEqual([entries[3], entries[4]].sort())
+          expect(yield* store.claimBatch("transcription", { ...lease, workerId: "worker-c", limit: 3 })).toEqual([])
+
+          // a re-run of entry 1 that will be primary, finished in the same batch as the first run of entry 1
+          yield* store.addTranscription(user.id, entries[1]!, { makePrimary: true })
+          const [rerun] = yield* store.claimBatch("transcription", { ...lease, workerId: "worker-d", limit: 3 })
+          const result = (text: string) => ({ text, engine: "e", language: null, durationSeconds: 2.5 })
+          const written = yield* store.completeTranscriptions([
+            { job: first[1]!, result: result("one") },
+            { job: stale, result: result("late") }, // its lease went to worker-b
+            { job: first[2]!, result: result("two") },
+            { job: rerun!, result: result("one again") },
+            { job: first[0]!, result: result("zero") }
+          ])
+          expect(written).toEqual([true, false, true, true, true])
+          const text = (entryId: EntryId) =>
+            store.listTranscriptions(user.id, entryId).pipe(Effect.map((ts) => ts.map((t) => [t.text, t.isPrimary, t.status])))
+          expect(yield* text(entries[0]!)).toEqual([["zero", true, "completed"]])
+          expect(yield* text(entries[2]!)).toEqual([["two", true, "completed"]])
+          // the re-run (newer, listed first) is primary; the first run completed too
+          expect(yield* text(entries[1]!)).toEqual([["one again", true, "completed"], ["one", false, "completed"]])
+          // a cleanup queued for each run that became primary: entry 1 twice (its first run was primary for a moment)
+          expect(yield* countRows(sql, `SELECT count(*) AS n FROM cleaned_entries WHERE status = 'pending'`)).toBe(4)
+          // the two still-running rows are untouched
+          expect((yield* store.queueDepth).filter((d) => d.stage === "transcription" && d.status === "processing").map((d) => d.rows))
+            .toEqual([2])
+          // search follows each entry's primary
+          expect(yield* searchIds(store, user.id, "again")).toEqual([entries[1]])
+          expect(yield* searchIds(store, user.id, "zero")).toEqual([entries[0]])
         })
       ))
 

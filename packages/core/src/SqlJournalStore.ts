@@ -50,7 +50,7 @@ import {
 import * as EntrySearch from "./EntrySearch.js"
 import { IdempotencyKeyUsed, InvalidState, LeaseLost, NameTaken, NotFound, PrimaryConflict, StoreError } from "./Errors.js"
 import { Signal } from "./JournalEvents.js"
-import type { JournalStoreService, QueueDepth } from "./JournalStore.js"
+import type { CleanupResult, JournalStoreService, QueueDepth, TranscriptionResult } from "./JournalStore.js"
 import { stageTables } from "./JournalStore.js"
 
 /**
@@ -179,16 +179,27 @@ export const refreshSearchDocuments = (
   entryIds: ReadonlyArray<string>
 ): Effect.Effect<void, SqlError.SqlError> =>
   entryIds.length === 0 ? Effect.void : searchSources(sql, entryIds).pipe(
-    Effect.flatMap((rows) =>
-      Effect.forEach(rows, (row) => {
+    Effect.flatMap((rows) => {
+      if (rows.length === 0) return Effect.void
+      const documents = rows.map((row) => {
         // written by completeCleanup as a JSON array: anything else is a bug, not input
         const doc = EntrySearch.document({ ...row, tags: decodeTags(row.tags) })
-        return sql`INSERT INTO entry_search (entry_id, user_id, created_at, match_keys, title, tags, cleaned, transcript)
-          VALUES (${row.entryId}, ${row.userId}, ${row.createdAt}, ${doc.matchKeys}, ${doc.title}, ${doc.tags}, ${doc.cleaned}, ${doc.transcript})
-          ON CONFLICT (entry_id) DO UPDATE SET match_keys = excluded.match_keys, title = excluded.title,
-            tags = excluded.tags, cleaned = excluded.cleaned, transcript = excluded.transcript`
-      }, { discard: true })
-    )
+        return {
+          entry_id: row.entryId,
+          user_id: row.userId,
+          created_at: row.createdAt,
+          match_keys: doc.matchKeys,
+          title: doc.title,
+          tags: doc.tags,
+          cleaned: doc.cleaned,
+          transcript: doc.transcript
+        }
+      })
+      return sql`INSERT INTO entry_search ${sql.insert(documents)}
+        ON CONFLICT (entry_id) DO UPDATE SET match_keys = excluded.match_keys, title = excluded.title,
+          tags = excluded.tags, cleaned = excluded.cleaned, transcript = excluded.transcript`
+    }),
+    Effect.asVoid
   )
 
 /**
@@ -379,6 +390,29 @@ const first = <A>(resource: string, id: string) => (rows: ReadonlyArray<A>): Eff
 const newId = (): string => globalThis.crypto.randomUUID()
 
 const isoNow = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms).toISOString()))
+
+/**
+ * A finished run for `completeMany`: its job, its result as (column, SQL
+ * type, value) triples in the same column order for every run of a batch,
+ * and what it queues once it is primary.
+ */
+interface Completion {
+  readonly job: Job
+  readonly values: ReadonlyArray<readonly [column: string, type: string, value: unknown]>
+  readonly next: (now: string) => Effect.Effect<ReadonlyArray<NewEvent>, StoreError>
+}
+
+/** Splits runs into rounds with at most one run per entry, in order. */
+const distinctEntryRounds = (items: ReadonlyArray<Completion>): ReadonlyArray<ReadonlyArray<Completion>> => {
+  const rounds: Array<{ entries: Set<string>; items: Array<Completion> }> = []
+  for (const item of items) {
+    let round = rounds.find((r) => !r.entries.has(item.job.entryId))
+    if (round === undefined) rounds.push(round = { entries: new Set(), items: [] })
+    round.entries.add(item.job.entryId)
+    round.items.push(item)
+  }
+  return rounds.map((r) => r.items)
+}
 
 /**
  * Builds the store on the `SqlClient` in context. The schema must already be
@@ -579,12 +613,6 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE id = ${id} AND entry_id = ${entryId}`
       ).pipe(Effect.mapError(primaryConflict(table, entryId)))
 
-    const hasPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string) =>
-      sql<{ id: string }>`SELECT id FROM ${sql(table)} WHERE entry_id = ${entryId} AND is_primary = 1`.pipe(
-        Effect.mapError(storeError),
-        Effect.map((rows) => rows.length > 0)
-      )
-
     /**
      * The fenced update every worker write goes through: only the lease
      * holder of a `processing` row may change it.
@@ -634,35 +662,79 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
 
     /**
-     * Finishes a transcription or cleanup run in one transaction: writes the
-     * result (fenced by the lease); makes it primary if asked to or if the
-     * entry has none; and, when it is primary, queues what comes next.
+     * Finishes transcription or cleanup runs of one stage in one
+     * transaction, a few statements for the whole batch: writes each
+     * result (fenced by its lease), makes it primary if asked to or if its
+     * entry has none, and, for those now primary, queues what comes next.
+     * Returns, in order, whether each run was written (false: its lease or
+     * its entry is gone, nothing of it written). Runs of one entry go in
+     * separate rounds, so primary switches in one statement never collide.
      */
-    const completeAndPromote = (
-      job: Job,
+    const completeMany = (
       table: "transcriptions" | "cleaned_entries",
-      result: (now: string) => Statement.Fragment,
-      next: (now: string) => Effect.Effect<ReadonlyArray<NewEvent>, StoreError>
+      items: ReadonlyArray<Completion>
     ) =>
       Effect.gen(function*() {
         const now = yield* isoNow
-        yield* lockEntry(job.userId, job.entryId, now).pipe(
-          Effect.catchTag("NotFound", () => new LeaseLost({ table, id: job.id }))
-        )
-        const row = yield* fenced(
-          job,
-          sql`status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, ${result(now)}`
-        )
-        const completed = stageEvent(job.stage, job, "completed")
-        const primary = Number(row.makePrimary) === 1 || !(yield* hasPrimary(table, job.entryId))
-        if (!primary) return yield* writeEvents([completed], now)
-        yield* switchPrimary(table, job.entryId, job.id, now).pipe(
-          Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
-        )
-        yield* refreshSearchDocuments(sql, [job.entryId])
-        const queued = yield* next(now)
-        yield* writeEvents([completed, ...queued], now)
-      }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))), woke(job.userId))
+        const written = new Set<Completion>()
+        for (const round of distinctEntryRounds(items)) {
+          const locked = yield* sql<{ id: string; userId: string }>`UPDATE voice_entries SET updated_at = ${now}
+            WHERE ${sql.in("id", round.map((i) => i.job.entryId))} RETURNING id, user_id AS "userId"`
+          const owners = new Map(locked.map((e) => [e.id, e.userId]))
+          const alive = round.filter((i) => owners.get(i.job.entryId) === i.job.userId)
+          if (alive.length === 0) continue
+          const perRun = alive[0]!.values.map(([column, type], c) =>
+            sql`${sql(column)} = CASE id ${
+              sql.join(" ", false)(alive.map((i) => sql`WHEN ${i.job.id} THEN CAST(${i.values[c]![2]} AS ${sql.literal(type)})`))
+            } END`
+          )
+          const done = yield* sql<{ id: string; makePrimary: number | string }>`UPDATE ${sql(table)}
+            SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = ${now},
+              ${sql.csv(perRun)}${table === "transcriptions" ? sql`, pieces_total = COALESCE(pieces_total, 1)` : sql``}
+            WHERE status = 'processing' AND ${sql.or(alive.map((i) => sql`(id = ${i.job.id} AND lease_owner = ${i.job.leaseOwner})`))}
+            RETURNING id, make_primary AS "makePrimary"`
+          const asked = new Map(done.map((r) => [r.id, Number(r.makePrimary) === 1]))
+          const passed = alive.filter((i) => asked.has(i.job.id))
+          if (passed.length === 0) continue
+          const undecided = passed.filter((i) => !asked.get(i.job.id))
+          const havePrimary = undecided.length === 0 ? new Set<string>() : new Set(
+            (yield* sql<{ entryId: string }>`SELECT entry_id AS "entryId" FROM ${sql(table)}
+              WHERE ${sql.in("entry_id", undecided.map((i) => i.job.entryId))} AND is_primary = 1`).map((r) => r.entryId)
+          )
+          const primary = passed.filter((i) => asked.get(i.job.id) || !havePrimary.has(i.job.entryId))
+          const events: Array<NewEvent> = []
+          if (primary.length > 0) {
+            const entries = primary.map((i) => i.job.entryId)
+            const ids = primary.map((i) => i.job.id)
+            yield* Effect.zipRight(
+              sql`UPDATE ${sql(table)} SET is_primary = 0, updated_at = ${now}
+                WHERE ${sql.in("entry_id", entries)} AND is_primary = 1 AND NOT (${sql.in("id", ids)})`,
+              sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE ${sql.in("id", ids)}`
+            ).pipe(Effect.mapError((e) =>
+              dialect.isUniqueViolation(e)
+                ? new StoreError({ message: new PrimaryConflict({ table, entryId: entries.join(", ") }).message, cause: e })
+                : storeError(e)
+            ))
+            yield* refreshSearchDocuments(sql, entries)
+          }
+          for (const i of passed) {
+            written.add(i)
+            events.push(stageEvent(i.job.stage, i.job, "completed"))
+            if (primary.includes(i)) events.push(...(yield* i.next(now)))
+          }
+          yield* writeEvents(events, now)
+        }
+        return items.map((i) => written.has(i))
+      }).pipe(
+        sql.withTransaction,
+        Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))),
+        Effect.tap(() => Effect.forEach(new Set(items.map((i) => i.job.userId)), (userId) => woke(userId)(Effect.void)))
+      )
+
+    /** One run of {@link completeMany}: LeaseLost when it was not written. */
+    const completeOne = (table: "transcriptions" | "cleaned_entries", item: Completion) =>
+      Effect.flatMap(completeMany(table, [item]), ([written]) =>
+        written ? Effect.void : Effect.fail(new LeaseLost({ table, id: item.job.id })))
 
     /** The entry an idempotency key made, as the `IdempotencyKeyUsed` a repeated upload fails with. */
     const idempotentWinner = (userId: string, key: string): Effect.Effect<never, IdempotencyKeyUsed | StoreError> =>
@@ -713,6 +785,42 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         LEFT JOIN deliveries n ON n.id = (SELECT x.id FROM deliveries x WHERE x.entry_id = p.id
           AND x.destination_id = ${serverNotionDestination} ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
         ORDER BY ${orderBy}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEntrySummaries))
+
+    const transcriptionCompletion = (job: Job, result: TranscriptionResult): Completion => ({
+      job,
+      values: [
+        ["text", "TEXT", result.text],
+        ["engine", "TEXT", result.engine],
+        ["language", "TEXT", result.language],
+        ["duration_seconds", "DOUBLE PRECISION", result.durationSeconds],
+        ["segments", "TEXT", result.segments == null ? null : JSON.stringify(result.segments)]
+      ],
+      next: (now) =>
+        insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now).pipe(
+          Effect.map((id) => [stageEvent("cleanup", { id, entryId: job.entryId, userId: job.userId }, "pending")])
+        )
+    })
+
+    const cleanupCompletion = (job: Job, result: CleanupResult, implicit: ReadonlyArray<DestinationId>): Completion => ({
+      job,
+      values: [
+        ["title", "TEXT", result.title],
+        ["text", "TEXT", result.text],
+        ["model", "TEXT", result.model],
+        ["summary", "TEXT", result.summary],
+        ["action_items", "TEXT", JSON.stringify(result.actionItems)],
+        ["tags", "TEXT", JSON.stringify(normalizeTags(result.tags))],
+        ["sections", "TEXT", JSON.stringify(result.sections)]
+      ],
+      next: (now) =>
+        deliveryTargets(job.userId, implicit).pipe(
+          Effect.flatMap((targets) =>
+            Effect.forEach(targets, (destinationId) =>
+              ensureDelivery({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id, destinationId }, now))
+          ),
+          Effect.map((queued) => queued.flatMap((q) => q.events))
+        )
+    })
 
     const claimBatch: JournalStoreService["claimBatch"] = (stage, { leaseMillis, limit, workerId }) =>
       Effect.gen(function*() {
@@ -1110,38 +1218,15 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return { ...job, leaseExpiresAt }
         }),
 
-      completeTranscription: (job, result) =>
-        completeAndPromote(
-          job,
-          "transcriptions",
-          (now) =>
-            sql`text = ${result.text}, engine = ${result.engine}, language = ${result.language},
-              duration_seconds = ${result.durationSeconds},
-              segments = ${result.segments == null ? null : JSON.stringify(result.segments)},
-              pieces_total = COALESCE(pieces_total, 1), updated_at = ${now}`,
-          (now) =>
-            insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now).pipe(
-              Effect.map((id) => [stageEvent("cleanup", { id, entryId: job.entryId, userId: job.userId }, "pending")])
-            )
-        ),
+      completeTranscription: (job, result) => completeOne("transcriptions", transcriptionCompletion(job, result)),
 
-      completeCleanup: (job, result, { implicit }) =>
-        completeAndPromote(
-          job,
-          "cleaned_entries",
-          (now) =>
-            sql`title = ${result.title}, text = ${result.text}, model = ${result.model}, summary = ${result.summary},
-              action_items = ${JSON.stringify(result.actionItems)}, tags = ${JSON.stringify(normalizeTags(result.tags))},
-              sections = ${JSON.stringify(result.sections)}, updated_at = ${now}`,
-          (now) =>
-            deliveryTargets(job.userId, implicit).pipe(
-              Effect.flatMap((targets) =>
-                Effect.forEach(targets, (destinationId) =>
-                  ensureDelivery({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id, destinationId }, now))
-              ),
-              Effect.map((queued) => queued.flatMap((q) => q.events))
-            )
-        ),
+      completeTranscriptions: (items) =>
+        completeMany("transcriptions", items.map((i) => transcriptionCompletion(i.job, i.result))),
+
+      completeCleanup: (job, result, { implicit }) => completeOne("cleaned_entries", cleanupCompletion(job, result, implicit)),
+
+      completeCleanups: (items, { implicit }) =>
+        completeMany("cleaned_entries", items.map((i) => cleanupCompletion(i.job, i.result, implicit))),
 
       planPieces: (job, pieces) =>
         Effect.gen(function*() {
