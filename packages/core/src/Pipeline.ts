@@ -25,7 +25,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Context, Deferred, Duration, Effect, Either, Exit, Fiber, FiberSet, Layer, Option, Ref, Tracer } from "effect"
+import { Cause, Chunk, Context, Deferred, Duration, Effect, Either, Exit, FiberSet, Layer, Option, Queue, Ref, Tracer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as AudioPieces from "./AudioPieces.js"
@@ -35,8 +35,8 @@ import { Cleaner } from "./Cleaner.js"
 import { documentOf } from "./Destination.js"
 import * as Destinations from "./Destinations.js"
 import type { ClaimedJob, DeliveryId, Job, Stage, VoiceEntry } from "./Domain.js"
-import { isTemporaryError, PermanentError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
-import { JournalStore, type PieceResult, type TranscriptionResult } from "./JournalStore.js"
+import { isTemporaryError, LeaseLost, PermanentError, redactInternals, type StageError, type StoreError, TemporaryError } from "./Errors.js"
+import { type CleanupResult, JournalStore, type PieceResult, stageTables, type TranscriptionResult } from "./JournalStore.js"
 import * as Metrics from "./Metrics.js"
 import * as RetryPolicy from "./RetryPolicy.js"
 import { type Segment, Transcriber } from "./Transcriber.js"
@@ -191,6 +191,33 @@ export const run = (options: PipelineOptions = {}) =>
     /** Completed when shutdown begins: retry backoffs end then, their rows handed back. */
     const released = yield* Deferred.make<void>()
 
+    /**
+     * Finished runs of a stage wait here for one transaction together: a
+     * run that finishes while the previous batch commits joins the next one
+     * (one fiber per stage writes; `completeTranscriptions`/`completeCleanups`).
+     * A run whose lease is gone fails with LeaseLost, as when written alone.
+     */
+    const batcher = <R>(write: (results: ReadonlyArray<{ readonly job: Job; readonly result: R }>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>) =>
+      Effect.gen(function*() {
+        const queue = yield* Queue.unbounded<{ readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }>()
+        yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
+          const batch = Chunk.toReadonlyArray(yield* Queue.takeBetween(queue, 1, maxCompletionBatch))
+          const outcome = yield* Effect.either(write(batch))
+          yield* Effect.forEach(batch, (item, i) =>
+            Deferred.complete(
+              item.done,
+              Either.isLeft(outcome)
+                ? Effect.fail(outcome.left)
+                : outcome.right[i] ? Effect.void : Effect.fail(new LeaseLost({ table: stageTables[item.job.stage].table, id: item.job.id }))
+            ), { discard: true })
+        })))
+        return (job: Job, result: R) =>
+          Effect.flatMap(Deferred.make<void, LeaseLost | StoreError>(), (done) =>
+            Effect.zipRight(Queue.offer(queue, { job, result, done }), Deferred.await(done)))
+      })
+    const completeTranscription = yield* batcher<TranscriptionResult>((items) => store.completeTranscriptions(items))
+    const completeCleanup = yield* batcher<CleanupResult>((items) => store.completeCleanups(items, { implicit: destinations.implicit }))
+
     /** A recording that fits the engine, sent as it is; one segment for all of it if the engine gives none. */
     const transcribeWhole = (entry: VoiceEntry, path: string, probed: ProbeResult) =>
       transcriber.transcribe({ path, mimeType: entry.mimeType, entryId: entry.id }).pipe(
@@ -288,7 +315,7 @@ export const run = (options: PipelineOptions = {}) =>
             const result = AudioPieces.needsPieces({ durationSeconds: probed.durationSeconds, sizeBytes: entry.sizeBytes }, limits)
               ? yield* transcribeInPieces(job, entry, path, probed.durationSeconds!)
               : yield* transcribeWhole(entry, path, probed)
-            yield* store.completeTranscription(job, result)
+            yield* completeTranscription(job, result)
             yield* signal.notify("cleanup")
             // the local file (a downloaded copy on object storage) lives until the stage ends
           }).pipe(Effect.scoped, gone)
@@ -304,7 +331,7 @@ export const run = (options: PipelineOptions = {}) =>
                   new PermanentError({ service: "database", message: `template ${cleanup.templateId} no longer exists` }))
               )
             const cleaned = yield* cleaner.clean(transcription.text ?? "", template)
-            yield* store.completeCleanup(job, cleaned, { implicit: destinations.implicit })
+            yield* completeCleanup(job, cleaned)
             yield* signal.notify("delivery")
           }).pipe(gone)
         case "delivery":
@@ -438,37 +465,41 @@ export const run = (options: PipelineOptions = {}) =>
     const stopping = yield* Ref.make(false)
     const running = yield* FiberSet.make<void, never>()
 
-    /** One worker fiber: claim, run, repeat; wait for a signal or the poll when idle. */
-    const loop = (stage: Stage, n: number) =>
+    /**
+     * A stage's claimer: waits for a free slot, claims as many due rows as
+     * there are free slots in one `claimBatch`, hands each to a fiber that
+     * frees its slot when done; waits for a signal or the poll when idle.
+     */
+    const dispatch = (stage: Stage, slots: number) =>
       Effect.gen(function*() {
-        const workerId = `${config.workerId}/${stage}-${n}`
+        const free = yield* Queue.bounded<void>(slots)
+        yield* Queue.offerAll(free, Array.from({ length: slots }, () => undefined))
+        let claims = 0
         while (!(yield* Ref.get(stopping))) {
+          yield* Queue.take(free)
+          const limit = 1 + (yield* Queue.takeAll(free)).length
           const wake = yield* signal.next(stage, config.pollInterval)
           // claim and hand over in one uninterruptible step: a shutdown never
-          // strands a claimed row between the two; the job runs in `running`
-          // so shutdown can wait for it, then interrupt it
-          const fiber = yield* store.claimNext(stage, { workerId, leaseMillis }).pipe(
-            Effect.flatMap(Option.match({
-              onNone: () => Effect.succeed(Option.none()),
-              // (a fiber forked here would inherit uninterruptibility: give it back)
-              onSome: (job) => Effect.map(FiberSet.run(running, Effect.interruptible(process(job))), Option.some)
-            })),
-            Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as(Option.none()))),
+          // strands a claimed row between the two; the jobs run in `running`
+          // so shutdown can wait for them, then interrupt them
+          const started = yield* store.claimBatch(stage, { workerId: `${config.workerId}/${stage}-${claims++}`, leaseMillis, limit }).pipe(
+            Effect.flatMap((jobs) =>
+              Effect.forEach(jobs, (job) =>
+                // (a fiber forked here would inherit uninterruptibility: give it back)
+                FiberSet.run(running, Effect.interruptible(process(job)).pipe(Effect.ensuring(Queue.offer(free, undefined))))
+              )
+            ),
+            Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as([]))),
             Effect.uninterruptible
           )
-          if (Option.isNone(fiber)) {
-            yield* wake
-            continue
-          }
-          yield* Fiber.await(fiber.value)
+          yield* Queue.offerAll(free, Array.from({ length: limit - started.length }, () => undefined))
+          if (started.length === 0) yield* wake
         }
       })
 
     const loops = yield* FiberSet.make<void, never>()
     for (const stage of ["transcription", "cleanup", "delivery"] as const) {
-      for (let n = 0; n < config.concurrency[stage]; n++) {
-        yield* FiberSet.run(loops, loop(stage, n))
-      }
+      if (config.concurrency[stage] > 0) yield* FiberSet.run(loops, dispatch(stage, config.concurrency[stage]))
     }
     yield* Effect.logInfo(`pipeline started (worker ${config.workerId})`)
 
@@ -496,6 +527,9 @@ export const run = (options: PipelineOptions = {}) =>
     yield* Effect.addFinalizer(() => shutdown)
     return { shutdown }
   })
+
+/** At most this many finished runs are written in one transaction. */
+const maxCompletionBatch = 64
 
 /** The stage's row is gone or no longer ours (deleted entry, lost lease). */
 class LeaseGone {
