@@ -192,31 +192,74 @@ export const run = (options: PipelineOptions = {}) =>
     const released = yield* Deferred.make<void>()
 
     /**
-     * Finished runs of a stage wait here for one transaction together: a
-     * run that finishes while the previous batch commits joins the next one
-     * (one fiber per stage writes; `completeTranscriptions`/`completeCleanups`).
-     * A run whose lease is gone fails with LeaseLost, as when written alone.
+     * Runs of each stage still working in this process, and how each frees
+     * its slot: when it has finished its work and waits for its write (the
+     * next rows can be claimed and worked while a batch commits), or when
+     * it ends, whichever comes first. (A run whose write fails and that is
+     * retried in-process works again without a slot: the concurrency limit
+     * can be passed by such runs until they end.)
      */
-    const batcher = <R>(write: (results: ReadonlyArray<{ readonly job: Job; readonly result: R }>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>) =>
+    const working: Record<Stage, number> = { transcription: 0, cleanup: 0, delivery: 0 }
+    /** Waiters for the moment no run of a stage is working (the batch windows below). */
+    const idleWaiters: Record<Stage, Array<Deferred.Deferred<void>>> = { transcription: [], cleanup: [], delivery: [] }
+    /** Waits up to `completionWindow` for no run of `stage` to be working. */
+    const settle = (stage: Stage) =>
+      Effect.suspend(() => {
+        if (working[stage] === 0) return Effect.void
+        return Effect.flatMap(Deferred.make<void>(), (idle) => {
+          idleWaiters[stage].push(idle)
+          return Effect.raceFirst(Effect.sleep(completionWindow), Deferred.await(idle))
+        })
+      })
+    const stopWorking = (stage: Stage) =>
+      Effect.suspend(() => {
+        working[stage]--
+        if (working[stage] > 0) return Effect.void
+        const waiters = idleWaiters[stage].splice(0)
+        return Effect.forEach(waiters, (w) => Deferred.succeed(w, undefined), { discard: true })
+      })
+    const slotReleases = new Map<string, Effect.Effect<void>>()
+    const slotOf = (job: Job) => `${job.stage}/${job.id}/${job.leaseOwner}`
+    const freeSlot = (job: Job) => Effect.suspend(() => slotReleases.get(slotOf(job)) ?? Effect.void)
+
+    /**
+     * Finished runs of a stage wait here for one transaction together: the
+     * first waits up to `completionWindow` for the stage's runs still
+     * working, less once none is, and runs that finish while a batch
+     * commits join the next one (one fiber per stage writes). A run whose
+     * lease is gone fails with LeaseLost, as when written alone.
+     */
+    const batcher = <R>(
+      stage: Stage,
+      write: (results: ReadonlyArray<{ readonly job: Job; readonly result: R }>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
+    ) =>
       Effect.gen(function*() {
         const queue = yield* Queue.unbounded<{ readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }>()
         yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
-          const batch = Chunk.toReadonlyArray(yield* Queue.takeBetween(queue, 1, maxCompletionBatch))
+          const first = yield* Queue.take(queue)
+          yield* settle(stage)
+          const batch = [first, ...Chunk.toReadonlyArray(yield* Queue.takeUpTo(queue, maxCompletionBatch - 1))]
           const outcome = yield* Effect.either(write(batch))
           yield* Effect.forEach(batch, (item, i) =>
             Deferred.complete(
               item.done,
               Either.isLeft(outcome)
                 ? Effect.fail(outcome.left)
-                : outcome.right[i] ? Effect.void : Effect.fail(new LeaseLost({ table: stageTables[item.job.stage].table, id: item.job.id }))
+                : outcome.right[i]
+                ? Effect.void
+                : Effect.fail(new LeaseLost({ table: stageTables[item.job.stage].table, id: item.job.id }))
             ), { discard: true })
         })))
         return (job: Job, result: R) =>
-          Effect.flatMap(Deferred.make<void, LeaseLost | StoreError>(), (done) =>
-            Effect.zipRight(Queue.offer(queue, { job, result, done }), Deferred.await(done)))
+          Effect.gen(function*() {
+            const done = yield* Deferred.make<void, LeaseLost | StoreError>()
+            yield* Queue.offer(queue, { job, result, done })
+            yield* freeSlot(job)
+            return yield* Deferred.await(done)
+          })
       })
-    const completeTranscription = yield* batcher<TranscriptionResult>((items) => store.completeTranscriptions(items))
-    const completeCleanup = yield* batcher<CleanupResult>((items) => store.completeCleanups(items, { implicit: destinations.implicit }))
+    const completeTranscription = yield* batcher<TranscriptionResult>("transcription", (items) => store.completeTranscriptions(items))
+    const completeCleanup = yield* batcher<CleanupResult>("cleanup", (items) => store.completeCleanups(items, { implicit: destinations.implicit }))
 
     /** A recording that fits the engine, sent as it is; one segment for all of it if the engine gives none. */
     const transcribeWhole = (entry: VoiceEntry, path: string, probed: ProbeResult) =>
@@ -477,6 +520,7 @@ export const run = (options: PipelineOptions = {}) =>
         let claims = 0
         while (!(yield* Ref.get(stopping))) {
           yield* Queue.take(free)
+          yield* settle(stage) // slots freed together claim together
           const limit = 1 + (yield* Queue.takeAll(free)).length
           const wake = yield* signal.next(stage, config.pollInterval)
           // claim and hand over in one uninterruptible step: a shutdown never
@@ -486,7 +530,18 @@ export const run = (options: PipelineOptions = {}) =>
             Effect.flatMap((jobs) =>
               Effect.forEach(jobs, (job) =>
                 // (a fiber forked here would inherit uninterruptibility: give it back)
-                FiberSet.run(running, Effect.interruptible(process(job)).pipe(Effect.ensuring(Queue.offer(free, undefined))))
+                Effect.sync(() => {
+                  working[stage]++
+                  slotReleases.set(
+                    slotOf(job),
+                    Effect.suspend(() => {
+                      slotReleases.delete(slotOf(job))
+                      return Effect.zipRight(stopWorking(stage), Queue.offer(free, undefined))
+                    })
+                  )
+                }).pipe(
+                  Effect.zipRight(FiberSet.run(running, Effect.interruptible(process(job)).pipe(Effect.ensuring(freeSlot(job)))))
+                )
               )
             ),
             Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as([]))),
@@ -530,6 +585,9 @@ export const run = (options: PipelineOptions = {}) =>
 
 /** At most this many finished runs are written in one transaction. */
 const maxCompletionBatch = 64
+
+/** How long the first finished run of a batch waits for others. */
+const completionWindow = Duration.millis(2)
 
 /** The stage's row is gone or no longer ours (deleted entry, lost lease). */
 class LeaseGone {

@@ -392,15 +392,17 @@ const newId = (): string => globalThis.crypto.randomUUID()
 const isoNow = Clock.currentTimeMillis.pipe(Effect.map((ms) => new Date(ms).toISOString()))
 
 /**
- * A finished run for `completeMany`: its job, its result as (column, SQL
- * type, value) triples in the same column order for every run of a batch,
- * and what it queues once it is primary.
+ * A finished run for `completeMany`: its job and its result as (column,
+ * SQL type, value) triples, in the same column order for every run of a
+ * batch.
  */
 interface Completion {
   readonly job: Job
   readonly values: ReadonlyArray<readonly [column: string, type: string, value: unknown]>
-  readonly next: (now: string) => Effect.Effect<ReadonlyArray<NewEvent>, StoreError>
 }
+
+/** Queues what comes after the runs that became primary; their events, in the runs' order. */
+type QueueNext = (primary: ReadonlyArray<Completion>, now: string) => Effect.Effect<ReadonlyArray<ReadonlyArray<NewEvent>>, StoreError>
 
 /** Splits runs into rounds with at most one run per entry, in order. */
 const distinctEntryRounds = (items: ReadonlyArray<Completion>): ReadonlyArray<ReadonlyArray<Completion>> => {
@@ -672,7 +674,8 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
      */
     const completeMany = (
       table: "transcriptions" | "cleaned_entries",
-      items: ReadonlyArray<Completion>
+      items: ReadonlyArray<Completion>,
+      queueNext: QueueNext
     ) =>
       Effect.gen(function*() {
         const now = yield* isoNow
@@ -702,7 +705,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
               WHERE ${sql.in("entry_id", undecided.map((i) => i.job.entryId))} AND is_primary = 1`).map((r) => r.entryId)
           )
           const primary = passed.filter((i) => asked.get(i.job.id) || !havePrimary.has(i.job.entryId))
-          const events: Array<NewEvent> = []
+          let queued: ReadonlyArray<ReadonlyArray<NewEvent>> = []
           if (primary.length > 0) {
             const entries = primary.map((i) => i.job.entryId)
             const ids = primary.map((i) => i.job.id)
@@ -716,11 +719,14 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
                 : storeError(e)
             ))
             yield* refreshSearchDocuments(sql, entries)
+            queued = yield* queueNext(primary, now)
           }
+          const events: Array<NewEvent> = []
           for (const i of passed) {
             written.add(i)
             events.push(stageEvent(i.job.stage, i.job, "completed"))
-            if (primary.includes(i)) events.push(...(yield* i.next(now)))
+            const p = primary.indexOf(i)
+            if (p >= 0) events.push(...queued[p]!)
           }
           yield* writeEvents(events, now)
         }
@@ -732,8 +738,8 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       )
 
     /** One run of {@link completeMany}: LeaseLost when it was not written. */
-    const completeOne = (table: "transcriptions" | "cleaned_entries", item: Completion) =>
-      Effect.flatMap(completeMany(table, [item]), ([written]) =>
+    const completeOne = (table: "transcriptions" | "cleaned_entries", item: Completion, queueNext: QueueNext) =>
+      Effect.flatMap(completeMany(table, [item], queueNext), ([written]) =>
         written ? Effect.void : Effect.fail(new LeaseLost({ table, id: item.job.id })))
 
     /** The entry an idempotency key made, as the `IdempotencyKeyUsed` a repeated upload fails with. */
@@ -786,7 +792,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           AND x.destination_id = ${serverNotionDestination} ORDER BY x.created_at DESC, x.id DESC LIMIT 1)
         ORDER BY ${orderBy}`.pipe(Effect.mapError(storeError), Effect.flatMap(decodeEntrySummaries))
 
-    const transcriptionCompletion = (job: Job, result: TranscriptionResult): Completion => ({
+    const transcriptionCompletion = ({ job, result }: { readonly job: Job; readonly result: TranscriptionResult }): Completion => ({
       job,
       values: [
         ["text", "TEXT", result.text],
@@ -794,14 +800,33 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         ["language", "TEXT", result.language],
         ["duration_seconds", "DOUBLE PRECISION", result.durationSeconds],
         ["segments", "TEXT", result.segments == null ? null : JSON.stringify(result.segments)]
-      ],
-      next: (now) =>
-        insertCleanup({ entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now).pipe(
-          Effect.map((id) => [stageEvent("cleanup", { id, entryId: job.entryId, userId: job.userId }, "pending")])
-        )
+      ]
     })
 
-    const cleanupCompletion = (job: Job, result: CleanupResult, implicit: ReadonlyArray<DestinationId>): Completion => ({
+    /** A primary transcript queues its entry's cleanup: one row per run, in one statement. */
+    const queueCleanups: QueueNext = (primary, now) => {
+      const rows = primary.map(({ job }) => ({ id: newId(), job }))
+      return sql`INSERT INTO cleaned_entries ${
+        sql.insert(rows.map(({ id, job }) => ({
+          id,
+          entry_id: job.entryId,
+          transcription_id: job.id,
+          user_id: job.userId,
+          make_primary: 1,
+          template_id: null,
+          status: "pending",
+          attempts: 0,
+          next_attempt_at: now,
+          created_at: now,
+          updated_at: now
+        })))
+      }`.pipe(
+        Effect.mapError(storeError),
+        Effect.as(rows.map(({ id, job }) => [stageEvent("cleanup", { id, entryId: job.entryId, userId: job.userId }, "pending")]))
+      )
+    }
+
+    const cleanupCompletion = ({ job, result }: { readonly job: Job; readonly result: CleanupResult }): Completion => ({
       job,
       values: [
         ["title", "TEXT", result.title],
@@ -811,16 +836,19 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         ["action_items", "TEXT", JSON.stringify(result.actionItems)],
         ["tags", "TEXT", JSON.stringify(normalizeTags(result.tags))],
         ["sections", "TEXT", JSON.stringify(result.sections)]
-      ],
-      next: (now) =>
+      ]
+    })
+
+    /** A primary cleanup queues a delivery to each of its user's enabled destinations and to each of `implicit`. */
+    const queueDeliveriesOf = (implicit: ReadonlyArray<DestinationId>): QueueNext => (primary, now) =>
+      Effect.forEach(primary, ({ job }) =>
         deliveryTargets(job.userId, implicit).pipe(
           Effect.flatMap((targets) =>
             Effect.forEach(targets, (destinationId) =>
               ensureDelivery({ entryId: job.entryId, userId: job.userId, cleanedEntryId: job.id, destinationId }, now))
           ),
           Effect.map((queued) => queued.flatMap((q) => q.events))
-        )
-    })
+        ))
 
     const claimBatch: JournalStoreService["claimBatch"] = (stage, { leaseMillis, limit, workerId }) =>
       Effect.gen(function*() {
@@ -1218,15 +1246,14 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           return { ...job, leaseExpiresAt }
         }),
 
-      completeTranscription: (job, result) => completeOne("transcriptions", transcriptionCompletion(job, result)),
+      completeTranscription: (job, result) => completeOne("transcriptions", transcriptionCompletion({ job, result }), queueCleanups),
 
-      completeTranscriptions: (items) =>
-        completeMany("transcriptions", items.map((i) => transcriptionCompletion(i.job, i.result))),
+      completeTranscriptions: (items) => completeMany("transcriptions", items.map(transcriptionCompletion), queueCleanups),
 
-      completeCleanup: (job, result, { implicit }) => completeOne("cleaned_entries", cleanupCompletion(job, result, implicit)),
+      completeCleanup: (job, result, { implicit }) =>
+        completeOne("cleaned_entries", cleanupCompletion({ job, result }), queueDeliveriesOf(implicit)),
 
-      completeCleanups: (items, { implicit }) =>
-        completeMany("cleaned_entries", items.map((i) => cleanupCompletion(i.job, i.result, implicit))),
+      completeCleanups: (items, { implicit }) => completeMany("cleaned_entries", items.map(cleanupCompletion), queueDeliveriesOf(implicit)),
 
       planPieces: (job, pieces) =>
         Effect.gen(function*() {
