@@ -74,13 +74,17 @@ describe("PostgreSQL work signal", () => {
       const ctx = yield* thisNode(url)
       const sql = Context.get(ctx, SqlClient.SqlClient)
       const signal = Context.get(ctx, WorkSignal.WorkSignal)
-      yield* signal.notify("transcription") // warm the pool
       yield* listening(sql) // the LISTEN connection is opened by a background fiber: count it in "before"
+      // hints are sent in the background, beside other queries: open the whole pool (4) first,
+      // so a new pid can only mean a connection that was dropped and replaced
+      yield* Effect.all(Array.from({ length: 4 }, () => sql`SELECT pg_sleep(0.2)`), { concurrency: "unbounded" })
       const before = yield* backends(sql)
+      expect(before.length).toBe(5)
 
       for (let i = 0; i < 20; i++) yield* signal.notify("transcription")
       // PostgreSQL refuses payloads of 8000 bytes or more: a real failure of the hint itself
       for (let i = 0; i < 5; i++) yield* PgJournalStore.sendWorkHint(sql, "x".repeat(9000))
+      yield* Effect.sleep("200 millis") // the background sends end
       const after = yield* backends(sql)
       expect(after).toEqual(before)
     }))
