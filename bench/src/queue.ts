@@ -7,9 +7,11 @@
  * no-op jobs with `concurrency: 4`. Each at a small and a large backlog.
  *
  * A voice-journal "job" here is everything a transcription run costs the
- * queue: the claim, reading the entry, the blob lookup, and the completing
- * transaction (result, promotion, the next stage's row). A graphile-worker
- * job is its claim and its completion.
+ * queue: its share of a claim (the pipeline claims as many rows as it has
+ * free slots, with their entries and `processing` events), the blob lookup,
+ * and its share of a completing transaction (finished runs are written
+ * together: result, promotion, search document, the next stage's row,
+ * events). A graphile-worker job is its claim and its completion.
  *
  * Rows are seeded in bulk with SQL before the workers start, so the clock
  * measures draining the backlog only.
@@ -116,6 +118,7 @@ const graphile = (n: number) =>
       // idle connections, and an idle pg client's error with no listener crashes the process
       const pgPool = new pg.Pool({ connectionString, max: CONCURRENCY + 2 })
       pgPool.on("error", (e) => console.warn("graphile-worker pool:", e.message))
+      pgPool.on("connect", (client) => client.on("error", (e) => console.warn("graphile-worker connection:", e.message)))
       const t0 = performance.now()
       const runner = await runGraphile({
         pgPool,
