@@ -65,6 +65,12 @@ export interface PipelineConfig {
   readonly chunkSeconds: number
   /** Pieces of one recording transcribed at the same time. Default 3. */
   readonly pieceConcurrency: number
+  /**
+   * How long a finished run (or a freed slot) waits for the stage's other
+   * runs to finish too, so they are written (or claimed) together; it ends
+   * early once none is working. Default 2 ms.
+   */
+  readonly batchWindow: Duration.DurationInput
 }
 
 /** @since 0.1.0 */
@@ -77,7 +83,8 @@ export const defaultConfig = (): PipelineConfig => ({
   retry: { transcription: RetryPolicy.defaults, cleanup: RetryPolicy.defaults, delivery: RetryPolicy.defaults },
   shutdownGrace: "30 seconds",
   chunkSeconds: 600,
-  pieceConcurrency: 3
+  pieceConcurrency: 3,
+  batchWindow: "2 millis"
 })
 
 /**
@@ -94,6 +101,7 @@ export interface PipelineOptions {
   readonly shutdownGrace?: Duration.DurationInput | undefined
   readonly chunkSeconds?: number | undefined
   readonly pieceConcurrency?: number | undefined
+  readonly batchWindow?: Duration.DurationInput | undefined
 }
 
 const resolve = (options: PipelineOptions): PipelineConfig => {
@@ -108,7 +116,8 @@ const resolve = (options: PipelineOptions): PipelineConfig => {
     retry: { transcription: retry("transcription"), cleanup: retry("cleanup"), delivery: retry("delivery") },
     shutdownGrace: options.shutdownGrace ?? d.shutdownGrace,
     chunkSeconds: options.chunkSeconds ?? d.chunkSeconds,
-    pieceConcurrency: Math.max(1, options.pieceConcurrency ?? d.pieceConcurrency)
+    pieceConcurrency: Math.max(1, options.pieceConcurrency ?? d.pieceConcurrency),
+    batchWindow: options.batchWindow ?? d.batchWindow
   }
 }
 
@@ -202,13 +211,13 @@ export const run = (options: PipelineOptions = {}) =>
     const working: Record<Stage, number> = { transcription: 0, cleanup: 0, delivery: 0 }
     /** Waiters for the moment no run of a stage is working (the batch windows below). */
     const idleWaiters: Record<Stage, Array<Deferred.Deferred<void>>> = { transcription: [], cleanup: [], delivery: [] }
-    /** Waits up to `completionWindow` for no run of `stage` to be working. */
+    /** Waits up to `batchWindow` for no run of `stage` to be working. */
     const settle = (stage: Stage) =>
       Effect.suspend(() => {
         if (working[stage] === 0) return Effect.void
         return Effect.flatMap(Deferred.make<void>(), (idle) => {
           idleWaiters[stage].push(idle)
-          return Effect.raceFirst(Effect.sleep(completionWindow), Deferred.await(idle))
+          return Effect.raceFirst(Effect.sleep(config.batchWindow), Deferred.await(idle))
         })
       })
     const stopWorking = (stage: Stage) =>
@@ -224,7 +233,7 @@ export const run = (options: PipelineOptions = {}) =>
 
     /**
      * Finished runs of a stage wait here for one transaction together: the
-     * first waits up to `completionWindow` for the stage's runs still
+     * first waits up to `batchWindow` for the stage's runs still
      * working, less once none is, and runs that finish while a batch
      * commits join the next one (one fiber per stage writes). A run whose
      * lease is gone fails with LeaseLost, as when written alone.
@@ -585,9 +594,6 @@ export const run = (options: PipelineOptions = {}) =>
 
 /** At most this many finished runs are written in one transaction. */
 const maxCompletionBatch = 64
-
-/** How long the first finished run of a batch waits for others. */
-const completionWindow = Duration.millis(2)
 
 /** The stage's row is gone or no longer ours (deleted entry, lost lease). */
 class LeaseGone {
