@@ -10,7 +10,13 @@
  * (the page cache; what a plain pipe-to-file does) and one that fsyncs the
  * file and the directory before answering (the same promise).
  *
- * Run: pnpm bench:upload   (SIZE_MB=100, CONCURRENCY="1,8")
+ * Each server takes one upload before the rounds (not counted), so the
+ * first round does not carry its JIT compilation and heap growth.
+ * Server CPU is user + system time of all its threads (main, libuv pool,
+ * V8's GC helpers) per 100 MB. Peak RSS is the highest of the rounds.
+ *
+ * Run: pnpm bench:upload   (SIZE_MB=100, CONCURRENCY="1,8", ROUNDS=3;
+ * CPU_PROF=<dir> writes a V8 CPU profile of the voice-journal server)
  */
 import { BlobStore, Ingest } from "@voice-journal/core"
 import { Duration, Effect, Stream } from "effect"
@@ -25,6 +31,8 @@ import { wavHeader } from "./wav.js"
 
 const SIZE = Number(process.env.SIZE_MB ?? 100) * 1024 * 1024
 const LEVELS = (process.env.CONCURRENCY ?? "1,8").split(",").map(Number)
+/** Rounds per level and server; the median round is reported (the machine's 2 cores are shared). */
+const ROUNDS = Number(process.env.ROUNDS ?? 3)
 const here = path.dirname(fileURLToPath(import.meta.url))
 const serverPackage = path.resolve(here, "../../packages/http-server")
 
@@ -111,25 +119,33 @@ const round = async (server: Server, n: number) => {
 }
 
 /**
- * Every level runs on each server in turn (bare, bare + fsync, voice-journal),
- * so a change in the machine's load (2 shared cores) hits all of them alike
- * rather than whichever ran last; the ratios compare rounds of the same level.
+ * Every level runs on each server in turn (bare, bare + fsync,
+ * voice-journal), {@link ROUNDS} times over, so a change in the machine's
+ * load (2 shared cores) hits all of them alike rather than whichever ran
+ * last; each server's median round (by throughput) is reported, and the
+ * ratios compare the medians of the same level.
  */
 const measure = async (servers: ReadonlyArray<Server>) => {
+  // one upload each first: code compiled, heap and buffers grown to their working size (not counted)
+  for (const server of servers) await upload(server.port, server.key)
   for (const n of LEVELS) {
-    const results: Array<Awaited<ReturnType<typeof round>>> = []
-    for (const server of servers) {
-      const r = await round(server, n)
-      results.push(r)
+    const rounds = servers.map(() => [] as Array<Awaited<ReturnType<typeof round>>>)
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const [s, server] of servers.entries()) rounds[s]!.push(await round(server, n))
+    }
+    const medians = rounds.map((rs) => [...rs].sort((a, b) => a.mbps - b.mbps)[Math.floor(rs.length / 2)]!)
+    for (const [s, server] of servers.entries()) {
+      const r = medians[s]!
       // the last server against each peer before it
-      const ratio = server !== servers.at(-1) ? "" : `  (${
-        servers.slice(0, -1).map((peer, i) => `${(r.mbps / results[i]!.mbps).toFixed(2)}× ${peer.name.replace("bare Node pipe-to-file", "bare")}`)
+      const ratio = s !== servers.length - 1 ? "" : `  (${
+        servers.slice(0, -1).map((peer, i) => `${(r.mbps / medians[i]!.mbps).toFixed(2)}× ${peer.name.replace("bare Node pipe-to-file", "bare")}`)
           .join(", ")
       })`
+      const all = rounds[s]!.map((x) => x.mbps.toFixed(0)).join("/")
       console.log(
-        `${server.name.padEnd(30)} ${n} × ${SIZE / 1048576} MB: ${r.mbps.toFixed(0).padStart(5)} MB/s, peak RSS ${r.growth.toFixed(0).padStart(4)} MB above idle (${
-          r.idle.toFixed(0)
-        } MB), CPU ${r.cpuPer100MB.toFixed(0).padStart(4)} ms per 100 MB${ratio}`
+        `${server.name.padEnd(30)} ${n} × ${SIZE / 1048576} MB: ${r.mbps.toFixed(0).padStart(5)} MB/s (rounds ${all}), peak RSS ${
+          Math.max(...rounds[s]!.map((x) => x.growth)).toFixed(0).padStart(3)
+        } MB above idle (${r.idle.toFixed(0)} MB), CPU ${r.cpuPer100MB.toFixed(0).padStart(4)} ms per 100 MB${ratio}`
       )
     }
   }
