@@ -10,7 +10,13 @@
  * (the page cache; what a plain pipe-to-file does) and one that fsyncs the
  * file and the directory before answering (the same promise).
  *
- * Run: pnpm bench:upload   (SIZE_MB=100, CONCURRENCY="1,8")
+ * Each server takes one upload before the rounds (not counted), so the
+ * first round does not carry its JIT compilation and heap growth.
+ * Server CPU is user + system time of all its threads (main, libuv pool,
+ * V8's GC helpers) per 100 MB. Peak RSS is the highest of the rounds.
+ *
+ * Run: pnpm bench:upload   (SIZE_MB=100, CONCURRENCY="1,8", ROUNDS=3;
+ * CPU_PROF=<dir> writes a V8 CPU profile of the voice-journal server)
  */
 import { BlobStore, Ingest } from "@voice-journal/core"
 import { Duration, Effect, Stream } from "effect"
@@ -25,6 +31,8 @@ import { wavHeader } from "./wav.js"
 
 const SIZE = Number(process.env.SIZE_MB ?? 100) * 1024 * 1024
 const LEVELS = (process.env.CONCURRENCY ?? "1,8").split(",").map(Number)
+/** Rounds per level and server; the median round is reported (the machine's 2 cores are shared). */
+const ROUNDS = Number(process.env.ROUNDS ?? 3)
 const here = path.dirname(fileURLToPath(import.meta.url))
 const serverPackage = path.resolve(here, "../../packages/http-server")
 
@@ -77,25 +85,70 @@ const waitForPort = async (port: number) => {
   throw new Error(`server on ${port} did not start`)
 }
 
-type Baselines = Record<string, Record<number, number>>
+interface Server {
+  readonly name: string
+  readonly pid: number
+  readonly port: number
+  readonly key: string
+}
 
-const measure = async (name: string, pid: number, port: number, key: string, baselines: Baselines) => {
-  const results: Record<number, number> = {}
-  for (const n of LEVELS) {
-    await new Promise((r) => setTimeout(r, 500))
-    const idle = memory(pid).rss
-    resetPeak(pid)
-    const t0 = performance.now()
-    await Promise.all(Array.from({ length: n }, () => upload(port, key)))
-    const seconds = (performance.now() - t0) / 1000
-    const mbps = (n * SIZE) / 1024 / 1024 / seconds
-    const growth = memory(pid).peak - idle
-    const ratios = Object.entries(baselines).map(([peer, b]) => `${(mbps / b[n]!).toFixed(2)}× ${peer}`)
-    const ratio = ratios.length > 0 ? `  (${ratios.join(", ")})` : ""
-    console.log(`${name.padEnd(30)} ${n} × ${SIZE / 1048576} MB: ${mbps.toFixed(0).padStart(5)} MB/s, peak RSS ${growth.toFixed(0).padStart(4)} MB above idle (${idle.toFixed(0)} MB)${ratio}`)
-    results[n] = mbps
+/** CPU time (user + system, all threads) the process has used so far, in ms. */
+const cpuMs = (pid: number) => {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+  // the fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100 // clock ticks (USER_HZ = 100)
+}
+
+/** One round: `n` concurrent uploads to `server`; throughput, peak RSS growth, CPU per 100 MB. */
+const round = async (server: Server, n: number) => {
+  await new Promise((r) => setTimeout(r, 500))
+  const idle = memory(server.pid).rss
+  resetPeak(server.pid)
+  const cpu0 = cpuMs(server.pid)
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: n }, () => upload(server.port, server.key)))
+  const seconds = (performance.now() - t0) / 1000
+  const cpu = cpuMs(server.pid) - cpu0
+  return {
+    mbps: (n * SIZE) / 1024 / 1024 / seconds,
+    growth: memory(server.pid).peak - idle,
+    idle,
+    cpuPer100MB: (cpu / ((n * SIZE) / 1024 / 1024)) * 100
   }
-  return results
+}
+
+/**
+ * Every level runs on each server in turn (bare, bare + fsync,
+ * voice-journal), {@link ROUNDS} times over, so a change in the machine's
+ * load (2 shared cores) hits all of them alike rather than whichever ran
+ * last; each server's median round (by throughput) is reported, and the
+ * ratios compare the medians of the same level.
+ */
+const measure = async (servers: ReadonlyArray<Server>) => {
+  // one upload each first: code compiled, heap and buffers grown to their working size (not counted)
+  for (const server of servers) await upload(server.port, server.key)
+  for (const n of LEVELS) {
+    const rounds = servers.map(() => [] as Array<Awaited<ReturnType<typeof round>>>)
+    for (let i = 0; i < ROUNDS; i++) {
+      for (const [s, server] of servers.entries()) rounds[s]!.push(await round(server, n))
+    }
+    const medians = rounds.map((rs) => [...rs].sort((a, b) => a.mbps - b.mbps)[Math.floor(rs.length / 2)]!)
+    for (const [s, server] of servers.entries()) {
+      const r = medians[s]!
+      // the last server against each peer before it
+      const ratio = s !== servers.length - 1 ? "" : `  (${
+        servers.slice(0, -1).map((peer, i) => `${(r.mbps / medians[i]!.mbps).toFixed(2)}× ${peer.name.replace("bare Node pipe-to-file", "bare")}`)
+          .join(", ")
+      })`
+      const all = rounds[s]!.map((x) => x.mbps.toFixed(0)).join("/")
+      console.log(
+        `${server.name.padEnd(30)} ${n} × ${SIZE / 1048576} MB: ${r.mbps.toFixed(0).padStart(5)} MB/s (rounds ${all}), peak RSS ${
+          Math.max(...rounds[s]!.map((x) => x.growth)).toFixed(0).padStart(3)
+        } MB above idle (${r.idle.toFixed(0)} MB), CPU ${r.cpuPer100MB.toFixed(0).padStart(4)} ms per 100 MB${ratio}`
+      )
+    }
+  }
 }
 
 /**
@@ -163,9 +216,6 @@ const main = async () => {
     const bare = bareServer(4310, false)
     const bareSync = bareServer(4312, true)
     await new Promise((r) => setTimeout(r, 500))
-    const baselines: Baselines = {}
-    baselines["bare"] = await measure("bare Node pipe-to-file", bare.pid!, 4310, "none", {})
-    baselines["bare+fsync"] = await measure("bare Node pipe-to-file + fsync", bareSync.pid!, 4312, "none", {})
 
     // voice-journal's server: auth, rate limit, streaming ingest (limit, sniff, sha256), blob store, row
     const env = {
@@ -176,15 +226,25 @@ const main = async () => {
       VJ_UPLOADS_PER_MINUTE: "1000",
       VJ_TRANSCRIBE_COMMAND: "true {input}",
       VJ_TRANSCRIBE_CONVERT: "none",
+      // the uploads are 55-minute WAVs: without this, the transcription stage of the entries already
+      // uploaded cuts them into 10-minute pieces with ffmpeg on the same 2 cores while later rounds run
+      // (work the bare peers never do); the stage now runs `true` once per entry
+      VJ_CHUNK_SECONDS: "86400",
       VJ_SHUTDOWN_GRACE_SECONDS: "1"
     }
     const cli = (args: Array<string>) =>
       execFileSync(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", ...args], { cwd: serverPackage, env, encoding: "utf8" })
     const key = cli(["users", "create", "bench"]).trim().split("\n").at(-1)!
-    const server = spawn(process.execPath, ["--import", "tsx", "--conditions=source", "src/bin.ts", "serve"], { cwd: serverPackage, env, stdio: "ignore" })
+    // CPU_PROF=<dir>: the server writes a V8 CPU profile there when it exits (open it in Chrome DevTools)
+    const profile = process.env.CPU_PROF === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${path.resolve(process.env.CPU_PROF)}`]
+    const server = spawn(process.execPath, [...profile, "--import", "tsx", "--conditions=source", "src/bin.ts", "serve"], { cwd: serverPackage, env, stdio: "ignore" })
     children.push(server)
     await waitForPort(4311)
-    await measure("voice-journal server", server.pid!, 4311, key, baselines)
+    await measure([
+      { name: "bare Node pipe-to-file", pid: bare.pid!, port: 4310, key: "none" },
+      { name: "bare Node pipe-to-file + fsync", pid: bareSync.pid!, port: 4312, key: "none" },
+      { name: "voice-journal server", pid: server.pid!, port: 4311, key }
+    ])
     await inProcess(dir)
   } finally {
     for (const c of children) c.kill("SIGTERM")
