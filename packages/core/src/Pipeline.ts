@@ -248,13 +248,14 @@ export const run = (options: PipelineOptions = {}) =>
           const first = yield* Queue.take(queue)
           yield* settle(stage)
           const batch = [first, ...Chunk.toReadonlyArray(yield* Queue.takeUpTo(queue, maxCompletionBatch - 1))]
-          const outcome = yield* Effect.either(write(batch))
+          // any failure, a defect too, goes to every run of the batch: this fiber must never die
+          const outcome = yield* Effect.exit(write(batch))
           yield* Effect.forEach(batch, (item, i) =>
             Deferred.complete(
               item.done,
-              Either.isLeft(outcome)
-                ? Effect.fail(outcome.left)
-                : outcome.right[i]
+              Exit.isFailure(outcome)
+                ? Effect.failCause(outcome.cause)
+                : outcome.value[i]
                 ? Effect.void
                 : Effect.fail(new LeaseLost({ table: stageTables[item.job.stage].table, id: item.job.id }))
             ), { discard: true })
