@@ -537,7 +537,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       )
     }
 
-    const insertCleanup = (
+    /** A pending cleanup row, as `sql.insert` takes it. */
+    const cleanupRow = (
+      id: string,
       row: {
         readonly entryId: string
         readonly userId: string
@@ -546,12 +548,26 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         readonly templateId?: TemplateId | undefined
       },
       now: string
-    ) => {
+    ) => ({
+      id,
+      entry_id: row.entryId,
+      transcription_id: row.transcriptionId,
+      user_id: row.userId,
+      make_primary: row.makePrimary ? 1 : 0,
+      template_id: row.templateId ?? null,
+      status: "pending",
+      attempts: 0,
+      next_attempt_at: now,
+      created_at: now,
+      updated_at: now
+    })
+
+    const insertCleanup = (row: Parameters<typeof cleanupRow>[1], now: string) => {
       const id = newId()
-      return sql`INSERT INTO cleaned_entries (id, entry_id, transcription_id, user_id, make_primary, template_id, status, attempts, next_attempt_at, created_at, updated_at)
-        VALUES (${id}, ${row.entryId}, ${row.transcriptionId}, ${row.userId}, ${row.makePrimary ? 1 : 0}, ${
-        row.templateId ?? null
-      }, 'pending', 0, ${now}, ${now}, ${now})`.pipe(Effect.mapError(storeError), Effect.as(id as CleanupId))
+      return sql`INSERT INTO cleaned_entries ${sql.insert(cleanupRow(id, row, now))}`.pipe(
+        Effect.mapError(storeError),
+        Effect.as(id as CleanupId)
+      )
     }
 
     const getTemplate: (userId: UserId, id: TemplateId) => Effect.Effect<CleanupTemplate, NotFound | StoreError> = getOwned(
@@ -609,11 +625,12 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       )
 
     /** Moves the primary flag of `table` within one entry to `id`. Call inside a transaction after lockEntry. */
-    const switchPrimary = (table: "transcriptions" | "cleaned_entries", entryId: string, id: string, now: string) =>
+    const switchPrimary = (table: "transcriptions" | "cleaned_entries", entryIds: ReadonlyArray<string>, ids: ReadonlyArray<string>, now: string) =>
       Effect.zipRight(
-        sql`UPDATE ${sql(table)} SET is_primary = 0, updated_at = ${now} WHERE entry_id = ${entryId} AND is_primary = 1 AND id <> ${id}`,
-        sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE id = ${id} AND entry_id = ${entryId}`
-      ).pipe(Effect.mapError(primaryConflict(table, entryId)))
+        sql`UPDATE ${sql(table)} SET is_primary = 0, updated_at = ${now}
+          WHERE ${sql.in("entry_id", entryIds)} AND is_primary = 1 AND NOT (${sql.in("id", ids)})`,
+        sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE ${sql.in("id", ids)} AND ${sql.in("entry_id", entryIds)}`
+      ).pipe(Effect.mapError(primaryConflict(table, entryIds.join(", "))))
 
     /**
      * The fenced update every worker write goes through: only the lease
@@ -658,7 +675,7 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
         if (current.status !== "completed") {
           return yield* new InvalidState({ message: `${resource} ${id} is ${current.status}, not completed` })
         }
-        yield* switchPrimary(table, entryId, id, now)
+        yield* switchPrimary(table, [entryId], [id], now)
         yield* refreshSearchDocuments(sql, [entryId])
         return yield* inEntry
       }).pipe(sql.withTransaction, Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
@@ -709,15 +726,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           if (primary.length > 0) {
             const entries = primary.map((i) => i.job.entryId)
             const ids = primary.map((i) => i.job.id)
-            yield* Effect.zipRight(
-              sql`UPDATE ${sql(table)} SET is_primary = 0, updated_at = ${now}
-                WHERE ${sql.in("entry_id", entries)} AND is_primary = 1 AND NOT (${sql.in("id", ids)})`,
-              sql`UPDATE ${sql(table)} SET is_primary = 1, updated_at = ${now} WHERE ${sql.in("id", ids)}`
-            ).pipe(Effect.mapError((e) =>
-              dialect.isUniqueViolation(e)
-                ? new StoreError({ message: new PrimaryConflict({ table, entryId: entries.join(", ") }).message, cause: e })
-                : storeError(e)
-            ))
+            yield* switchPrimary(table, entries, ids, now).pipe(
+              Effect.catchTag("PrimaryConflict", (e) => Effect.fail(new StoreError({ message: e.message, cause: e })))
+            )
             yield* refreshSearchDocuments(sql, entries)
             queued = yield* queueNext(primary, now)
           }
@@ -807,19 +818,9 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
     const queueCleanups: QueueNext = (primary, now) => {
       const rows = primary.map(({ job }) => ({ id: newId(), job }))
       return sql`INSERT INTO cleaned_entries ${
-        sql.insert(rows.map(({ id, job }) => ({
-          id,
-          entry_id: job.entryId,
-          transcription_id: job.id,
-          user_id: job.userId,
-          make_primary: 1,
-          template_id: null,
-          status: "pending",
-          attempts: 0,
-          next_attempt_at: now,
-          created_at: now,
-          updated_at: now
-        })))
+        sql.insert(rows.map(({ id, job }) =>
+          cleanupRow(id, { entryId: job.entryId, userId: job.userId, transcriptionId: job.id, makePrimary: true }, now)
+        ))
       }`.pipe(
         Effect.mapError(storeError),
         Effect.as(rows.map(({ id, job }) => [stageEvent("cleanup", { id, entryId: job.entryId, userId: job.userId }, "pending")]))
