@@ -195,9 +195,13 @@ export const layerClient = (
 export const layer = (
   config: PgJournalStoreConfig
 ): Layer.Layer<JournalStore.JournalStore | SqlClient.SqlClient | PgClient.PgClient, Errors.StoreError> =>
-  Layer.effect(JournalStore.JournalStore, SqlJournalStore.make(dialect)).pipe(
-    Layer.provideMerge(layerClient(config))
-  )
+  Layer.effect(
+    JournalStore.JournalStore,
+    // A store call is not interrupted mid-statement: @effect/sql-pg answers an
+    // interruption with pg_cancel_backend, which can land on the connection's
+    // next statement, someone else's (a batch of completions failed so).
+    Effect.map(SqlJournalStore.make(dialect), (store) => SqlJournalStore.mapCalls(store, Effect.uninterruptible))
+  ).pipe(Layer.provideMerge(layerClient(config)))
 
 
 /** The LISTEN/NOTIFY channel that carries "work queued" hints between nodes. */

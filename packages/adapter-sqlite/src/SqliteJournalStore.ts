@@ -179,7 +179,7 @@ const busyMessage = "the database is busy (locked by another process)"
  * - `ping` is not retried: readiness must answer at once. It takes the write
  *   lock for an instant (`BEGIN IMMEDIATE` … `ROLLBACK`), since a plain
  *   `SELECT 1` succeeds while another process holds the lock.
- * - `claimNext` is not retried: the worker's next poll is its retry.
+ * - `claimNext` and `claimBatch` are not retried: the worker's next poll is its retry.
  * - inside a caller's own transaction nothing is retried (that would repeat
  *   half of it); the busy failure goes up to whoever owns the transaction.
  */
@@ -201,14 +201,7 @@ const withBusyRetry = (
         Effect.mapError(markBusy)
       ))
 
-  const wrapped: Record<string, unknown> = {}
-  for (const [name, member] of Object.entries(store)) {
-    wrapped[name] = Effect.isEffect(member)
-      ? wrap(member, name !== "ping")
-      : typeof member === "function"
-      ? (...args: Array<unknown>) => wrap((member as (...a: Array<unknown>) => Effect.Effect<unknown, unknown>)(...args), name !== "claimNext")
-      : member
-  }
+  const wrapped = SqlJournalStore.mapCalls(store, (call, name) => wrap(call, name !== "ping" && name !== "claimNext" && name !== "claimBatch"))
   const ping = Effect.scoped(
     Effect.gen(function*() {
       const conn = yield* sql.reserve
@@ -219,7 +212,7 @@ const withBusyRetry = (
       )
     })
   ).pipe(Effect.mapError((e) => (isBusy(e) ? new Errors.StoreError({ message: busyMessage, busy: true, cause: e }) : toStoreError(e))))
-  return { ...(wrapped as unknown as JournalStore.JournalStoreService), ping }
+  return { ...wrapped, ping }
 }
 
 /**

@@ -417,6 +417,26 @@ const distinctEntryRounds = (items: ReadonlyArray<Completion>): ReadonlyArray<Re
 }
 
 /**
+ * Applies `f` to every call of `store`: its effect-valued members and what
+ * its methods return (how adapters add behaviour to all calls at once).
+ * @since 0.1.0
+ */
+export const mapCalls = (
+  store: JournalStoreService,
+  f: <A, E, R>(call: Effect.Effect<A, E, R>, name: string) => Effect.Effect<A, E | StoreError, R>
+): JournalStoreService => {
+  const mapped: Record<string, unknown> = {}
+  for (const [name, member] of Object.entries(store)) {
+    mapped[name] = Effect.isEffect(member)
+      ? f(member, name)
+      : typeof member === "function"
+      ? (...args: Array<unknown>) => f((member as (...a: Array<unknown>) => Effect.Effect<unknown, unknown>)(...args), name)
+      : member
+  }
+  return mapped as unknown as JournalStoreService
+}
+
+/**
  * Builds the store on the `SqlClient` in context. The schema must already be
  * migrated (see `Migrations`).
  * @since 0.1.0
