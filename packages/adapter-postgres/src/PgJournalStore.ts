@@ -13,6 +13,7 @@ import { type SqlError, SqlClient } from "@effect/sql"
 import { PgClient, PgMigrator } from "@effect/sql-pg"
 import { type EntrySearch, Errors, JournalEvents, JournalStore, Migrations, SqlJournalStore, WorkSignal } from "@voice-journal/core"
 import { Deferred, Effect, Layer, Option, Redacted, Schedule, Stream } from "effect"
+import * as PgPool from "./PgPool.js"
 
 /**
  * @since 0.1.0
@@ -173,18 +174,20 @@ const toStoreError = (e: { readonly message: string }) =>
 export const layerClient = (
   config: PgJournalStoreConfig
 ): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, Errors.StoreError> => {
-  const clientOf = (maxConnections: number) =>
-    PgClient.layer({
-      url: typeof config.url === "string" ? Redacted.make(config.url) : config.url,
-      maxConnections,
-      applicationName: config.applicationName ?? "voice-journal"
-    })
+  const url = typeof config.url === "string" ? Redacted.make(config.url) : config.url
+  const applicationName = config.applicationName ?? "voice-journal"
   // on a client of its own, closed once done: the lock holds one connection
   // while the migrator uses another, which a pool of one would never free
   const migrations = Layer.effectDiscard(
-    migrateExclusively.pipe(Effect.provide(Layer.merge(clientOf(2), NodeContext.layer)))
+    migrateExclusively.pipe(
+      Effect.provide(Layer.merge(PgClient.layer({ url, maxConnections: 2, applicationName }), NodeContext.layer))
+    )
   )
-  return Layer.provideMerge(clientOf(config.maxConnections ?? 10), migrations).pipe(Layer.mapError(toStoreError))
+  const client = PgClient.layerFromPool({
+    acquire: PgPool.make({ url, maxConnections: config.maxConnections ?? 10, applicationName }),
+    applicationName
+  })
+  return Layer.provideMerge(client, migrations).pipe(Layer.mapError(toStoreError))
 }
 
 /**

@@ -39,6 +39,35 @@ describe("PostgreSQL adapter", () => {
       expect((yield* store.getUser(user.id)).name).toBe("one-connection")
     }))
 
+  it.scoped("statements are prepared once per connection, except those with a `*`; a prepared one survives another node's migration", () =>
+    Effect.gen(function*() {
+      const url = yield* PgTestDatabase.freshDatabase()
+      // one connection: every statement below runs on it, and pg_prepared_statements is per connection
+      const ctx = yield* Layer.build(PgJournalStore.layer({ url, maxConnections: 1 }))
+      const store = Context.get(ctx, JournalStore.JournalStore)
+      const sql = Context.get(ctx, SqlClient.SqlClient)
+      const user = yield* store.createUser("prepared")
+      yield* store.getUser(user.id)
+      yield* sql`SELECT * FROM users WHERE id = ${user.id}`
+      const prepared = (like: string) =>
+        sql<{ name: string }>`SELECT name FROM pg_prepared_statements WHERE statement LIKE ${like}`.pipe(
+          Effect.map((rows) => rows.map((r) => r.name))
+        )
+      const getUser = yield* prepared("SELECT%FROM users WHERE id = $1")
+      expect(getUser).toHaveLength(1)
+      expect(getUser[0]).toMatch(/^vj_/)
+      expect(yield* prepared("SELECT * FROM users%")).toEqual([])
+      // the same text again: still one statement, not a second
+      yield* store.getUser(user.id)
+      expect(yield* prepared("SELECT%FROM users WHERE id = $1")).toEqual(getUser)
+
+      // another node migrates (a new column): explicit column lists are re-planned, not broken
+      const other = Context.get(yield* Layer.build(PgJournalStore.layer({ url, maxConnections: 1 })), SqlClient.SqlClient)
+      yield* other`ALTER TABLE users ADD COLUMN nickname TEXT`
+      expect((yield* store.getUser(user.id)).name).toBe("prepared")
+      expect(yield* sql<{ nickname: string | null }>`SELECT * FROM users WHERE id = ${user.id}`).toMatchObject([{ nickname: null }])
+    }))
+
   describe("query plans (EXPLAIN)", () => {
     /** Enough rows that the planner prefers an index when it can use one. */
     const seed = (sql: SqlClient.SqlClient) =>

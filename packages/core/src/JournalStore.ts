@@ -338,6 +338,15 @@ export interface JournalStoreService {
   /** Extends the lease; fails with LeaseLost if another worker owns the row now. */
   readonly heartbeat: (job: Job, leaseMillis: number) => Effect.Effect<Job, LeaseLost | StoreError>
   /**
+   * Extends the leases of many jobs (of any stages) at once, a statement per
+   * stage: what {@link heartbeat} does for one. Returns, in order, each job
+   * with its new expiry, or none where another worker owns the row now.
+   */
+  readonly heartbeatBatch: (
+    jobs: ReadonlyArray<Job>,
+    leaseMillis: number
+  ) => Effect.Effect<ReadonlyArray<Option.Option<Job>>, StoreError>
+  /**
    * Writes the transcript; makes it primary if requested or if the entry has
    * none; and, if it is primary, queues the cleanup — one transaction.
    */

@@ -485,6 +485,23 @@ export const run = (name: string, harness: Harness): void => {
           expect(rest.map((j) => j.entryId).sort()).toEqual([entries[3], entries[4]].sort())
           expect(yield* store.claimBatch("transcription", { ...lease, workerId: "worker-c", limit: 3 })).toEqual([])
 
+          // one heartbeat for many leases: each renewed but the one another worker took
+          yield* TestClock.adjust("10 seconds")
+          const beat = yield* store.heartbeatBatch([first[1]!, stale, rest[0]!], 30_000)
+          const renewedAt = (yield* TestClock.currentTimeMillis) + 30_000
+          expect(beat.map(Option.map((j) => [j.id, j.leaseExpiresAt.getTime()]))).toEqual([
+            Option.some([first[1]!.id, renewedAt]),
+            Option.none(),
+            Option.some([rest[0]!.id, renewedAt])
+          ])
+          // renewed: past the claim's expiry, worker-b's row is still not claimable; the others' (not renewed) are
+          yield* TestClock.adjust("25 seconds")
+          const expired = yield* store.claimBatch("transcription", { ...lease, workerId: "worker-e", limit: 5 })
+          expect(expired.map((j) => j.entryId).sort()).toEqual([entries[0], entries[2], rest[1]!.entryId].sort())
+          expect(yield* store.heartbeatBatch([first[0]!], 30_000)).toEqual([Option.none()])
+          first[0] = expired.find((j) => j.entryId === entries[0])!
+          first[2] = expired.find((j) => j.entryId === entries[2])!
+
           // a re-run of entry 1 that will be primary, finished in the same batch as the first run of entry 1
           yield* store.addTranscription(user.id, entries[1]!, { makePrimary: true })
           const [rerun] = yield* store.claimBatch("transcription", { ...lease, workerId: "worker-d", limit: 3 })

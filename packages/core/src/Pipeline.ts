@@ -25,7 +25,7 @@
  *
  * @since 0.1.0
  */
-import { Cause, Chunk, Context, Deferred, Duration, Effect, Either, Exit, FiberSet, Layer, Option, Queue, Ref, Tracer } from "effect"
+import { Cause, Chunk, Context, Deferred, Duration, Effect, Either, Exit, Fiber, FiberSet, Layer, Option, Queue, Ref, Tracer } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as AudioPieces from "./AudioPieces.js"
@@ -227,6 +227,10 @@ export const run = (options: PipelineOptions = {}) =>
         const waiters = idleWaiters[stage].splice(0)
         return Effect.forEach(waiters, (w) => Deferred.succeed(w, undefined), { discard: true })
       })
+    /** The runs of each stage in their attempt, by `slotOf` (see `heartbeat`). */
+    const leases: Record<Stage, Map<string, Lease>> = { transcription: new Map(), cleanup: new Map(), delivery: new Map() }
+    /** Runs interrupted because their lease was lost. */
+    const lost = new Set<string>()
     const slotReleases = new Map<string, Effect.Effect<void>>()
     const slotOf = (job: Job) => `${job.stage}/${job.id}/${job.leaseOwner}`
     const freeSlot = (job: Job) => Effect.suspend(() => slotReleases.get(slotOf(job)) ?? Effect.void)
@@ -250,6 +254,12 @@ export const run = (options: PipelineOptions = {}) =>
           const batch = [first, ...Chunk.toReadonlyArray(yield* Queue.takeUpTo(queue, maxCompletionBatch - 1))]
           // any failure, a defect too, goes to every run of the batch: this fiber must never die
           const outcome = yield* Effect.exit(write(batch))
+          if (Exit.isSuccess(outcome)) {
+            batch.forEach((item, i) => {
+              const lease = leases[stage].get(slotOf(item.job))
+              if (lease !== undefined && outcome.value[i]) lease.written = true
+            })
+          }
           yield* Effect.forEach(batch, (item, i) =>
             Deferred.complete(
               item.done,
@@ -449,17 +459,8 @@ export const run = (options: PipelineOptions = {}) =>
             RetryPolicy.retry(self, policy, Deferred.await(released), (e) =>
               e._tag === "LeaseGone" ? Effect.void : Metrics.recordRetry(job.stage, e, "in_process"))
         )
-        // a database hiccup skips one beat; only a lost lease stops the stage
-        const beat = store.heartbeat(job, leaseMillis).pipe(
-          Effect.asVoid,
-          Effect.catchTag("StoreError", (e) => Effect.logWarning("heartbeat failed", e))
-        )
-        const heartbeat = beat.pipe(Effect.delay(config.heartbeat), Effect.forever)
-        // the heartbeat ends the stage if the lease is lost (another worker owns the row now)
-        const exit = yield* Effect.raceFirst(
-          attempt,
-          heartbeat.pipe(Effect.mapError(() => new LeaseGone()))
-        ).pipe(Effect.exit)
+        const exit = yield* Effect.exit(attempt)
+        leases[job.stage].delete(slotOf(job)) // what follows writes the outcome, fenced by the lease: no more beats needed
         yield* Effect.logDebug(`run ended: ${Exit.isSuccess(exit) ? "done" : Cause.pretty(exit.cause).split("\n")[0]}`)
         if (Exit.isSuccess(exit)) return
         const failure = Cause.failureOption(exit.cause)
@@ -505,15 +506,52 @@ export const run = (options: PipelineOptions = {}) =>
           ? store.failTemporarily(job, { error: redactInternals(`internal error: ${message}`), nextAttemptAt: new Date(now + Duration.toMillis(delay)) })
           : store.failPermanently(job, { error: redactInternals(`internal error: ${message}`) })).pipe(unrecorded(job))
       }).pipe(
-        // interrupted (shutdown past the grace period): hand the row back at once
         Effect.onInterrupt(() => {
+          if (lost.has(slotOf(job))) {
+            outcome = "lease_lost"
+            return Effect.void
+          }
+          // interrupted (shutdown past the grace period): hand the row back at once
           outcome = "interrupted"
           return store.releaseLease(job).pipe(unrecorded(job))
         }),
+        // kept alive by the stage's heartbeat during its attempt
+        (self) =>
+          Effect.withFiberRuntime<void>((fiber) => {
+            leases[job.stage].set(slotOf(job), { job, fiber, written: false })
+            return Effect.ensuring(self, Effect.sync(() => {
+              leases[job.stage].delete(slotOf(job))
+              lost.delete(slotOf(job))
+            }))
+          }),
         Effect.ensuring(Effect.suspend(() => Metrics.recordStageRun(job.stage, outcome, (performance.now() - started) / 1000))),
         Effect.annotateLogs({ stage: job.stage, jobId: job.id, entryId: job.entryId })
       )
     }
+
+    /**
+     * The stage's heartbeat: every `heartbeat` period one statement renews
+     * the leases of all its runs in this process; a run whose lease is lost
+     * (another worker owns the row now) is interrupted, and writes nothing.
+     * A database hiccup skips one beat. It runs until the layer's scope
+     * closes, after the runs have ended.
+     */
+    const heartbeat = (stage: Stage) =>
+      Effect.gen(function*() {
+        const held = [...leases[stage].values()]
+        if (held.length === 0) return
+        const renewed = yield* store.heartbeatBatch(held.map((lease) => lease.job), leaseMillis)
+        yield* Effect.forEach(held, (lease, i) => {
+          // renewed; or past its attempt (its outcome is being written, fenced); or its completion was just written
+          if (Option.isSome(renewed[i]!) || leases[stage].get(slotOf(lease.job)) !== lease || lease.written) return Effect.void
+          lost.add(slotOf(lease.job))
+          return Fiber.interruptFork(lease.fiber)
+        }, { discard: true })
+      }).pipe(
+        Effect.catchTag("StoreError", (e) => Effect.logWarning(`${stage} heartbeat failed; the leases are renewed at the next beat`, e)),
+        Effect.delay(config.heartbeat),
+        Effect.forever
+      )
 
     const stopping = yield* Ref.make(false)
     const running = yield* FiberSet.make<void, never>()
@@ -564,7 +602,9 @@ export const run = (options: PipelineOptions = {}) =>
 
     const loops = yield* FiberSet.make<void, never>()
     for (const stage of ["transcription", "cleanup", "delivery"] as const) {
-      if (config.concurrency[stage] > 0) yield* FiberSet.run(loops, dispatch(stage, config.concurrency[stage]))
+      if (config.concurrency[stage] === 0) continue
+      yield* Effect.forkScoped(heartbeat(stage))
+      yield* FiberSet.run(loops, dispatch(stage, config.concurrency[stage]))
     }
     yield* Effect.logInfo(`pipeline started (worker ${config.workerId})`)
 
@@ -595,6 +635,13 @@ export const run = (options: PipelineOptions = {}) =>
 
 /** At most this many finished runs are written in one transaction. */
 const maxCompletionBatch = 64
+
+/** A run in its attempt: its job, its fiber, and whether its completion is written (its lease then ended well). */
+interface Lease {
+  readonly job: Job
+  readonly fiber: Fiber.RuntimeFiber<void, never>
+  written: boolean
+}
 
 /** The stage's row is gone or no longer ours (deleted entry, lost lease). */
 class LeaseGone {

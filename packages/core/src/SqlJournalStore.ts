@@ -871,6 +871,22 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           Effect.map((queued) => queued.flatMap((q) => q.events))
         ))
 
+    const heartbeatBatch: JournalStoreService["heartbeatBatch"] = (jobs, leaseMillis) =>
+      Effect.gen(function*() {
+        const leaseExpiresAt = new Date((yield* Clock.currentTimeMillis) + leaseMillis)
+        const renewed = new Set<string>()
+        const held = (stage: string, id: string, owner: string) => `${stage}/${id}/${owner}`
+        for (const stage of new Set(jobs.map((j) => j.stage))) {
+          const ofStage = jobs.filter((j) => j.stage === stage)
+          const rows = yield* sql<{ id: string; owner: string }>`UPDATE ${sql(stageTables[stage].table)}
+            SET lease_expires_at = ${leaseExpiresAt.toISOString()}
+            WHERE status = 'processing' AND ${sql.or(ofStage.map((j) => sql`(id = ${j.id} AND lease_owner = ${j.leaseOwner})`))}
+            RETURNING id, lease_owner AS owner`.pipe(Effect.mapError(storeError))
+          for (const row of rows) renewed.add(held(stage, row.id, row.owner))
+        }
+        return jobs.map((j) => renewed.has(held(j.stage, j.id, j.leaseOwner)) ? Option.some({ ...j, leaseExpiresAt }) : Option.none())
+      })
+
     const claimBatch: JournalStoreService["claimBatch"] = (stage, { leaseMillis, limit, workerId }) =>
       Effect.gen(function*() {
         const nowMs = yield* Clock.currentTimeMillis
@@ -1260,12 +1276,13 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
       claimBatch,
 
       heartbeat: (job, leaseMillis) =>
-        Effect.gen(function*() {
-          const nowMs = yield* Clock.currentTimeMillis
-          const leaseExpiresAt = new Date(nowMs + leaseMillis)
-          yield* fenced(job, sql`lease_expires_at = ${leaseExpiresAt.toISOString()}`)
-          return { ...job, leaseExpiresAt }
-        }),
+        Effect.flatMap(heartbeatBatch([job], leaseMillis), ([renewed]) =>
+          Option.match(renewed!, {
+            onNone: () => Effect.fail(new LeaseLost({ table: stageTables[job.stage].table, id: job.id })),
+            onSome: Effect.succeed
+          })),
+
+      heartbeatBatch,
 
       completeTranscription: (job, result) => completeOne("transcriptions", transcriptionCompletion({ job, result }), queueCleanups),
 
