@@ -33,11 +33,18 @@ export const stageDuration = Metric.histogram(
 )
 
 /** @since 0.1.0 */
-export const recordStageRun = (stage: Stage, outcome: StageOutcome, seconds: number) =>
-  Metric.update(
-    Metric.taggedWithLabels(stageDuration, [MetricLabel.make("stage", stage), MetricLabel.make("outcome", outcome)]),
-    seconds
-  )
+export const recordStageRun = (stage: Stage, outcome: StageOutcome, seconds: number) => {
+  // one tagged histogram per (stage, outcome), made once: tagging hashes its labels, on every run otherwise
+  const key = `${stage}/${outcome}`
+  let histogram = stageDurations.get(key)
+  if (histogram === undefined) {
+    histogram = Metric.taggedWithLabels(stageDuration, [MetricLabel.make("stage", stage), MetricLabel.make("outcome", outcome)])
+    stageDurations.set(key, histogram)
+  }
+  return Metric.update(histogram, seconds)
+}
+
+const stageDurations = new Map<string, typeof stageDuration>()
 
 /**
  * Retries of a failed attempt, by `stage`, the failing `service`, the

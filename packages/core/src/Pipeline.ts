@@ -430,6 +430,7 @@ export const run = (options: PipelineOptions = {}) =>
       perform(job, entry).pipe(
         Effect.withSpan(`voice-journal.${job.stage}`, {
           kind: "consumer",
+          captureStackTrace: false, // where it starts is always here: no Error per run
           attributes: { "voice_journal.entry_id": entry.id, "voice_journal.job_id": job.id, "voice_journal.attempt": job.attempts },
           ...(entry.traceId !== null && entry.spanId !== null
             ? { parent: Tracer.externalSpan({ traceId: entry.traceId, spanId: entry.spanId }) }

@@ -94,23 +94,25 @@ export const retry = <A, E, R>(
   /** Called before each in-process retry (metrics). */
   onRetry: (error: E) => Effect.Effect<void> = () => Effect.void
 ): Effect.Effect<A, E | RetryReleased, R> =>
-  Effect.flatMap(Schedule.driver(schedule(policy)), (driver) => {
-    const loop: Effect.Effect<A, E | RetryReleased, R> = Effect.catchAll(self, (error) =>
-      // `driver.next` decides and sleeps; Left = the schedule is done
-      Effect.raceFirst(
-        Effect.either(driver.next(error)),
-        Effect.as(release, "released" as const)
-      ).pipe(
-        Effect.flatMap((next) =>
-          next === "released"
-            ? Effect.fail(new RetryReleased())
-            : Either.isLeft(next)
-            ? Effect.fail(error)
-            : Effect.zipRight(onRetry(error), loop)
+  // the schedule's driver is made at the first failure: most runs never fail
+  Effect.catchAll(self, (first) =>
+    Effect.flatMap(Schedule.driver(schedule(policy)), (driver) => {
+      const retryAfter = (error: E): Effect.Effect<A, E | RetryReleased, R> =>
+        // `driver.next` decides and sleeps; Left = the schedule is done
+        Effect.raceFirst(
+          Effect.either(driver.next(error)),
+          Effect.as(release, "released" as const)
+        ).pipe(
+          Effect.flatMap((next) =>
+            next === "released"
+              ? Effect.fail(new RetryReleased())
+              : Either.isLeft(next)
+              ? Effect.fail(error)
+              : Effect.zipRight(onRetry(error), Effect.catchAll(self, retryAfter))
+          )
         )
-      ))
-    return loop
-  })
+      return retryAfter(first)
+    }))
 
 /**
  * When a row that failed temporarily on its `attempts`-th claim is due

@@ -906,22 +906,21 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
             return claimed.map((row) => ({ ...row, ...byId.get(row.entryId) }))
           }).pipe(sql.withTransaction)
         if (rows.length === 0) return []
-        const jobs: Array<ClaimedJob> = []
-        for (const row of rows) {
+        const entries = yield* decodeEntries(rows.map((row) => {
           const entryFields: Record<string, unknown> = {}
           for (const [key, value] of Object.entries(row)) if (key.startsWith("entry.")) entryFields[key.slice(6)] = value
-          const [entry] = yield* decodeEntries([entryFields])
-          jobs.push({
-            stage,
-            id: row.id,
-            entryId: row.entryId as EntryId,
-            userId: row.userId as UserId,
-            attempts: Number(row.attempts),
-            leaseOwner: workerId,
-            leaseExpiresAt: new Date(row.leaseExpiresAt),
-            entry: entry!
-          })
-        }
+          return entryFields
+        }))
+        const jobs = rows.map((row, i): ClaimedJob => ({
+          stage,
+          id: row.id,
+          entryId: row.entryId as EntryId,
+          userId: row.userId as UserId,
+          attempts: Number(row.attempts),
+          leaseOwner: workerId,
+          leaseExpiresAt: new Date(row.leaseExpiresAt),
+          entry: entries[i]!
+        }))
         for (const userId of new Set(jobs.map((j) => j.userId))) yield* woke(userId)(Effect.void)
         return jobs
       }).pipe(Effect.catchTag("SqlError", (e) => Effect.fail(storeError(e))))
