@@ -14,7 +14,10 @@
  * events). A graphile-worker job is its claim and its completion.
  *
  * Rows are seeded in bulk with SQL before the workers start, so the clock
- * measures draining the backlog only.
+ * measures draining the backlog only. Under each line, the CPU each drain
+ * cost per job: this process (all its threads) and the PostgreSQL server
+ * (every process named `postgres` on this machine, from /proc: keep the
+ * machine otherwise quiet; "n/a" off Linux).
  *
  * The default large backlog is 20,000 (100,000 takes too long on a 2-core
  * machine at the baseline rate); BACKLOGS=1000,100000 runs the goal's size.
@@ -32,6 +35,7 @@ import pg from "pg"
 import * as os from "node:os"
 import * as path from "node:path"
 import { storeLayer, type StoreKind } from "../../packages/core/test/support/PipelineHarness.js"
+import { programCpuMs } from "./cpu.js"
 
 const BACKLOGS = (process.env.BACKLOGS ?? "1000,20000").split(",").map(Number)
 const CONCURRENCY = 4
@@ -79,7 +83,7 @@ const voiceJournal = (kind: StoreKind, n: number) =>
     const ctx = yield* Layer.build(services)
     const sql = yield* Effect.provide(SqlClient.SqlClient, ctx)
     yield* seed(sql, n, blobKey)
-    const t0 = performance.now()
+    const stop = startClocks()
     yield* Layer.build(
       Pipeline.layer({ concurrency: { transcription: CONCURRENCY, cleanup: 0, delivery: 0 } }).pipe(
         Layer.provide(Layer.succeedContext(ctx))
@@ -92,8 +96,32 @@ const voiceJournal = (kind: StoreKind, n: number) =>
       if (Number(row!.done) >= n) break
       yield* Effect.sleep("5 millis")
     }
-    return n / ((performance.now() - t0) / 1000)
+    return stop(n)
   }))
+
+/** A drain's rate and the CPU it cost per job: this process (main thread and pool) and the PostgreSQL server's processes. */
+interface Drained {
+  readonly jobsPerSecond: number
+  readonly nodeMsPerJob: number
+  readonly postgresMsPerJob: number | undefined
+}
+
+/** Starts the clocks; what it returns stops them once `n` jobs are done. */
+const startClocks = () => {
+  const pg0 = programCpuMs("postgres")
+  const node0 = process.cpuUsage()
+  const t0 = performance.now()
+  return (n: number): Drained => {
+    const seconds = (performance.now() - t0) / 1000
+    const node = process.cpuUsage(node0)
+    const pg1 = programCpuMs("postgres")
+    return {
+      jobsPerSecond: n / seconds,
+      nodeMsPerJob: (node.user + node.system) / 1000 / n,
+      postgresMsPerJob: pg0 === undefined || pg1 === undefined ? undefined : (pg1 - pg0) / n
+    }
+  }
+}
 
 const silent = new Logger(() => () => {})
 
@@ -119,7 +147,7 @@ const graphile = (n: number) =>
       const pgPool = new pg.Pool({ connectionString, max: CONCURRENCY + 2 })
       pgPool.on("error", (e) => console.warn("graphile-worker pool:", e.message))
       pgPool.on("connect", (client) => client.on("error", (e) => console.warn("graphile-worker connection:", e.message)))
-      const t0 = performance.now()
+      const stop = startClocks()
       const runner = await runGraphile({
         pgPool,
         concurrency: CONCURRENCY,
@@ -132,7 +160,7 @@ const graphile = (n: number) =>
         if (++done === n) finish()
       })
       await finished
-      const rate = n / ((performance.now() - t0) / 1000)
+      const rate = stop(n)
       await runner.stop()
       await pgPool.end()
       return rate
@@ -155,9 +183,15 @@ const main = Effect.gen(function*() {
     const pg = yield* voiceJournal("postgres", n)
     const lite = yield* voiceJournal("sqlite", n)
     const f = (x: number) => x.toFixed(0).padStart(6)
+    const ratio = (d: Drained) => `(${(d.jobsPerSecond / g.jobsPerSecond).toFixed(2)}×)`
     console.log(
-      `${String(n).padStart(7)} queued | graphile-worker ${f(g)} jobs/s | voice-journal PostgreSQL ${f(pg)} jobs/s ` +
-        `(${(pg / g).toFixed(2)}×) | SQLite ${f(lite)} jobs/s (${(lite / g).toFixed(2)}×)`
+      `${String(n).padStart(7)} queued | graphile-worker ${f(g.jobsPerSecond)} jobs/s | voice-journal PostgreSQL ${f(pg.jobsPerSecond)} jobs/s ` +
+        `${ratio(pg)} | SQLite ${f(lite.jobsPerSecond)} jobs/s ${ratio(lite)}`
+    )
+    const ms = (x: number | undefined) => x === undefined ? "   n/a" : x.toFixed(3).padStart(6)
+    const cpu = (d: Drained) => `node ${ms(d.nodeMsPerJob)} + postgres ${ms(d.postgresMsPerJob)}`
+    console.log(
+      `${"".padStart(7)}  CPU ms/job | graphile-worker ${cpu(g)} | voice-journal PostgreSQL ${cpu(pg)} | SQLite ${cpu(lite)}`
     )
   }
 }).pipe(Effect.scoped, Effect.provide(EffectLogger.minimumLogLevel(LogLevel.Warning)))
