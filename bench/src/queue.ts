@@ -22,7 +22,8 @@
  * The default large backlog is 20,000 (100,000 takes too long on a 2-core
  * machine at the baseline rate); BACKLOGS=1000,100000 runs the goal's size.
  *
- * Run: pnpm bench:queue   (BACKLOGS=1000,20000; PostgreSQL: DATABASE_URL, else embedded)
+ * Run: pnpm bench:queue   (BACKLOGS=1000,20000; PostgreSQL: DATABASE_URL, else embedded;
+ * CPU_PROF=<dir>: CPU profiles of the voice-journal drains)
  */
 import { NodeContext } from "@effect/platform-node"
 import { SqlClient } from "@effect/sql"
@@ -31,6 +32,7 @@ import { AudioPieces, AudioProbe, BlobStore, Cleaner, Pipeline, Transcriber, Wor
 import { Deferred, Effect, Layer, Logger as EffectLogger, LogLevel } from "effect"
 import { Logger, makeWorkerUtils, run as runGraphile, runMigrations } from "graphile-worker"
 import * as fs from "node:fs"
+import * as inspector from "node:inspector/promises"
 import pg from "pg"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -83,6 +85,7 @@ const voiceJournal = (kind: StoreKind, n: number) =>
     const ctx = yield* Layer.build(services)
     const sql = yield* Effect.provide(SqlClient.SqlClient, ctx)
     yield* seed(sql, n, blobKey)
+    const profiling = yield* startProfile
     const stop = startClocks()
     yield* Layer.build(
       Pipeline.layer({ concurrency: { transcription: CONCURRENCY, cleanup: 0, delivery: 0 } }).pipe(
@@ -96,8 +99,30 @@ const voiceJournal = (kind: StoreKind, n: number) =>
       if (Number(row!.done) >= n) break
       yield* Effect.sleep("5 millis")
     }
-    return stop(n)
+    const drained = stop(n)
+    yield* profiling(`queue-${kind}-${n}`)
+    return drained
   }))
+
+/**
+ * CPU_PROF=<dir>: a V8 CPU profile of each voice-journal drain is written
+ * there (open it in Chrome DevTools). What it returns stops and writes it.
+ */
+const startProfile = Effect.promise(async () => {
+  const dir = process.env.CPU_PROF
+  if (dir === undefined) return (_name: string) => Effect.void
+  const session = new inspector.Session()
+  session.connect()
+  await session.post("Profiler.enable")
+  await session.post("Profiler.start")
+  return (name: string) =>
+    Effect.promise(async () => {
+      const { profile } = await session.post("Profiler.stop")
+      fs.mkdirSync(dir, { recursive: true })
+      fs.writeFileSync(path.join(dir, `${name}.cpuprofile`), JSON.stringify(profile))
+      session.disconnect()
+    })
+})
 
 /** A drain's rate and the CPU it cost per job: this process (main thread and pool) and the PostgreSQL server's processes. */
 interface Drained {
