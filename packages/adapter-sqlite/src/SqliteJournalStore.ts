@@ -197,7 +197,10 @@ const withBusyRetry = (
     ) as Effect.Effect<A, E | Errors.StoreError, R>
   const wrap = <A, E, R>(self: Effect.Effect<A, E, R>, retry: boolean) =>
     Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (outer) =>
-      (retry && Option.isNone(outer) ? Effect.retry(once(self), { schedule, while: isBusy }) : once(self)).pipe(
+      (retry && Option.isNone(outer)
+        // the schedule's driver is made at the first busy answer: most calls never meet one
+        ? Effect.catchIf(once(self), isBusy, () => Effect.retry(once(self), { schedule, while: isBusy }))
+        : once(self)).pipe(
         Effect.mapError(markBusy)
       ))
 
