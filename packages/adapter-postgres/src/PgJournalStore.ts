@@ -101,41 +101,47 @@ export const dialect: SqlJournalStore.Dialect = {
       FROM claimed c JOIN voice_entries e ON e.id = c.entry_id`,
   isUniqueViolation: (error) => (error.cause as { code?: unknown } | undefined)?.code === "23505",
   // a hint per user, which every LISTENing node's event streams wake on
-  makeEventHints: (sql) => hintSender(sql, eventsChannel)
+  makeEventHints: (sql) => Effect.sync(() => (userId: string) => hintSender(sql)(eventsChannel, userId))
 }
 
 /**
- * Sends NOTIFY hints on `channel`. After a commit they go out coalesced: a
- * hint given while a send is in flight joins the next send, so a busy node
- * sends at most one NOTIFY statement at a time, and never inside its write
- * transactions, whose commits PostgreSQL would otherwise serialise on the
- * notification queue's lock. Inside a caller's transaction a hint is sent in
- * it (PostgreSQL delivers it at that commit). A failed send is logged at
- * warning: hints only cost latency when lost, polling finds the work.
+ * Sends NOTIFY hints, on any channel. After a commit they go out coalesced:
+ * a hint given while a send is in flight joins the next send, so a busy
+ * node sends at most one NOTIFY statement at a time for all its channels
+ * (one sender per client: the work signal and the event hints share it),
+ * and never inside its write transactions, whose commits PostgreSQL would
+ * otherwise serialise on the notification queue's lock. Inside a caller's
+ * transaction a hint is sent in it (PostgreSQL delivers it at that
+ * commit). A failed send is logged at warning: hints only cost latency when
+ * lost, polling finds the work.
  */
-const hintSender = (sql: SqlClient.SqlClient, channel: string) =>
-  Effect.sync(() => {
-    const pending = new Set<string>()
-    let sending = false
-    const send = (payloads: ReadonlyArray<string>) => notifyAll(sql, channel, payloads)
-    const drain: Effect.Effect<void> = Effect.suspend(() => {
-      if (pending.size === 0) {
-        sending = false
-        return Effect.void
-      }
-      const batch = [...pending]
-      pending.clear()
-      return send(batch).pipe(Effect.catchAll(notifyFailed(channel)), Effect.zipRight(drain))
-    })
-    return (payload: string): Effect.Effect<void, SqlError.SqlError> =>
-      Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
-        if (Option.isSome(transaction)) return Effect.asVoid(send([payload]))
-        pending.add(payload)
-        if (sending) return Effect.void
-        sending = true
-        return Effect.asVoid(Effect.forkDaemon(drain))
-      })
+const hintSender = (sql: SqlClient.SqlClient): ((channel: string, payload: string) => Effect.Effect<void, SqlError.SqlError>) => {
+  const existing = hintSenders.get(sql)
+  if (existing !== undefined) return existing
+  const pending = new Map<string, [channel: string, payload: string]>()
+  let sending = false
+  const drain: Effect.Effect<void> = Effect.suspend(() => {
+    if (pending.size === 0) {
+      sending = false
+      return Effect.void
+    }
+    const batch = [...pending.values()]
+    pending.clear()
+    return notifyAll(sql, batch).pipe(Effect.catchAll(notifyFailed(batch)), Effect.zipRight(drain))
   })
+  const hint = (channel: string, payload: string): Effect.Effect<void, SqlError.SqlError> =>
+    Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
+      if (Option.isSome(transaction)) return Effect.asVoid(notifyAll(sql, [[channel, payload]]))
+      pending.set(JSON.stringify([channel, payload]), [channel, payload])
+      if (sending) return Effect.void
+      sending = true
+      return Effect.asVoid(Effect.forkDaemon(drain))
+    })
+  hintSenders.set(sql, hint)
+  return hint
+}
+
+const hintSenders = new WeakMap<SqlClient.SqlClient, (channel: string, payload: string) => Effect.Effect<void, SqlError.SqlError>>()
 
 /** Any constant: the advisory lock key that serialises start-up migrations across nodes. */
 const migrationLockKey = 7_240_213
@@ -219,11 +225,11 @@ const stages: ReadonlyArray<string> = ["transcription", "cleanup", "delivery"]
  * goes through the client's normal query path, where a failure returns the
  * connection to the pool.
  */
-const notifyAll = (sql: SqlClient.SqlClient, channel: string, payloads: ReadonlyArray<string>) =>
-  sql`SELECT pg_notify(${channel}, p) FROM json_array_elements_text(${JSON.stringify(payloads)}) AS p`
+const notifyAll = (sql: SqlClient.SqlClient, hints: ReadonlyArray<readonly [channel: string, payload: string]>) =>
+  sql`SELECT pg_notify(h->>0, h->>1) FROM json_array_elements(${JSON.stringify(hints)}) AS h`
 
-const notifyFailed = (channel: string) => (e: unknown) =>
-  Effect.logWarning(`NOTIFY ${channel} failed; other nodes find the change by polling`, e)
+const notifyFailed = (hints: ReadonlyArray<readonly [channel: string, payload: string]>) => (e: unknown) =>
+  Effect.logWarning(`NOTIFY ${[...new Set(hints.map(([channel]) => channel))].join(", ")} failed; other nodes find the change by polling`, e)
 
 /**
  * Sends one "work queued" hint to every node now (what the work signal's
@@ -232,7 +238,7 @@ const notifyFailed = (channel: string) => (e: unknown) =>
  * @since 0.1.0
  */
 export const sendWorkHint = (sql: SqlClient.SqlClient, payload: string): Effect.Effect<void> =>
-  notifyAll(sql, channel, [payload]).pipe(Effect.asVoid, Effect.catchAll(notifyFailed(channel)))
+  notifyAll(sql, [[channel, payload]]).pipe(Effect.asVoid, Effect.catchAll(notifyFailed([[channel, payload]])))
 
 /**
  * Wake-ups across nodes: `notify` also sends a hint on `voice_journal_work`,
@@ -248,10 +254,10 @@ export const layerWorkSignal: Layer.Layer<WorkSignal.WorkSignal, never, PgClient
     const sql = yield* PgClient.PgClient
     const local = yield* WorkSignal.make
     yield* listenForHints(sql, channel, (payload) => stages.includes(payload) ? local.notify(payload as never) : Effect.void)
-    const hint = yield* hintSender(sql, channel)
+    const hint = hintSender(sql)
     return {
       next: local.next,
-      notify: (stage) => Effect.zipRight(local.notify(stage), hint(stage).pipe(Effect.catchAll(notifyFailed(channel))))
+      notify: (stage) => Effect.zipRight(local.notify(stage), hint(channel, stage).pipe(Effect.catchAll(notifyFailed([[channel, stage]]))))
     }
   })
 )
