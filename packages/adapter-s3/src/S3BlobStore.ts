@@ -206,8 +206,36 @@ export const make = (config: Config) =>
           Effect.mapError(fail("stat", key))
         ))
 
+    const localPath = (key: BlobStore.BlobKey) =>
+      Effect.gen(function*() {
+        yield* objectKey(key)
+        const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-s3-" }).pipe(Effect.mapError(fail("read", key)))
+        const file = path.join(dir, key)
+        yield* Stream.run(read(key), fs.sink(file)).pipe(Effect.mapError((e) => (e._tag === "BlobStoreError" ? e : fail("read", key)(e))))
+        return file
+      })
+    const remove = (key: BlobStore.BlobKey) =>
+      Effect.flatMap(objectKey(key), (Key) =>
+        send("remove", key, (abortSignal) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key }), { abortSignal }))).pipe(
+          Effect.asVoid
+        )
+
+    /**
+     * The inspection of a written object runs on a downloaded copy (the
+     * object is complete by then; an upload keeps no local file). If it
+     * fails, or is interrupted, the object goes before the write returns; a
+     * process killed meanwhile leaves an object no row points to, which the
+     * orphan sweep removes.
+     */
+    const inspected = <E, R>(key: BlobStore.BlobKey, inspect: ((path: string) => Effect.Effect<void, E, R>) | undefined) =>
+      inspect === undefined ? Effect.void : Effect.scoped(Effect.flatMap(localPath(key), inspect)).pipe(
+        Effect.onError(() =>
+          remove(key).pipe(Effect.catchAll((e) => Effect.logWarning(`${e.message}: an object that failed its inspection is left to the orphan sweep`)))
+        )
+      )
+
     const service: BlobStore.BlobStoreService = {
-      write: <E, R>(key: BlobStore.BlobKey, body: Stream.Stream<Uint8Array, E, R>) =>
+      write: <E, R, E2, R2>(key: BlobStore.BlobKey, body: Stream.Stream<Uint8Array, E, R>, options?: BlobStore.WriteOptions<E2, R2>) =>
         Effect.flatMap(objectKey(key), (Key) =>
           Effect.gen(function*() {
             let sizeBytes = 0
@@ -241,25 +269,15 @@ export const make = (config: Config) =>
                   ? Effect.logWarning(`${e.message} (if aborting its multipart upload failed too, a start after staleAfter aborts it)`)
                   : Effect.void
               ),
+              Effect.zipRight(inspected(key, options?.inspect)),
               Effect.map(() => ({ sizeBytes }))
             )
           })),
       read,
       stat,
       exists: (key) => Effect.map(stat(key), Option.isSome),
-      localPath: (key) =>
-        Effect.gen(function*() {
-          yield* objectKey(key)
-          const dir = yield* fs.makeTempDirectoryScoped({ prefix: "vj-s3-" }).pipe(Effect.mapError(fail("read", key)))
-          const file = path.join(dir, key)
-          yield* Stream.run(read(key), fs.sink(file)).pipe(Effect.mapError((e) => (e._tag === "BlobStoreError" ? e : fail("read", key)(e))))
-          return file
-        }),
-      remove: (key) =>
-        Effect.flatMap(objectKey(key), (Key) =>
-          send("remove", key, (abortSignal) => client.send(new DeleteObjectCommand({ Bucket: bucket, Key }), { abortSignal }))).pipe(
-            Effect.asVoid
-          ),
+      localPath,
+      remove,
       list: Stream.paginateChunkEffect(undefined as string | undefined, (token) =>
         send("list", where, (abortSignal) =>
           client.send(

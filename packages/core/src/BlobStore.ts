@@ -42,6 +42,23 @@ export interface ByteRange {
 }
 
 /**
+ * Options of {@link BlobStoreService.write}.
+ * @since 0.1.0
+ * @category models
+ */
+export interface WriteOptions<E, R> {
+  /**
+   * Looks at the complete blob before the write succeeds (the ingest's
+   * duration check), given a local file holding all its bytes, valid only
+   * while it runs (they may not be durable yet). If it fails, the write
+   * fails with its error and leaves nothing behind, as for a failed body.
+   * The filesystem store runs it on its temp file while that file's fsync
+   * runs, so a check that reads the file costs the write no extra time.
+   */
+  readonly inspect?: ((path: string) => Effect.Effect<void, E, R>) | undefined
+}
+
+/**
  * @since 0.1.0
  * @category models
  */
@@ -51,10 +68,11 @@ export interface BlobStoreService {
    * nothing is left behind; on success the blob is complete and durable
    * (on disk, not only in the page cache), so a row may point at it.
    */
-  readonly write: <E, R>(
+  readonly write: <E, R, E2 = never, R2 = never>(
     key: BlobKey,
-    body: Stream.Stream<Uint8Array, E, R>
-  ) => Effect.Effect<{ readonly sizeBytes: number }, E | BlobStoreError, R>
+    body: Stream.Stream<Uint8Array, E, R>,
+    options?: WriteOptions<E2, R2>
+  ) => Effect.Effect<{ readonly sizeBytes: number }, E | E2 | BlobStoreError, R | R2>
   /** The blob's bytes (or only `range` of them), streamed. */
   readonly read: (key: BlobKey, range?: ByteRange | undefined) => Stream.Stream<Uint8Array, BlobStoreError>
   /** The blob's size, or None if there is no such blob (check before answering with its bytes). */
@@ -241,7 +259,7 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
     const pathOf = (key: BlobKey) => Effect.map(checkKey(key), (k) => path.join(directory, k))
 
     const service: BlobStoreService = {
-      write: (key, body) =>
+      write: (key, body, options) =>
         Effect.flatMap(pathOf(key), (target) => {
           const temp = path.join(directory, `${tempPrefix}${key}-${globalThis.crypto.randomUUID().slice(0, 8)}`)
           const failWrite = fail("write", key)
@@ -255,8 +273,10 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
               return writer.write(chunk)
             })
             yield* writer.finish
-            // the bytes reach the disk before the name points at them ...
-            yield* file.sync.pipe(Effect.mapError(failWrite))
+            // the bytes reach the disk before the name points at them ... (never cut short: the scope closes the file)
+            const sync = file.sync.pipe(Effect.mapError(failWrite), Effect.uninterruptible)
+            // ... and meanwhile the inspection reads them, from the page cache
+            yield* options?.inspect === undefined ? sync : Effect.all([sync, options.inspect(temp)], { concurrency: 2, discard: true })
           })).pipe(
             Effect.zipRight(fs.rename(temp, target).pipe(Effect.mapError(failWrite))),
             Effect.tap(() => {

@@ -10,6 +10,8 @@
  *
  * It checks what the rest of voice-journal relies on: uploads stream in and
  * the audio route streams (ranges of) blobs out without holding whole files;
+ * `write`'s `inspect` sees the complete bytes in a local file before the
+ * write returns, and a failing one fails it;
  * a failed, interrupted or killed write leaves nothing visible and, once the
  * store restarts, nothing at all; missing blobs and made-up keys are clear
  * errors; and the listing reports complete blobs with the time they were
@@ -20,7 +22,7 @@
  * @since 0.1.0
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Cause, Chunk, Context, Data, type Duration, Effect, Exit, Fiber, Layer, Option, type Scope, Stream } from "effect"
+import { Cause, Chunk, Context, Data, Deferred, type Duration, Effect, Exit, Fiber, Layer, Option, type Scope, Stream } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import { createHash } from "node:crypto"
 import * as fs from "node:fs"
@@ -297,17 +299,58 @@ export const run = (name: string, harness: Harness): void => {
         })
       ))
 
-    it.scopedLive("a failed body leaves nothing, and the write fails with the body's own error", () =>
+    it.scopedLive("inspect: runs on a local file holding every byte before the write returns; the blob is then stored", () =>
       withStore((blobs, storage) =>
         Effect.gen(function*() {
-          for (const sentBeforeFailing of [10_000, 7 * MiB]) {
+          for (const size of [5_000, 7 * MiB + 3]) {
             const key = makeKey()
-            const body = Stream.concat(chunked(pattern(sentBeforeFailing), 64 * 1024), Stream.fail(new BodyFailed()))
-            const error = yield* Effect.flip(blobs.write(key, body))
-            expect(error._tag, `after ${sentBeforeFailing} bytes`).toBe("BodyFailed")
-            expect(yield* blobs.exists(key)).toBe(false)
-            expect(yield* leftovers(storage)).toEqual([])
+            const bytes = pattern(size, 5)
+            const seen: Array<string> = []
+            const written = yield* blobs.write(key, chunked(bytes, 64 * 1024), {
+              inspect: (p) => Effect.sync(() => void seen.push(sha256(fs.readFileSync(p))))
+            })
+            expect(written.sizeBytes).toBe(size)
+            expect(seen, `${size} bytes`).toEqual([sha256(bytes)])
+            expect(sha256(yield* collect(blobs.read(key)))).toBe(sha256(bytes))
           }
+          expect(yield* leftovers(storage)).toEqual([])
+        })
+      ), { timeout: 120_000 })
+
+    it.scopedLive("a failed body, or an inspect that fails, leaves nothing, and the write fails with that error", () =>
+      withStore((blobs, storage) =>
+        Effect.gen(function*() {
+          const failing = {
+            body: (key: BlobKey, size: number) =>
+              blobs.write(key, Stream.concat(chunked(pattern(size), 64 * 1024), Stream.fail(new BodyFailed()))),
+            inspect: (key: BlobKey, size: number) =>
+              blobs.write(key, chunked(pattern(size), 64 * 1024), { inspect: () => Effect.fail(new BodyFailed()) })
+          }
+          for (const [what, write] of Object.entries(failing)) {
+            for (const size of [10_000, 7 * MiB]) {
+              const key = makeKey()
+              const error = yield* Effect.flip(write(key, size))
+              expect(error._tag, `${what} failing after ${size} bytes`).toBe("BodyFailed")
+              expect(yield* blobs.exists(key)).toBe(false)
+              expect(yield* leftovers(storage)).toEqual([])
+            }
+          }
+          expect(yield* listKeys(blobs)).toEqual([])
+        })
+      ), { timeout: 60_000 })
+
+    it.scopedLive("a write interrupted while inspecting leaves nothing once the interruption returns", () =>
+      withStore((blobs, storage) =>
+        Effect.gen(function*() {
+          const key = makeKey()
+          const inspecting = yield* Deferred.make<void>()
+          const fiber = yield* Effect.fork(
+            blobs.write(key, chunked(pattern(6 * MiB), 64 * 1024), { inspect: () => Effect.zipRight(Deferred.succeed(inspecting, undefined), Effect.never) })
+          )
+          yield* Deferred.await(inspecting)
+          yield* Fiber.interrupt(fiber)
+          expect(yield* leftovers(storage)).toEqual([])
+          expect(yield* blobs.exists(key)).toBe(false)
           expect(yield* listKeys(blobs)).toEqual([])
         })
       ), { timeout: 60_000 })

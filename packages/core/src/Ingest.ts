@@ -22,9 +22,11 @@ import { type BlobStoreError, InvalidUpload, PayloadTooLarge, UnsupportedMediaTy
  * @since 0.1.0
  * @category models
  */
-export interface IngestOptions {
+export interface IngestOptions<E = never, R = never> {
   readonly maxBytes: number
   readonly originalFilename?: string | undefined
+  /** Checks the complete recording's file before it is stored for good (`BlobStore.WriteOptions.inspect`). */
+  readonly inspect?: ((path: string) => Effect.Effect<void, E, R>) | undefined
 }
 
 /**
@@ -165,13 +167,13 @@ export const sanitizeFilename = (name: string | undefined): string | null => {
  * Streams `body` into the blob store as a new recording.
  * @since 0.1.0
  */
-export const ingest = <E, R>(
+export const ingest = <E, R, E2 = never, R2 = never>(
   body: Stream.Stream<Uint8Array, E, R>,
-  options: IngestOptions
+  options: IngestOptions<E2, R2>
 ): Effect.Effect<
   StoredAudio,
-  E | PayloadTooLarge | UnsupportedMediaType | InvalidUpload | BlobStoreError,
-  R | BlobStore
+  E | E2 | PayloadTooLarge | UnsupportedMediaType | InvalidUpload | BlobStoreError,
+  R | R2 | BlobStore
 > =>
   Effect.gen(function*() {
     const blobs = yield* BlobStore
@@ -182,7 +184,8 @@ export const ingest = <E, R>(
       blobKey,
       admitAudio(options.maxBytes, hash, (mime) => {
         detected = mime
-      })(body)
+      })(body),
+      { inspect: options.inspect }
     )
     // a successful write means every byte passed the sniff, which set the type
     const mimeType = detected!

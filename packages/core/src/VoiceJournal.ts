@@ -320,15 +320,15 @@ export const make = (
     const probe = yield* Effect.serviceOption(AudioProbe)
 
     /**
-     * Refuses a stored recording longer than `maxAudioSeconds` (its audio is
-     * removed). One the probe cannot read is let through: the transcription
-     * stage reports why, as it does for any undecodable recording.
+     * Refuses a recording longer than `maxAudioSeconds`: run by the blob
+     * store on the complete file before it is kept (while the filesystem
+     * store's fsync runs), so a refused one is never stored. One the probe
+     * cannot read is let through: the transcription stage reports why, as it
+     * does for any undecodable recording.
      */
-    const checkDuration = (blobKey: string) =>
+    const checkDuration = Option.map(probe, (probe) => (path: string) =>
       Effect.gen(function*() {
-        if (Option.isNone(probe)) return
-        // a local copy only for the probe (object stores hand out a temporary file)
-        const probed = yield* Effect.scoped(Effect.flatMap(blobs.localPath(blobKey), (local) => probe.value.probe(local))).pipe(
+        const probed = yield* probe.probe(path).pipe(
           Effect.map((p) => p.durationSeconds),
           Effect.catchAll((e) =>
             (e._tag === "PermanentError"
@@ -337,12 +337,9 @@ export const make = (
           )
         )
         if (probed !== null && probed > settings.maxAudioSeconds) {
-          yield* blobs.remove(blobKey).pipe(
-            Effect.catchAll((e) => Effect.logWarning(`audio of a refused recording could not be removed; the orphan sweep will`, e))
-          )
           return yield* new AudioTooLong({ durationSeconds: probed, maxSeconds: settings.maxAudioSeconds })
         }
-      })
+      }))
     const destinations = yield* Effect.serviceOption(Destinations)
     const implicit = settings.notionEnabled ? [serverNotionDestination] : []
 
@@ -371,9 +368,9 @@ export const make = (
         Effect.gen(function*() {
           const stored = yield* Ingest.ingest(body, {
             maxBytes: options.maxBytes ?? settings.maxUploadBytes,
-            originalFilename: options.originalFilename
+            originalFilename: options.originalFilename,
+            inspect: Option.getOrUndefined(checkDuration)
           })
-          yield* checkDuration(stored.blobKey)
           // Blob first, row second: a row never points at missing audio. If the
           // row's write fails we cannot know it did not commit (a lost
           // connection or an interruption during COMMIT), so removing the blob

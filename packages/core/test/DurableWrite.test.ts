@@ -2,17 +2,21 @@
  * A `201` means the audio survives a machine crash: the blob's bytes are
  * fsynced before the temp file is renamed into place, the directory (which
  * holds the new name) is fsynced after, and only then is the entry row
- * written. Proved with the real Node file system wrapped so it records the
- * operations (an fsync with the size the file has by then), and a real SQLite store wrapped so it records the insert.
+ * written. The duration probe reads the complete temp file while it is
+ * fsynced, so a refused recording is never renamed into place. Proved with
+ * the real Node file system wrapped so it records the operations (an fsync
+ * with the size the file has by then), the real ffprobe and a real SQLite
+ * store, wrapped so they record the probe and the insert.
  */
 import { FileSystem } from "@effect/platform"
-import { NodeFileSystem } from "@effect/platform-node"
+import { NodeContext, NodeFileSystem } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
 import { SqliteJournalStore } from "@voice-journal/adapter-sqlite"
 import { Effect, Layer, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
+import * as AudioProbe from "../src/AudioProbe.js"
 import * as BlobStore from "../src/BlobStore.js"
 import * as JournalStore from "../src/JournalStore.js"
 import * as VoiceJournal from "../src/VoiceJournal.js"
@@ -77,24 +81,43 @@ const recordingStore = (filename: string, log: Array<string>) =>
 /** Consecutive repeats of one operation (a write per chunk) as one. */
 const collapse = (log: ReadonlyArray<string>) => log.filter((op, i) => op !== log[i - 1])
 
+/** The real ffprobe, recording what it probed: the file (temp or blob), its size then, and the duration found. */
+const recordingProbe = (directory: string, log: Array<string>) =>
+  Layer.effect(
+    AudioProbe.AudioProbe,
+    Effect.map(AudioProbe.makeFfprobe, (real) => ({
+      probe: (p: string) =>
+        Effect.tap(real.probe(p), (result) =>
+          Effect.sync(() => void log.push(`probe ${labelOf(directory)(p)} (${fs.statSync(p).size} bytes, ${result.durationSeconds} s)`)))
+    }))
+  ).pipe(Layer.provide(NodeContext.layer))
+
+/** A journal on the recording file system and store (and the recording probe, if asked for), its log and audio directory. */
+const recordingJournal = (options: { readonly probe?: boolean; readonly maxAudioSeconds?: number } = {}) =>
+  Effect.gen(function*() {
+    const dir = yield* tempDir
+    const audio = path.join(dir, "audio")
+    const log: Array<string> = []
+    const context = yield* Layer.build(Layer.mergeAll(
+      Layer.effect(BlobStore.BlobStore, BlobStore.makeFileSystem({ directory: audio })).pipe(
+        Layer.provide(recordingFileSystem(path.resolve(audio), log))
+      ),
+      recordingStore(path.join(dir, "journal.db"), log),
+      WorkSignal.layer,
+      options.probe === true ? recordingProbe(path.resolve(audio), log) : Layer.empty
+    ))
+    const journal = yield* VoiceJournal.make({ maxUploadBytes: 10_000_000, ...options }).pipe(Effect.provide(context))
+    const { user } = yield* journal.createUser("u")
+    const bytes = audioBytes("wav")
+    const body = Stream.fromIterable(Array.from({ length: Math.ceil(bytes.byteLength / 1000) }, (_, i) => bytes.subarray(i * 1000, (i + 1) * 1000)))
+    return { audio, log, bytes, ingest: journal.ingest(user.id, body), journal, user }
+  })
+
 describe("durable writes", () => {
   it.scopedLive("the blob is fsynced, renamed, its directory fsynced, and only then the entry row written", () =>
     Effect.gen(function*() {
-      const dir = yield* tempDir
-      const audio = path.join(dir, "audio")
-      const log: Array<string> = []
-      const context = yield* Layer.build(Layer.mergeAll(
-          Layer.effect(BlobStore.BlobStore, BlobStore.makeFileSystem({ directory: audio })).pipe(
-            Layer.provide(recordingFileSystem(path.resolve(audio), log))
-          ),
-          recordingStore(path.join(dir, "journal.db"), log),
-          WorkSignal.layer
-        ))
-      const journal = yield* VoiceJournal.make({ maxUploadBytes: 10_000_000 }).pipe(Effect.provide(context))
-      const { user } = yield* journal.createUser("u")
-      const bytes = audioBytes("wav")
-      const chunks = Array.from({ length: Math.ceil(bytes.byteLength / 1000) }, (_, i) => bytes.subarray(i * 1000, (i + 1) * 1000))
-      const details = yield* journal.ingest(user.id, Stream.fromIterable(chunks))
+      const { audio, bytes, ingest, log } = yield* recordingJournal()
+      const details = yield* ingest
       log.push("ingest returned")
 
       expect(collapse(log)).toEqual([
@@ -106,5 +129,27 @@ describe("durable writes", () => {
       ])
       expect(new Uint8Array(fs.readFileSync(path.join(audio, details.entry.blobKey)))).toEqual(bytes)
       expect(fs.readdirSync(audio)).toEqual([details.entry.blobKey])
+    }))
+
+  it.scopedLive("the duration probe reads the complete temp file alongside its fsync, before the rename; a refused recording leaves no file", () =>
+    Effect.gen(function*() {
+      const { audio, bytes, ingest, log } = yield* recordingJournal({ probe: true })
+      const details = yield* ingest
+      const [first, second, ...rest] = collapse(log)
+      // the probe and the fsync run at once: either may finish first
+      expect([first, second].map((op) => op?.replace(/, [\d.]+ s\)$/, ")")).sort()).toEqual([
+        `fsync temp (${bytes.byteLength} bytes)`,
+        `probe temp (${bytes.byteLength} bytes)`
+      ])
+      expect(rest).toEqual(["rename temp → blob", "fsync dir", "insert entry row"])
+      expect(fs.readdirSync(audio)).toEqual([details.entry.blobKey])
+
+      const refused = yield* recordingJournal({ probe: true, maxAudioSeconds: 0.1 })
+      const error = yield* Effect.flip(refused.ingest)
+      expect(error._tag).toBe("AudioTooLong")
+      expect(refused.log.some((op) => op.startsWith("probe temp"))).toBe(true)
+      expect(refused.log.filter((op) => op.startsWith("rename") || op.startsWith("insert"))).toEqual([])
+      expect(fs.readdirSync(refused.audio)).toEqual([])
+      expect((yield* refused.journal.listEntries(refused.user.id, { limit: 10, offset: 0 })).total).toBe(0)
     }))
 })
