@@ -6,41 +6,21 @@
  * engine holds every run until all four are in, then answers them at once.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { NodeContext } from "@effect/platform-node"
 import { Deferred, Effect, Layer, Stream } from "effect"
-import * as fs from "node:fs"
-import * as os from "node:os"
-import * as path from "node:path"
-import * as AudioPieces from "../src/AudioPieces.js"
-import * as AudioProbe from "../src/AudioProbe.js"
-import * as BlobStore from "../src/BlobStore.js"
 import { Cleaner } from "../src/Cleaner.js"
 import { JournalStore } from "../src/JournalStore.js"
 import * as Pipeline from "../src/Pipeline.js"
 import { Transcriber } from "../src/Transcriber.js"
 import * as VoiceJournal from "../src/VoiceJournal.js"
-import * as WorkSignal from "../src/WorkSignal.js"
 import { audioBytes } from "./support/Audio.js"
-import { eventually, statusCounts, storeLayer, type StoreKind } from "./support/PipelineHarness.js"
-import { PgTestDatabase } from "@voice-journal/adapter-postgres"
+import { eventually, realServices, statusCounts, type StoreKind } from "./support/PipelineHarness.js"
 import { SqlClient } from "@effect/sql"
 
 for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<StoreKind>) {
   describe(`Pipeline batches on ${kind}`, () => {
     it.scopedLive("four slots free together are one claim; four runs finishing together are one transaction", () =>
       Effect.gen(function*() {
-        const dir = yield* Effect.acquireRelease(
-          Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "vj-batching-"))),
-          (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-        )
-        const location = kind === "sqlite" ? path.join(dir, "journal.db") : yield* PgTestDatabase.freshDatabase()
-        const base = yield* Layer.build(Layer.mergeAll(
-          storeLayer(kind, location),
-          BlobStore.layerFileSystem({ directory: path.join(dir, "audio") }),
-          WorkSignal.layer,
-          AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
-          AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
-        ))
+        const base = yield* realServices(kind, "vj-batching-")
         const store = yield* Effect.provide(JournalStore, base)
         const claims: Array<number> = []
         const writes: Array<number> = []

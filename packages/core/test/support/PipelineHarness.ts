@@ -82,6 +82,27 @@ export interface Harness {
 export const storeLayer = (kind: StoreKind, location: string) =>
   kind === "sqlite" ? SqliteJournalStore.layer({ filename: location }) : PgJournalStore.layer({ url: location, maxConnections: 8 })
 
+/**
+ * The real services a pipeline test builds on, on `kind`'s store in a temp
+ * folder (removed with the scope): store, filesystem blobs, work signal,
+ * ffprobe and ffmpeg. Tests add their engine (and wrap the store) on top.
+ */
+export const realServices = (kind: StoreKind, prefix: string) =>
+  Effect.gen(function*() {
+    const dir = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), prefix))),
+      (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+    )
+    const location = kind === "sqlite" ? path.join(dir, "journal.db") : yield* PgTestDatabase.freshDatabase()
+    return yield* Layer.build(Layer.mergeAll(
+      storeLayer(kind, location),
+      BlobStore.layerFileSystem({ directory: path.join(dir, "audio") }),
+      WorkSignal.layer,
+      AudioProbe.layerFfprobe.pipe(Layer.provide(NodeContext.layer)),
+      AudioPieces.layerFfmpeg.pipe(Layer.provide(NodeContext.layer))
+    ))
+  })
+
 export const make = (options: {
   readonly kind: StoreKind
   readonly notion?: boolean
