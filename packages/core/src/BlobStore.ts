@@ -308,11 +308,12 @@ export const makeFileSystem = (options: { readonly directory: string; readonly s
             Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "NotFound", () => Effect.succeedNone),
             Effect.mapError(fail("stat", key))
           )),
+      // a synchronous stat: on a local disk it costs ~1 µs where fs.access's
+      // trip through the thread pool costs ~35 µs of CPU, once per stage run
       localPath: (key) =>
         Effect.flatMap(pathOf(key), (p) =>
-          fs.exists(p).pipe(
-            Effect.mapError(fail("read", key)),
-            Effect.filterOrFail((exists) => exists, () => new BlobStoreError({ operation: "read", key, message: `blob ${key} does not exist` })),
+          Effect.try({ try: () => nodeFs.statSync(p, { throwIfNoEntry: false }), catch: fail("read", key) }).pipe(
+            Effect.filterOrFail((stat) => stat !== undefined, () => new BlobStoreError({ operation: "read", key, message: `blob ${key} does not exist` })),
             Effect.as(p)
           )),
       remove: (key) => Effect.flatMap(pathOf(key), (p) => fs.remove(p, { force: true }).pipe(Effect.mapError(fail("remove", key)))),

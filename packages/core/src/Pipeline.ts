@@ -71,6 +71,16 @@ export interface PipelineConfig {
    * early once none is working. Default 2 ms.
    */
   readonly batchWindow: Duration.DurationInput
+  /**
+   * How far ahead a stage whose runs are short claims: besides a row for
+   * each free slot, a claim takes the rows its slots are expected to start
+   * within this long (from the stage's recent run times; at most
+   * {@link maxAheadPerSlot} per slot). They wait here for a slot, their
+   * leases renewed with the runs', and are handed back at shutdown. Runs
+   * that take longer than this claim only for free slots, so a node never
+   * holds back work another node could start. Default 20 ms; 0 turns it off.
+   */
+  readonly claimAhead: Duration.DurationInput
 }
 
 /** @since 0.1.0 */
@@ -84,7 +94,8 @@ export const defaultConfig = (): PipelineConfig => ({
   shutdownGrace: "30 seconds",
   chunkSeconds: 600,
   pieceConcurrency: 3,
-  batchWindow: "2 millis"
+  batchWindow: "2 millis",
+  claimAhead: "20 millis"
 })
 
 /**
@@ -102,6 +113,7 @@ export interface PipelineOptions {
   readonly chunkSeconds?: number | undefined
   readonly pieceConcurrency?: number | undefined
   readonly batchWindow?: Duration.DurationInput | undefined
+  readonly claimAhead?: Duration.DurationInput | undefined
 }
 
 const resolve = (options: PipelineOptions): PipelineConfig => {
@@ -117,7 +129,8 @@ const resolve = (options: PipelineOptions): PipelineConfig => {
     shutdownGrace: options.shutdownGrace ?? d.shutdownGrace,
     chunkSeconds: options.chunkSeconds ?? d.chunkSeconds,
     pieceConcurrency: Math.max(1, options.pieceConcurrency ?? d.pieceConcurrency),
-    batchWindow: options.batchWindow ?? d.batchWindow
+    batchWindow: options.batchWindow ?? d.batchWindow,
+    claimAhead: options.claimAhead ?? d.claimAhead
   }
 }
 
@@ -209,12 +222,14 @@ export const run = (options: PipelineOptions = {}) =>
      * can be passed by such runs until they end.)
      */
     const working: Record<Stage, number> = { transcription: 0, cleanup: 0, delivery: 0 }
-    /** Waiters for the moment no run of a stage is working (the batch windows below). */
+    /** Rows claimed ahead (see `claimAhead`), in claim order, by `slotOf`: leased, waiting for a slot. */
+    const waiting: Record<Stage, Map<string, ClaimedJob>> = { transcription: new Map(), cleanup: new Map(), delivery: new Map() }
+    /** Waiters for the moment no run of a stage is working or waiting to start (the batch windows below). */
     const idleWaiters: Record<Stage, Array<Deferred.Deferred<void>>> = { transcription: [], cleanup: [], delivery: [] }
-    /** Waits up to `batchWindow` for no run of `stage` to be working. */
+    /** Waits up to `batchWindow` for no run of `stage` to be working or waiting to start. */
     const settle = (stage: Stage) =>
       Effect.suspend(() => {
-        if (working[stage] === 0) return Effect.void
+        if (working[stage] === 0 && waiting[stage].size === 0) return Effect.void
         return Effect.flatMap(Deferred.make<void>(), (idle) => {
           idleWaiters[stage].push(idle)
           return Effect.raceFirst(Effect.sleep(config.batchWindow), Deferred.await(idle))
@@ -223,7 +238,7 @@ export const run = (options: PipelineOptions = {}) =>
     const stopWorking = (stage: Stage) =>
       Effect.suspend(() => {
         working[stage]--
-        if (working[stage] > 0) return Effect.void
+        if (working[stage] > 0 || waiting[stage].size > 0) return Effect.void
         const waiters = idleWaiters[stage].splice(0)
         return Effect.forEach(waiters, (w) => Deferred.succeed(w, undefined), { discard: true })
       })
@@ -231,6 +246,26 @@ export const run = (options: PipelineOptions = {}) =>
     const leases: Record<Stage, Map<string, Lease>> = { transcription: new Map(), cleanup: new Map(), delivery: new Map() }
     /** Runs interrupted because their lease was lost. */
     const lost = new Set<string>()
+    /** Each stage's recent run time (ms, moving average) from start to freeing its slot: how far ahead it may claim. */
+    const runMillis: Record<Stage, number | undefined> = { transcription: undefined, cleanup: undefined, delivery: undefined }
+    const aheadMillis = Duration.toMillis(config.claimAhead)
+    /** How many rows a claim of `stage` takes beyond its free slots. */
+    const claimAheadOf = (stage: Stage, slots: number) => {
+      const recent = runMillis[stage]
+      if (recent === undefined || aheadMillis <= 0) return 0
+      return Math.min(maxAheadPerSlot * slots, Math.floor((slots * aheadMillis) / Math.max(recent, 0.001)))
+    }
+    /**
+     * A stage's batched writes and its heartbeat take turns: both update
+     * many of the stage's rows in one statement, in an order of the
+     * database's choosing, so together they could deadlock on PostgreSQL
+     * (which then aborts one — a completion, whose runs would work again).
+     */
+    const rowWrites: Record<Stage, Effect.Semaphore> = {
+      transcription: yield* Effect.makeSemaphore(1),
+      cleanup: yield* Effect.makeSemaphore(1),
+      delivery: yield* Effect.makeSemaphore(1)
+    }
     const slotReleases = new Map<string, Effect.Effect<void>>()
     const slotOf = (job: Job) => `${job.stage}/${job.id}/${job.leaseOwner}`
     const freeSlot = (job: Job) => Effect.suspend(() => slotReleases.get(slotOf(job)) ?? Effect.void)
@@ -253,13 +288,18 @@ export const run = (options: PipelineOptions = {}) =>
           yield* settle(stage)
           const batch = [first, ...Chunk.toReadonlyArray(yield* Queue.takeUpTo(queue, maxCompletionBatch - 1))]
           // any failure, a defect too, goes to every run of the batch: this fiber must never die
-          const outcome = yield* Effect.exit(write(batch))
-          if (Exit.isSuccess(outcome)) {
-            batch.forEach((item, i) => {
-              const lease = leases[stage].get(slotOf(item.job))
-              if (lease !== undefined && outcome.value[i]) lease.written = true
-            })
-          }
+          const outcome = yield* Effect.exit(write(batch)).pipe(
+            Effect.tap((outcome) =>
+              Effect.sync(() => {
+                if (Exit.isFailure(outcome)) return
+                batch.forEach((item, i) => {
+                  const lease = leases[stage].get(slotOf(item.job))
+                  if (lease !== undefined && outcome.value[i]) lease.written = true
+                })
+              })
+            ),
+            rowWrites[stage].withPermits(1)
+          )
           yield* Effect.forEach(batch, (item, i) =>
             Deferred.complete(
               item.done,
@@ -540,8 +580,15 @@ export const run = (options: PipelineOptions = {}) =>
     const heartbeat = (stage: Stage) =>
       Effect.gen(function*() {
         const held = [...leases[stage].values()]
-        if (held.length === 0) return
-        const renewed = yield* store.heartbeatBatch(held.map((lease) => lease.job), leaseMillis)
+        const ahead = [...waiting[stage].values()]
+        if (held.length + ahead.length === 0) return
+        const renewed = yield* rowWrites[stage].withPermits(1)(
+          store.heartbeatBatch([...held.map((lease) => lease.job), ...ahead], leaseMillis)
+        )
+        ahead.forEach((job, i) => {
+          // still waiting and lost: another worker has it now (it is not started here)
+          if (Option.isNone(renewed[held.length + i]!) && waiting[stage].get(slotOf(job)) === job) waiting[stage].delete(slotOf(job))
+        })
         yield* Effect.forEach(held, (lease, i) => {
           // renewed; or past its attempt (its outcome is being written, fenced); or its completion was just written
           if (Option.isSome(renewed[i]!) || leases[stage].get(slotOf(lease.job)) !== lease || lease.written) return Effect.void
@@ -558,48 +605,80 @@ export const run = (options: PipelineOptions = {}) =>
     const running = yield* FiberSet.make<void, never>()
 
     /**
-     * A stage's claimer: waits for a free slot, claims as many due rows as
-     * there are free slots in one `claimBatch`, hands each to a fiber that
-     * frees its slot when done; waits for a signal or the poll when idle.
+     * Starts a claimed job in `running`; its slot frees when it waits for
+     * its write or ends (which also updates the stage's run time).
+     */
+    const start = (stage: Stage, free: Queue.Queue<void>) => (job: ClaimedJob) =>
+      Effect.suspend(() => {
+        working[stage]++
+        const began = performance.now()
+        slotReleases.set(
+          slotOf(job),
+          Effect.suspend(() => {
+            slotReleases.delete(slotOf(job))
+            const took = performance.now() - began
+            const recent = runMillis[stage]
+            runMillis[stage] = recent === undefined ? took : recent + (took - recent) / 8
+            return Effect.zipRight(stopWorking(stage), Queue.offer(free, undefined))
+          })
+        )
+        // (a fiber forked here would inherit uninterruptibility: give it back)
+        return FiberSet.run(running, Effect.interruptible(process(job)).pipe(Effect.ensuring(freeSlot(job))))
+      })
+
+    /** Hands the rows claimed ahead back (shutdown): claimable at once elsewhere, the claim not counted. */
+    const releaseWaiting = (stage: Stage) =>
+      Effect.suspend(() => {
+        const jobs = [...waiting[stage].values()]
+        waiting[stage].clear()
+        return Effect.forEach(jobs, (job) =>
+          store.releaseLease(job).pipe(
+            Effect.catchAll((e) => Effect.logWarning(`${stage} ${job.id}: handing back a row claimed ahead failed; its lease expires instead`, e))
+          ), { discard: true })
+      })
+
+    /**
+     * A stage's claimer: waits for a free slot; starts the oldest row
+     * claimed ahead if there is one, else claims in one `claimBatch` as
+     * many due rows as there are free slots (plus `claimAhead`'s share) and
+     * starts them; waits for a signal or the poll when idle.
      */
     const dispatch = (stage: Stage, slots: number) =>
       Effect.gen(function*() {
         const free = yield* Queue.bounded<void>(slots)
         yield* Queue.offerAll(free, Array.from({ length: slots }, () => undefined))
+        const startJob = start(stage, free)
         let claims = 0
         while (!(yield* Ref.get(stopping))) {
           yield* Queue.take(free)
+          const next = waiting[stage].values().next()
+          if (!next.done) {
+            waiting[stage].delete(slotOf(next.value))
+            yield* Effect.uninterruptible(startJob(next.value))
+            continue
+          }
           yield* settle(stage) // slots freed together claim together
           const limit = 1 + (yield* Queue.takeAll(free)).length
           const wake = yield* signal.next(stage, config.pollInterval)
           // claim and hand over in one uninterruptible step: a shutdown never
           // strands a claimed row between the two; the jobs run in `running`
           // so shutdown can wait for them, then interrupt them
-          const started = yield* store.claimBatch(stage, { workerId: `${config.workerId}/${stage}-${claims++}`, leaseMillis, limit }).pipe(
-            Effect.flatMap((jobs) =>
-              Effect.forEach(jobs, (job) =>
-                // (a fiber forked here would inherit uninterruptibility: give it back)
-                Effect.sync(() => {
-                  working[stage]++
-                  slotReleases.set(
-                    slotOf(job),
-                    Effect.suspend(() => {
-                      slotReleases.delete(slotOf(job))
-                      return Effect.zipRight(stopWorking(stage), Queue.offer(free, undefined))
-                    })
-                  )
-                }).pipe(
-                  Effect.zipRight(FiberSet.run(running, Effect.interruptible(process(job)).pipe(Effect.ensuring(freeSlot(job)))))
-                )
-              )
-            ),
+          const claimed = yield* store.claimBatch(stage, {
+            workerId: `${config.workerId}/${stage}-${claims++}`,
+            leaseMillis,
+            limit: limit + claimAheadOf(stage, slots)
+          }).pipe(
+            Effect.tap((jobs) => {
+              for (const job of jobs.slice(limit)) waiting[stage].set(slotOf(job), job)
+              return Effect.forEach(jobs.slice(0, limit), startJob, { discard: true })
+            }),
             Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as([]))),
             Effect.uninterruptible
           )
-          yield* Queue.offerAll(free, Array.from({ length: limit - started.length }, () => undefined))
-          if (started.length === 0) yield* wake
+          yield* Queue.offerAll(free, Array.from({ length: limit - Math.min(limit, claimed.length) }, () => undefined))
+          if (claimed.length === 0) yield* wake
         }
-      })
+      }).pipe(Effect.ensuring(releaseWaiting(stage)))
 
     const loops = yield* FiberSet.make<void, never>()
     for (const stage of ["transcription", "cleanup", "delivery"] as const) {
@@ -633,6 +712,9 @@ export const run = (options: PipelineOptions = {}) =>
     yield* Effect.addFinalizer(() => shutdown)
     return { shutdown }
   })
+
+/** At most this many rows per slot are claimed ahead (`claimAhead`). */
+const maxAheadPerSlot = 8
 
 /** At most this many finished runs are written in one transaction. */
 const maxCompletionBatch = 64

@@ -723,15 +723,16 @@ export const make = (dialect: Dialect): Effect.Effect<JournalStoreService, never
           const owners = new Map(locked.map((e) => [e.id, e.userId]))
           const alive = round.filter((i) => owners.get(i.job.entryId) === i.job.userId)
           if (alive.length === 0) continue
-          const perRun = alive[0]!.values.map(([column, type], c) =>
-            sql`${sql(column)} = CASE id ${
-              sql.join(" ", false)(alive.map((i) => sql`WHEN ${i.job.id} THEN CAST(${i.values[c]![2]} AS ${sql.literal(type)})`))
-            } END`
-          )
-          const done = yield* sql<{ id: string; makePrimary: number | string }>`UPDATE ${sql(table)}
+          // one row of values per run, joined on the primary key (VALUES columns are
+          // column1… on both dialects): one index probe per run, where a CASE per
+          // column and an OR per run cost PostgreSQL ~0.1 ms per run to plan and match
+          const results = sql.csv(alive.map((i) => sql`(${sql.csv([i.job.id, i.job.leaseOwner, ...i.values.map((v) => v[2])].map((v) => sql`${v}`))})`))
+          const assigned = alive[0]!.values.map(([column, type], c) => sql`${sql(column)} = CAST(v.${sql.literal(`column${c + 3}`)} AS ${sql.literal(type)})`)
+          const done = yield* sql<{ id: string; makePrimary: number | string }>`UPDATE ${sql(table)} AS t
             SET status = 'completed', lease_owner = NULL, lease_expires_at = NULL, last_error = NULL, updated_at = ${now},
-              ${sql.csv(perRun)}${table === "transcriptions" ? sql`, pieces_total = COALESCE(pieces_total, 1)` : sql``}
-            WHERE status = 'processing' AND ${sql.or(alive.map((i) => sql`(id = ${i.job.id} AND lease_owner = ${i.job.leaseOwner})`))}
+              ${sql.csv(assigned)}${table === "transcriptions" ? sql`, pieces_total = COALESCE(pieces_total, 1)` : sql``}
+            FROM (VALUES ${results}) AS v
+            WHERE t.id = v.column1 AND t.lease_owner = v.column2 AND t.status = 'processing'
             RETURNING id, make_primary AS "makePrimary"`
           const asked = new Map(done.map((r) => [r.id, Number(r.makePrimary) === 1]))
           const passed = alive.filter((i) => asked.has(i.job.id))
