@@ -256,25 +256,26 @@ export const run = (options: PipelineOptions = {}) =>
       return Math.min(maxAheadPerSlot * slots, Math.floor((slots * aheadMillis) / Math.max(recent, 0.001)))
     }
     /**
-     * A stage's batched writes and its heartbeat take turns: both update
-     * many of the stage's rows in one statement, in an order of the
-     * database's choosing, so together they could deadlock on PostgreSQL
-     * (which then aborts one — a completion, whose runs would work again).
+     * A stage's batched writes and its heartbeat never lock the same rows at
+     * once: both update many of the stage's rows in one statement, in an
+     * order of the database's choosing, so together they could deadlock on
+     * PostgreSQL (which then aborts one — a completion, whose runs would
+     * work again). The heartbeat leaves out the rows being written
+     * (`inWrite`, by `slotOf`), and no write starts while a beat is in
+     * flight (`beating`).
      */
-    const rowWrites: Record<Stage, Effect.Semaphore> = {
-      transcription: yield* Effect.makeSemaphore(1),
-      cleanup: yield* Effect.makeSemaphore(1),
-      delivery: yield* Effect.makeSemaphore(1)
-    }
+    const inWrite: Record<Stage, Set<string>> = { transcription: new Set(), cleanup: new Set(), delivery: new Set() }
+    const beating: Record<Stage, Deferred.Deferred<void> | undefined> = { transcription: undefined, cleanup: undefined, delivery: undefined }
     const slotReleases = new Map<string, Effect.Effect<void>>()
     const slotOf = (job: Job) => `${job.stage}/${job.id}/${job.leaseOwner}`
     const freeSlot = (job: Job) => Effect.suspend(() => slotReleases.get(slotOf(job)) ?? Effect.void)
 
     /**
      * Finished runs of a stage wait here for one transaction together: the
-     * first waits up to `batchWindow` for the stage's runs still
-     * working, less once none is, and runs that finish while a batch
-     * commits join the next one (one fiber per stage writes). A run whose
+     * first waits up to `batchWindow` for the stage's runs still working
+     * (or claimed ahead), less once none is, and runs that finish while
+     * batches commit join the next one. Up to {@link completionWriters}
+     * batches commit at once, never two with runs of one entry. A run whose
      * lease is gone fails with LeaseLost, as when written alone.
      */
     const batcher = <R>(
@@ -283,38 +284,62 @@ export const run = (options: PipelineOptions = {}) =>
     ) =>
       Effect.gen(function*() {
         const queue = yield* Queue.unbounded<{ readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }>()
+        const writers = yield* Effect.makeSemaphore(completionWriters)
+        const entriesInWrite = new Map<string, number>()
+        const count = (entryIds: ReadonlyArray<string>, by: number) => {
+          for (const id of entryIds) {
+            const n = (entriesInWrite.get(id) ?? 0) + by
+            if (n === 0) entriesInWrite.delete(id)
+            else entriesInWrite.set(id, n)
+          }
+        }
+        /** Writes one batch and tells its runs; any failure, a defect too, goes to every run of it. */
+        const writeBatch = (batch: ReadonlyArray<{ readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }>) =>
+          Effect.gen(function*() {
+            const outcome = yield* Effect.exit(write(batch))
+            if (Exit.isSuccess(outcome)) {
+              batch.forEach((item, i) => {
+                const lease = leases[stage].get(slotOf(item.job))
+                if (lease !== undefined && outcome.value[i]) lease.written = true
+              })
+            }
+            yield* Effect.forEach(batch, (item, i) =>
+              Deferred.complete(
+                item.done,
+                Exit.isFailure(outcome)
+                  ? Effect.failCause(outcome.cause)
+                  : outcome.value[i]
+                  ? Effect.void
+                  : Effect.fail(new LeaseLost({ table: stageTables[item.job.stage].table, id: item.job.id }))
+              ), { discard: true })
+          })
         yield* Effect.forkScoped(Effect.forever(Effect.gen(function*() {
           const first = yield* Queue.take(queue)
           yield* settle(stage)
           const batch = [first, ...Chunk.toReadonlyArray(yield* Queue.takeUpTo(queue, maxCompletionBatch - 1))]
-          // any failure, a defect too, goes to every run of the batch: this fiber must never die
-          const outcome = yield* Effect.exit(write(batch)).pipe(
-            Effect.tap((outcome) =>
-              Effect.sync(() => {
-                if (Exit.isFailure(outcome)) return
-                batch.forEach((item, i) => {
-                  const lease = leases[stage].get(slotOf(item.job))
-                  if (lease !== undefined && outcome.value[i]) lease.written = true
-                })
-              })
-            ),
-            rowWrites[stage].withPermits(1)
-          )
-          yield* Effect.forEach(batch, (item, i) =>
-            Deferred.complete(
-              item.done,
-              Exit.isFailure(outcome)
-                ? Effect.failCause(outcome.cause)
-                : outcome.value[i]
-                ? Effect.void
-                : Effect.fail(new LeaseLost({ table: stageTables[item.job.stage].table, id: item.job.id }))
-            ), { discard: true })
+          const entryIds = batch.map((item) => item.job.entryId)
+          // a run of an entry that a batch in flight also has waits for it: all writers' permits
+          const permits = entryIds.some((id) => entriesInWrite.has(id)) ? completionWriters : 1
+          yield* writers.take(permits)
+          while (beating[stage] !== undefined) yield* Deferred.await(beating[stage]!)
+          const slots = batch.map((item) => slotOf(item.job))
+          for (const slot of slots) inWrite[stage].add(slot)
+          count(entryIds, 1)
+          yield* Effect.fork(writeBatch(batch).pipe(
+            Effect.ensuring(Effect.suspend(() => {
+              for (const slot of slots) inWrite[stage].delete(slot)
+              count(entryIds, -1)
+              return writers.release(permits)
+            }))
+          ))
         })))
         return (job: Job, result: R) =>
           Effect.gen(function*() {
             const done = yield* Deferred.make<void, LeaseLost | StoreError>()
             yield* Queue.offer(queue, { job, result, done })
-            yield* freeSlot(job)
+            // the slot is free for the next run while this one waits for its write, unless
+            // a full batch already waits: then runs wait for the writes (their slot frees at the end)
+            if ((yield* Queue.size(queue)) <= maxCompletionBatch) yield* freeSlot(job)
             return yield* Deferred.await(done)
           })
       })
@@ -579,12 +604,18 @@ export const run = (options: PipelineOptions = {}) =>
      */
     const heartbeat = (stage: Stage) =>
       Effect.gen(function*() {
-        const held = [...leases[stage].values()]
+        const beat = yield* Deferred.make<void>()
+        beating[stage] = beat // before the rows are chosen: no write starts from here on
+        const held = [...leases[stage].values()].filter((lease) => !inWrite[stage].has(slotOf(lease.job)))
         const ahead = [...waiting[stage].values()]
-        if (held.length + ahead.length === 0) return
-        const renewed = yield* rowWrites[stage].withPermits(1)(
-          store.heartbeatBatch([...held.map((lease) => lease.job), ...ahead], leaseMillis)
-        )
+        const renewed = yield* (held.length + ahead.length === 0
+          ? Effect.succeed([])
+          : store.heartbeatBatch([...held.map((lease) => lease.job), ...ahead], leaseMillis)).pipe(
+            Effect.ensuring(Effect.suspend(() => {
+              beating[stage] = undefined
+              return Deferred.succeed(beat, undefined)
+            }))
+          )
         ahead.forEach((job, i) => {
           // still waiting and lost: another worker has it now (it is not started here)
           if (Option.isNone(renewed[held.length + i]!) && waiting[stage].get(slotOf(job)) === job) waiting[stage].delete(slotOf(job))
@@ -718,6 +749,9 @@ const maxAheadPerSlot = 8
 
 /** At most this many finished runs are written in one transaction. */
 const maxCompletionBatch = 64
+
+/** Batches of one stage committing at once (on separate connections where the store has them). */
+const completionWriters = 2
 
 /** A run in its attempt: its job, its fiber, and whether its completion is written (its lease then ended well). */
 interface Lease {
