@@ -224,6 +224,8 @@ export const run = (options: PipelineOptions = {}) =>
     const working: Record<Stage, number> = { transcription: 0, cleanup: 0, delivery: 0 }
     /** Rows claimed ahead (see `claimAhead`), in claim order, by `slotOf`: leased, waiting for a slot. */
     const waiting: Record<Stage, Map<string, ClaimedJob>> = { transcription: new Map(), cleanup: new Map(), delivery: new Map() }
+    /** A claim topping up `waiting` in the background, while one is in flight. */
+    const topUps: Record<Stage, Fiber.RuntimeFiber<unknown> | undefined> = { transcription: undefined, cleanup: undefined, delivery: undefined }
     /** Waiters for the moment no run of a stage is working or waiting to start (the batch windows below). */
     const idleWaiters: Record<Stage, Array<Deferred.Deferred<void>>> = { transcription: [], cleanup: [], delivery: [] }
     /** Waits up to `batchWindow` for no run of `stage` to be working or waiting to start. */
@@ -670,9 +672,11 @@ export const run = (options: PipelineOptions = {}) =>
 
     /**
      * A stage's claimer: waits for a free slot; starts the oldest row
-     * claimed ahead if there is one, else claims in one `claimBatch` as
-     * many due rows as there are free slots (plus `claimAhead`'s share) and
-     * starts them; waits for a signal or the poll when idle.
+     * claimed ahead if there is one (and, once few are left, tops them up
+     * in the background, so the slots need not wait for the next claim),
+     * else claims in one `claimBatch` as many due rows as there are free
+     * slots (plus `claimAhead`'s share) and starts them; waits for a signal
+     * or the poll when idle.
      */
     const dispatch = (stage: Stage, slots: number) =>
       Effect.gen(function*() {
@@ -680,36 +684,48 @@ export const run = (options: PipelineOptions = {}) =>
         yield* Queue.offerAll(free, Array.from({ length: slots }, () => undefined))
         const startJob = start(stage, free)
         let claims = 0
+        /**
+         * Claims up to `limit` rows, starts the first `startNow` and keeps the
+         * rest waiting, in one uninterruptible step: a shutdown never strands
+         * a claimed row between the two; the jobs run in `running` so
+         * shutdown can wait for them, then interrupt them.
+         */
+        const claim = (limit: number, startNow: number) =>
+          store.claimBatch(stage, { workerId: `${config.workerId}/${stage}-${claims++}`, leaseMillis, limit }).pipe(
+            Effect.tap((jobs) => {
+              for (const job of jobs.slice(startNow)) waiting[stage].set(slotOf(job), job)
+              return Effect.forEach(jobs.slice(0, startNow), startJob, { discard: true })
+            }),
+            Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as([]))),
+            Effect.uninterruptible
+          )
         while (!(yield* Ref.get(stopping))) {
           yield* Queue.take(free)
+          // the rows a top-up is claiming are for this slot: wait for them rather than claim again
+          const pending = topUps[stage]
+          if (waiting[stage].size === 0 && pending !== undefined) yield* Fiber.await(pending)
           const next = waiting[stage].values().next()
           if (!next.done) {
             waiting[stage].delete(slotOf(next.value))
             yield* Effect.uninterruptible(startJob(next.value))
+            const ahead = claimAheadOf(stage, slots)
+            if (topUps[stage] === undefined && ahead > 0 && waiting[stage].size < slots) {
+              topUps[stage] = yield* Effect.fork(claim(ahead, 0).pipe(Effect.ensuring(Effect.sync(() => (topUps[stage] = undefined)))))
+            }
             continue
           }
           yield* settle(stage) // slots freed together claim together
           const limit = 1 + (yield* Queue.takeAll(free)).length
           const wake = yield* signal.next(stage, config.pollInterval)
-          // claim and hand over in one uninterruptible step: a shutdown never
-          // strands a claimed row between the two; the jobs run in `running`
-          // so shutdown can wait for them, then interrupt them
-          const claimed = yield* store.claimBatch(stage, {
-            workerId: `${config.workerId}/${stage}-${claims++}`,
-            leaseMillis,
-            limit: limit + claimAheadOf(stage, slots)
-          }).pipe(
-            Effect.tap((jobs) => {
-              for (const job of jobs.slice(limit)) waiting[stage].set(slotOf(job), job)
-              return Effect.forEach(jobs.slice(0, limit), startJob, { discard: true })
-            }),
-            Effect.catchAll((e) => Effect.logWarning(`claiming ${stage} failed`, e).pipe(Effect.as([]))),
-            Effect.uninterruptible
-          )
+          const claimed = yield* claim(limit + claimAheadOf(stage, slots), limit)
           yield* Queue.offerAll(free, Array.from({ length: limit - Math.min(limit, claimed.length) }, () => undefined))
           if (claimed.length === 0) yield* wake
         }
-      }).pipe(Effect.ensuring(releaseWaiting(stage)))
+      }).pipe(
+        // a top-up still claiming ends first (it is uninterruptible), so its rows are handed back too
+        Effect.ensuring(Effect.suspend(() => topUps[stage] === undefined ? Effect.void : Fiber.await(topUps[stage]!))),
+        Effect.ensuring(releaseWaiting(stage))
+      )
 
     const loops = yield* FiberSet.make<void, never>()
     for (const stage of ["transcription", "cleanup", "delivery"] as const) {
