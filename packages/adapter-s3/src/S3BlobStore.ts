@@ -248,7 +248,8 @@ export const make = (config: Config) =>
                 sizeBytes += bytes.byteLength
                 return readable.write(bytes)
               },
-              drained: (resume) => void readable.once("drain", resume)
+              // already drained (the producer asked late): room now
+              drained: (resume) => (readable.writableNeedDrain ? void readable.once("drain", resume) : resume())
             }
             const pushed = BlobStore.producerOf(body)(sink).pipe(
               Effect.tapError((e) => Effect.sync(() => (bodyFailure = Option.some(e)))),
