@@ -3,7 +3,8 @@
  * Garage, …), so that nodes need no shared filesystem. Objects are named
  * `<prefix>/<key>`; keys are generated ones only (`BlobStore.checkKey`).
  *
- * - Writes stream as a multipart upload (`@aws-sdk/lib-storage`) in parts of
+ * - Writes stream as a multipart upload (`@aws-sdk/lib-storage`, reading the
+ *   body pushed into a `PassThrough`) in parts of
  *   `partSize` with at most `queueSize` in flight, so an upload holds about
  *   `(queueSize + 1) × partSize` whatever the file's size; a body of one
  *   part or less is one `PutObject`. Both are atomic: the object appears
@@ -38,9 +39,9 @@ import { Upload } from "@aws-sdk/lib-storage"
 import { FileSystem } from "@effect/platform"
 import { NodeFileSystem, NodeStream } from "@effect/platform-node"
 import { BlobStore, Errors } from "@voice-journal/core"
-import { Chunk, Clock, Duration, Effect, Layer, Option, Stream } from "effect"
+import { Chunk, Clock, Duration, Effect, Exit, Layer, Option, Stream } from "effect"
 import * as path from "node:path"
-import type { Readable } from "node:stream"
+import { PassThrough, type Readable } from "node:stream"
 
 /**
  * Where and how to store.
@@ -235,22 +236,28 @@ export const make = (config: Config) =>
       )
 
     const service: BlobStore.BlobStoreService = {
-      write: <E, R, E2, R2>(key: BlobStore.BlobKey, body: Stream.Stream<Uint8Array, E, R>, options?: BlobStore.WriteOptions<E2, R2>) =>
+      write: <E, R, E2, R2>(key: BlobStore.BlobKey, body: BlobStore.BlobBody<E, R>, options?: BlobStore.WriteOptions<E2, R2>) =>
         Effect.flatMap(objectKey(key), (Key) =>
           Effect.gen(function*() {
             let sizeBytes = 0
             let bodyFailure: Option.Option<E> = Option.none()
-            const counted = body.pipe(
-              Stream.mapChunks((chunk) => {
-                for (const bytes of chunk) sizeBytes += bytes.byteLength
-                return chunk
-              }),
-              Stream.tapError((e) => Effect.sync(() => (bodyFailure = Option.some(e))))
+            // the body is pushed into this, and the upload reads it as it has room (backpressure)
+            const readable = new PassThrough({ highWaterMark: 256 * 1024 })
+            const sink: BlobStore.BlobSink = {
+              write: (bytes) => {
+                sizeBytes += bytes.byteLength
+                return readable.write(bytes)
+              },
+              // already drained (the producer asked late): room now
+              drained: (resume) => (readable.writableNeedDrain ? void readable.once("drain", resume) : resume())
+            }
+            const pushed = BlobStore.producerOf(body)(sink).pipe(
+              Effect.tapError((e) => Effect.sync(() => (bodyFailure = Option.some(e)))),
+              // a failed body fails the upload (lib-storage then aborts the multipart upload)
+              Effect.onExit((exit) => Effect.sync(() => Exit.isSuccess(exit) ? readable.end() : readable.destroy(new Error("blob body failed"))))
             )
-            // pulled by the upload as it has room (backpressure), in a fiber interrupted when it is destroyed
-            const readable = yield* NodeStream.toReadable(counted)
             const upload = new Upload({ client, params: { Bucket: bucket, Key, Body: readable }, partSize, queueSize, leavePartsOnError: false })
-            return yield* Effect.async<void, E | Errors.BlobStoreError>((resume) => {
+            const uploaded = Effect.async<void, E | Errors.BlobStoreError>((resume) => {
               // done() settles only after lib-storage aborted the multipart upload of a failed body
               const done = upload.done()
               done.then(
@@ -262,7 +269,9 @@ export const make = (config: Config) =>
                 readable.destroy(new Error("blob write interrupted"))
                 return done.then(() => undefined, () => undefined)
               })
-            }).pipe(
+            })
+            // a failed upload stops the body, a failed body the upload
+            return yield* Effect.all([pushed, uploaded], { concurrency: 2, discard: true }).pipe(
               Effect.ensuring(Effect.sync(() => readable.destroy())),
               Effect.tapError((e) =>
                 e instanceof Errors.BlobStoreError

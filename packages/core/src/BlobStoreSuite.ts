@@ -8,7 +8,8 @@
  * BlobStoreSuite.run("my store", { freshStorage: … })
  * ```
  *
- * It checks what the rest of voice-journal relies on: uploads stream in and
+ * It checks what the rest of voice-journal relies on: uploads stream in (as
+ * a `Stream`, or pushed by a producer such as the server's socket loop) and
  * the audio route streams (ranges of) blobs out without holding whole files;
  * `write`'s `inspect` sees the complete bytes in a local file before the
  * write returns, and a failing one fails it;
@@ -28,7 +29,7 @@ import { createHash } from "node:crypto"
 import * as fs from "node:fs"
 import * as v8 from "node:v8"
 import * as vm from "node:vm"
-import { type BlobKey, BlobStore, type BlobStoreService, makeKey } from "./BlobStore.js"
+import { type BlobKey, type BlobProducer, BlobStore, type BlobStoreService, makeKey } from "./BlobStore.js"
 import * as BlobSweeper from "./BlobSweeper.js"
 import { JournalStore, type JournalStoreService } from "./JournalStore.js"
 
@@ -89,6 +90,38 @@ const pattern = (size: number, seed = 1) => {
 /** Splits bytes into chunks of `size`, as a socket would deliver them. */
 const chunked = (bytes: Uint8Array, size: number) =>
   Stream.fromIterable(Array.from({ length: Math.ceil(bytes.byteLength / size) }, (_, i) => bytes.subarray(i * size, (i + 1) * size)))
+
+/**
+ * `bytes` pushed into the sink in slices of `size` from event-loop callbacks
+ * (as a socket's `data` events bring them), held back whenever the sink
+ * answers `false` until it calls back; then `end` (a failure, or nothing).
+ */
+const pushed = <E = never>(bytes: Uint8Array, size: number, end: Effect.Effect<void, E> = Effect.void): BlobProducer<E, never> => (sink) =>
+  Effect.zipRight(
+    Effect.async<void>((resume) => {
+      let offset = 0
+      let stopped = false
+      let tick: ReturnType<typeof setImmediate> | undefined
+      const later = () => {
+        if (!stopped) tick = setImmediate(next)
+      }
+      const next = () => {
+        for (let slices = 0; offset < bytes.byteLength && slices < 8; slices++) {
+          const slice = bytes.subarray(offset, offset + size)
+          offset += slice.byteLength
+          if (!sink.write(slice)) return sink.drained(later)
+        }
+        if (offset < bytes.byteLength) return later()
+        resume(Effect.void)
+      }
+      later()
+      return Effect.sync(() => {
+        stopped = true
+        clearImmediate(tick)
+      })
+    }),
+    end
+  )
 
 const collect = (stream: Stream.Stream<Uint8Array, unknown>) =>
   Effect.map(Stream.runCollect(stream), (chunks) => Buffer.concat(Chunk.toReadonlyArray(chunks)))
@@ -175,6 +208,23 @@ export const run = (name: string, harness: Harness): void => {
             expect(yield* blobs.exists(key)).toBe(true)
             expect(sha256(yield* collect(blobs.read(key)))).toBe(sha256(bytes))
           }
+          expect(yield* leftovers(storage)).toEqual([])
+        })
+      ), { timeout: 120_000 })
+
+    it.scopedLive("a producer body (bytes pushed from callbacks, held back while the store is full) is stored byte for byte; one that fails leaves nothing", () =>
+      withStore((blobs, storage) =>
+        Effect.gen(function*() {
+          for (const [size, chunk] of [[300_001, 7_001], [12 * MiB + 17, 64 * 1024]] as const) {
+            const key = makeKey()
+            const bytes = pattern(size, 3)
+            expect((yield* blobs.write(key, pushed(bytes, chunk))).sizeBytes).toBe(size)
+            expect(sha256(yield* collect(blobs.read(key)))).toBe(sha256(bytes))
+          }
+          const key = makeKey()
+          const error = yield* Effect.flip(blobs.write(key, pushed(pattern(7 * MiB), 64 * 1024, Effect.fail(new BodyFailed()))))
+          expect(error._tag).toBe("BodyFailed")
+          expect(yield* blobs.exists(key)).toBe(false)
           expect(yield* leftovers(storage)).toEqual([])
         })
       ), { timeout: 120_000 })

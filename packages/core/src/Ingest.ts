@@ -1,9 +1,11 @@
 /**
  * Turns an untrusted byte stream into a stored recording. Bytes flow to the
- * `BlobStore` in the stream's own chunks; only the first 4,100 bytes (what
- * `file-type` needs) are held back until the content is known to be audio.
- * The size limit is enforced while streaming, the sha256 is computed on the
- * way, and on any failure nothing is left behind.
+ * `BlobStore` in the body's own buffers, pushed from the body's producer
+ * (`BlobStore.BlobBody`: a stream, or a socket's read loop) into the store's
+ * sink with limit, sniff and hash as plain code in between; only the first
+ * 4,100 bytes (what `file-type` needs) are held back until the content is
+ * known to be audio. The size limit is enforced while streaming, the sha256
+ * is computed on the way, and on any failure nothing is left behind.
  *
  * The client's Content-Type and filename are never trusted: the type comes
  * from the bytes, the stored name is generated, and the original filename
@@ -12,10 +14,10 @@
  * @since 0.1.0
  */
 import { fileTypeFromBuffer } from "file-type"
-import { Chunk, Effect, Stream } from "effect"
+import { Deferred, Effect, Exit, Stream } from "effect"
 import { createHash, type Hash } from "node:crypto"
 import * as path from "node:path"
-import { type BlobKey, BlobStore, makeKey } from "./BlobStore.js"
+import { type BlobBody, type BlobKey, type BlobProducer, type BlobSink, BlobStore, makeKey, producerOf } from "./BlobStore.js"
 import { type BlobStoreError, InvalidUpload, PayloadTooLarge, UnsupportedMediaType } from "./Errors.js"
 
 /**
@@ -76,14 +78,7 @@ export const acceptedAudio: Readonly<Record<string, string>> = {
  * @since 0.1.0
  */
 export const sniffAudio = (head: Uint8Array): Effect.Effect<string, UnsupportedMediaType> =>
-  Effect.promise(() => fileTypeFromBuffer(head, { mpegOffsetTolerance: 10 })).pipe(
-    Effect.flatMap((type) => {
-      const accepted = type === undefined ? undefined : acceptedAudio[type.ext]
-      return accepted !== undefined
-        ? Effect.succeed(accepted)
-        : Effect.fail(new UnsupportedMediaType(type === undefined ? {} : { detected: type.mime }))
-    })
-  )
+  Effect.flatMap(Effect.promise(() => detectAudio(head)), (detected) => typeof detected === "string" ? Effect.succeed(detected) : Effect.fail(detected))
 
 /**
  * Fails the stream with `PayloadTooLarge` as soon as more than `maxBytes`
@@ -109,51 +104,105 @@ const concat = (chunks: ReadonlyArray<Uint8Array>): Uint8Array => {
 }
 
 /**
- * The whole per-chunk work of an upload in one stream stage (one step per
- * stream chunk, not one stage per concern): counts bytes and fails with
- * `PayloadTooLarge` as soon as more than `maxBytes` have passed; holds back
- * the first {@link sniffBytes} bytes until they are known to be audio (the
- * detected type goes to `onDetected`), then lets everything through
- * unchanged; feeds what passes to `hash`. Empty input fails with
- * `InvalidUpload`.
+ * The whole per-chunk work of an upload in one pass, as plain code between
+ * the body's producer and the store's sink (no stream step per chunk, and
+ * each buffer is hashed while it is fresh in the CPU cache): counts bytes
+ * and fails with `PayloadTooLarge` as soon as more than `maxBytes` have
+ * passed; holds back the first {@link sniffBytes} bytes until they are known
+ * to be audio (the producer is held back meanwhile; the detected type goes
+ * to `onDetected`), then lets everything through unchanged; feeds what
+ * passes to `hash`. Empty input fails with `InvalidUpload`. A refusal stops
+ * the producer at once (it is interrupted).
  */
 const admitAudio = (maxBytes: number, hash: Hash, onDetected: (mime: string) => void) =>
-<E, R>(self: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Uint8Array, E | PayloadTooLarge | UnsupportedMediaType | InvalidUpload, R> =>
-  Stream.suspend(() => {
+<E, R>(body: BlobProducer<E, R>): BlobProducer<E | PayloadTooLarge | UnsupportedMediaType | InvalidUpload, R> =>
+(sink) =>
+  Effect.flatMap(Deferred.make<never, PayloadTooLarge | UnsupportedMediaType | InvalidUpload>(), (refused) => {
     let total = 0
     let held: Array<Uint8Array> = []
     let heldBytes = 0
     let passing = false
-    const release = Effect.suspend((): Effect.Effect<Chunk.Chunk<Uint8Array>, UnsupportedMediaType | InvalidUpload> => {
+    let sniffing: Promise<void> | undefined
+    /** The producer's resume while it waits for the sniff. */
+    let resumeAfterSniff: (() => void) | undefined
+    let stopped = false
+    const refuse = (e: PayloadTooLarge | UnsupportedMediaType | InvalidUpload) => {
+      stopped = true
+      Deferred.unsafeDone(refused, Exit.fail(e))
+    }
+    const sniff = (): Promise<void> => {
       const head = concat(held)
       held = []
-      return head.byteLength === 0
-        ? Effect.fail(new InvalidUpload({ message: "the upload is empty" }))
-        : Effect.map(sniffAudio(head), (mime) => {
-          onDetected(mime)
-          passing = true
-          hash.update(head)
-          return Chunk.of(head)
-        })
-    })
-    const checked = Stream.mapChunksEffect(self, (chunk): Effect.Effect<Chunk.Chunk<Uint8Array>, PayloadTooLarge | UnsupportedMediaType | InvalidUpload> => {
-      const out: Array<Uint8Array> = []
-      for (const bytes of chunk) {
+      return detectAudio(head).then((detected) => {
+        // the write is over (interrupted, or failed elsewhere): nothing more reaches the sink
+        if (stopped) return
+        if (typeof detected !== "string") return refuse(detected)
+        onDetected(detected)
+        passing = true
+        // the head, then what came while it was looked at
+        const arrived = [head, ...held]
+        held = []
+        let room = true
+        for (const bytes of arrived) {
+          hash.update(bytes)
+          room = sink.write(bytes)
+        }
+        const resume = resumeAfterSniff
+        resumeAfterSniff = undefined
+        if (resume !== undefined) room ? resume() : sink.drained(resume)
+      }, (cause) => {
+        stopped = true
+        Deferred.unsafeDone(refused, Exit.die(cause))
+      })
+    }
+    const admitted: BlobSink = {
+      write: (bytes) => {
+        // refused: the producer is being stopped; what it still pushes goes nowhere
+        if (stopped) return false
         total += bytes.byteLength
-        if (total > maxBytes) return Effect.fail(new PayloadTooLarge({ maxBytes }))
+        if (total > maxBytes) {
+          refuse(new PayloadTooLarge({ maxBytes }))
+          return false
+        }
         if (passing) {
           hash.update(bytes)
-          out.push(bytes)
-        } else {
-          held.push(bytes)
-          heldBytes += bytes.byteLength
+          return sink.write(bytes)
         }
+        held.push(bytes)
+        heldBytes += bytes.byteLength
+        if (heldBytes >= sniffBytes && sniffing === undefined) sniffing = sniff()
+        // held back until the sniff has answered
+        return sniffing === undefined
+      },
+      drained: (resume) => {
+        if (passing) return sink.drained(resume)
+        resumeAfterSniff = resume
       }
-      return !passing && heldBytes >= sniffBytes ? release : Effect.succeed(Chunk.unsafeFromArray(out))
-    })
+    }
     // a body shorter than the sniff sample is checked when it ends
-    return Stream.concat(checked, Stream.suspend(() => passing ? Stream.empty : Stream.fromEffect(release).pipe(Stream.flattenChunks)))
+    const ended = Effect.suspend(() => {
+      if (sniffing === undefined) {
+        if (heldBytes === 0) return Effect.fail(new InvalidUpload({ message: "the upload is empty" }))
+        sniffing = sniff()
+      }
+      const sniffed = sniffing
+      return Effect.zipRight(Effect.promise(() => sniffed), Effect.suspend(() => (passing ? Effect.void : Deferred.await(refused))))
+    })
+    return Effect.raceFirst(Effect.zipRight(body(admitted), ended), Deferred.await(refused)).pipe(
+      Effect.ensuring(Effect.sync(() => {
+        stopped = true
+      }))
+    )
   })
+
+/** The normalised audio MIME type of `head`, or the refusal naming what it is instead. */
+const detectAudio = (head: Uint8Array): Promise<string | UnsupportedMediaType> =>
+  head.byteLength === 0
+    ? Promise.resolve(new UnsupportedMediaType({}))
+    : fileTypeFromBuffer(head, { mpegOffsetTolerance: 10 }).then((type) => {
+      const accepted = type === undefined ? undefined : acceptedAudio[type.ext]
+      return accepted ?? new UnsupportedMediaType(type === undefined ? {} : { detected: type.mime })
+    })
 
 /** Keeps a client's filename as harmless metadata: base name, no control characters, ≤ 255 chars. */
 export const sanitizeFilename = (name: string | undefined): string | null => {
@@ -168,7 +217,7 @@ export const sanitizeFilename = (name: string | undefined): string | null => {
  * @since 0.1.0
  */
 export const ingest = <E, R, E2 = never, R2 = never>(
-  body: Stream.Stream<Uint8Array, E, R>,
+  body: BlobBody<E, R>,
   options: IngestOptions<E2, R2>
 ): Effect.Effect<
   StoredAudio,
@@ -184,7 +233,7 @@ export const ingest = <E, R, E2 = never, R2 = never>(
       blobKey,
       admitAudio(options.maxBytes, hash, (mime) => {
         detected = mime
-      })(body),
+      })(producerOf(body)),
       { inspect: options.inspect }
     )
     // a successful write means every byte passed the sniff, which set the type

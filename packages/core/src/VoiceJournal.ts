@@ -10,7 +10,7 @@
 import { Clock, Context, Duration, Effect, Layer, Option, type Redacted, type Stream } from "effect"
 import * as ApiKeys from "./ApiKeys.js"
 import { AudioProbe } from "./AudioProbe.js"
-import { BlobStore, type ByteRange } from "./BlobStore.js"
+import { type BlobBody, BlobStore, type ByteRange } from "./BlobStore.js"
 import { Destinations } from "./Destinations.js"
 import {
   type ApiKey,
@@ -168,7 +168,8 @@ export interface VoiceJournalService {
    */
   readonly ingest: <E, R>(
     userId: UserId,
-    body: Stream.Stream<Uint8Array, E, R>,
+    /** A stream, or a producer that pushes the bytes as they arrive (`BlobStore.BlobProducer`, the server's raw bodies). */
+    body: BlobBody<E, R>,
     options?: {
       readonly originalFilename?: string | undefined
       readonly maxBytes?: number | undefined

@@ -6,7 +6,7 @@ import { createHash } from "node:crypto"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
 import { AudioProbe, layerFfprobe } from "../src/AudioProbe.js"
-import { BlobStore, layerFileSystem, makeKey } from "../src/BlobStore.js"
+import { BlobStore, layerFileSystem, makeKey, producerOf } from "../src/BlobStore.js"
 import { ingest, sniffBytes } from "../src/Ingest.js"
 import { AUDIO_FORMATS, type AudioFormat, audioBytes, audioFile, elfBytes, fixtureDir, pngBytes } from "./support/Audio.js"
 
@@ -142,8 +142,15 @@ describe("Ingest", () => {
         const stored = yield* ingest(body, { maxBytes: 100 * 1024 * 1024 }).pipe(
           Effect.provideServiceEffect(BlobStore, Effect.map(BlobStore, (blobs) => ({
             ...blobs,
-            write: (key, stream) =>
-              blobs.write(key, Stream.tap(stream, (c) => Effect.sync(() => { largestSeen = Math.max(largestSeen, c.byteLength) })))
+            write: (key, body) =>
+              blobs.write(key, (sink) =>
+                producerOf(body)({
+                  write: (bytes) => {
+                    largestSeen = Math.max(largestSeen, bytes.byteLength)
+                    return sink.write(bytes)
+                  },
+                  drained: sink.drained
+                }))
           })))
         )
         expect(stored.sizeBytes).toBe(44 + 800 * 64 * 1024)

@@ -24,7 +24,7 @@
  */
 import { type HttpServerRequest, HttpServerResponse, Multipart } from "@effect/platform"
 import { NodeHttpServerRequest } from "@effect/platform-node"
-import { Errors, VoiceJournal } from "@voice-journal/core"
+import { type BlobStore, Errors, VoiceJournal } from "@voice-journal/core"
 import { Channel, Chunk, Data, Deferred, Effect, Exit, Option, Stream } from "effect"
 import { type ApiError, CurrentUser } from "./Api.js"
 import { type Tagged, toApiError } from "./ApiErrors.js"
@@ -173,6 +173,70 @@ const requestBody = (request: HttpServerRequest.HttpServerRequest, idleSeconds: 
       })
     )
   }))
+
+/**
+ * A raw request body as a producer (`BlobStore.BlobProducer`): every socket
+ * read goes straight to the ingest's sink in the `data` event that brought
+ * it (limit, sniff and hash, then the write queue: plain code, no stream
+ * step per read), and the request is paused while the sink is full. Fails
+ * with {@link UploadStalled} when no byte arrives for `idleSeconds` while we
+ * wait for the client (time the sink holds us back does not count): one
+ * Node timer for the whole body. Never destroys the request (interrupted,
+ * it only stops listening and pauses it): that would reset the socket, and
+ * the client would see a reset instead of our 4xx.
+ */
+const requestProducer = (request: HttpServerRequest.HttpServerRequest, idleSeconds: number): BlobStore.BlobProducer<Failure, never> =>
+(sink) =>
+  Effect.async<void, Failure>((resume) => {
+    const incoming = NodeHttpServerRequest.toIncomingMessage(request)
+    if (!incoming.readable) return resume(Effect.void)
+    const idleMs = idleSeconds * 1000
+    let lastData = Date.now()
+    /** Paused because the sink is full: the idle clock does not run. */
+    let heldBack = false
+    const onDrained = () => {
+      heldBack = false
+      lastData = Date.now()
+      incoming.resume()
+    }
+    const onData = (bytes: Uint8Array) => {
+      lastData = Date.now()
+      if (sink.write(bytes)) return
+      heldBack = true
+      incoming.pause()
+      sink.drained(onDrained)
+    }
+    const onError = (cause: unknown) =>
+      finish(Effect.fail({ _tag: "RequestError", message: cause instanceof Error ? cause.message : "the connection failed" }))
+    const onEnd = () => finish(Effect.void)
+    const checkIdle = () => {
+      const quiet = Date.now() - lastData
+      if (heldBack || quiet < idleMs) {
+        idle = setTimeout(checkIdle, heldBack ? idleMs : idleMs - quiet).unref()
+        return
+      }
+      finish(Effect.fail(new UploadStalled({ idleSeconds })))
+    }
+    let idle = setTimeout(checkIdle, idleMs).unref()
+    const stop = () => {
+      clearTimeout(idle)
+      incoming.off("data", onData)
+      incoming.off("error", onError)
+      incoming.off("end", onEnd)
+    }
+    const finish = (exit: Effect.Effect<void, Failure>) => {
+      stop()
+      resume(exit)
+    }
+    incoming.on("data", onData)
+    incoming.on("error", onError)
+    incoming.on("end", onEnd)
+    return Effect.sync(() => {
+      stop()
+      // what the client still sends waits in the socket (or for discardRest) instead of flowing to no one
+      incoming.pause()
+    })
+  })
 
 /** The `boundary` parameter of a multipart Content-Type (RFC 2046: 1–70 characters), if any. */
 const boundaryOf = (contentType: string): string | undefined => {
@@ -387,7 +451,7 @@ export const upload = (options: UploadOptions) => {
       return yield* Effect.fail({ error: "payload_too_large", message: `upload exceeds the limit of ${maxBytes} bytes` } as const)
     }
     if (!isMultipart) {
-      const body = requestBody(request, idleSeconds)
+      const body = requestProducer(request, idleSeconds)
       return yield* journal.ingest(user.id, body, { originalFilename: headerFilename(request.headers["x-filename"]), maxBytes, idempotencyKey }).pipe(
         Effect.catchAll((e) => reject(request, e))
       )
