@@ -76,9 +76,9 @@ export interface PipelineConfig {
    * each free slot, a claim takes the rows its slots are expected to start
    * within this long (from the stage's recent run times; at most
    * {@link maxAheadPerSlot} per slot). They wait here for a slot, their
-   * leases renewed with the runs', and are handed back at shutdown. Runs
-   * that take longer than this claim only for free slots, so a node never
-   * holds back work another node could start. Default 20 ms; 0 turns it off.
+   * leases renewed with the runs', and are handed back at shutdown. Stages
+   * whose runs take longer than this claim only for free slots, so a node
+   * holds back little work another node could start. Default 20 ms; 0 turns it off.
    */
   readonly claimAhead: Duration.DurationInput
 }
@@ -285,7 +285,8 @@ export const run = (options: PipelineOptions = {}) =>
       write: (results: ReadonlyArray<{ readonly job: Job; readonly result: R }>) => Effect.Effect<ReadonlyArray<boolean>, StoreError>
     ) =>
       Effect.gen(function*() {
-        const queue = yield* Queue.unbounded<{ readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }>()
+        type Finished = { readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }
+        const queue = yield* Queue.unbounded<Finished>()
         const writers = yield* Effect.makeSemaphore(completionWriters)
         const entriesInWrite = new Map<string, number>()
         const count = (entryIds: ReadonlyArray<string>, by: number) => {
@@ -296,7 +297,7 @@ export const run = (options: PipelineOptions = {}) =>
           }
         }
         /** Writes one batch and tells its runs; any failure, a defect too, goes to every run of it. */
-        const writeBatch = (batch: ReadonlyArray<{ readonly job: Job; readonly result: R; readonly done: Deferred.Deferred<void, LeaseLost | StoreError> }>) =>
+        const writeBatch = (batch: ReadonlyArray<Finished>) =>
           Effect.gen(function*() {
             const outcome = yield* Effect.exit(write(batch))
             if (Exit.isSuccess(outcome)) {
