@@ -12,6 +12,15 @@
  *
  * Each server takes one upload before the rounds (not counted), so the
  * first round does not carry its JIT compilation and heap growth.
+ *
+ * The bare servers remove each file once it is written (the disk would
+ * fill); voice-journal's entries are deleted through the API after each
+ * round, outside the timing. Without that, voice-journal alone would write
+ * each round into a page cache grown by every earlier round, and on this
+ * VM writing into new page-cache memory costs the writer far more CPU: a
+ * bare server that keeps its files went from 144 to 324–335 ms CPU per
+ * 100 MB over three rounds of 8 × 100 MB, and back to 113–133 with the
+ * page cache dropped before each round.
  * Server CPU is user + system time of all its threads (main, libuv pool,
  * V8's GC helpers) per 100 MB. Peak RSS is the highest of the rounds.
  *
@@ -46,8 +55,9 @@ const memory = (pid: number) => {
 /** Resets the peak-RSS counter of a process (Linux: write 5 to clear_refs). */
 const resetPeak = (pid: number) => fs.writeFileSync(`/proc/${pid}/clear_refs`, "5")
 
+/** One upload; the created entry's id (voice-journal answers with the entry; the bare servers with `{}`). */
 const upload = (port: number, key: string) =>
-  new Promise<void>((resolve, reject) => {
+  new Promise<string | undefined>((resolve, reject) => {
     const req = http.request({
       host: "127.0.0.1",
       port,
@@ -55,8 +65,14 @@ const upload = (port: number, key: string) =>
       method: "POST",
       headers: { authorization: `Bearer ${key}`, "content-type": "audio/wav", "content-length": String(SIZE + 44) }
     }, (res) => {
-      res.resume()
-      res.on("end", () => (res.statusCode === 201 || res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))))
+      let text = ""
+      res.setEncoding("utf8")
+      res.on("data", (part: string) => (text += part))
+      res.on("end", () =>
+        res.statusCode === 201 || res.statusCode === 200
+          ? resolve((JSON.parse(text) as { id?: string }).id)
+          : reject(new Error(`status ${res.statusCode}: ${text}`))
+      )
     })
     req.on("error", reject)
     req.write(wavHeader(SIZE))
@@ -71,6 +87,17 @@ const upload = (port: number, key: string) =>
       req.end()
     }
     pump()
+  })
+
+/** Deletes an entry (and with it its audio) through the API. */
+const remove = (port: number, key: string, id: string) =>
+  new Promise<void>((resolve, reject) => {
+    const req = http.request({ host: "127.0.0.1", port, path: `/entries/${id}`, method: "DELETE", headers: { authorization: `Bearer ${key}` } }, (res) => {
+      res.resume()
+      res.on("end", () => (res.statusCode === 204 ? resolve() : reject(new Error(`DELETE status ${res.statusCode}`))))
+    })
+    req.on("error", reject)
+    req.end()
   })
 
 const waitForPort = async (port: number) => {
@@ -107,9 +134,12 @@ const round = async (server: Server, n: number) => {
   resetPeak(server.pid)
   const cpu0 = cpuMs(server.pid)
   const t0 = performance.now()
-  await Promise.all(Array.from({ length: n }, () => upload(server.port, server.key)))
+  const ids = await Promise.all(Array.from({ length: n }, () => upload(server.port, server.key)))
   const seconds = (performance.now() - t0) / 1000
   const cpu = cpuMs(server.pid) - cpu0
+  // the bare servers remove each file once written; voice-journal's files go before the next round (not timed),
+  // so every server starts each round with the same page cache (see the header)
+  for (const id of ids) if (id !== undefined) await remove(server.port, server.key, id)
   return {
     mbps: (n * SIZE) / 1024 / 1024 / seconds,
     growth: memory(server.pid).peak - idle,
@@ -127,7 +157,10 @@ const round = async (server: Server, n: number) => {
  */
 const measure = async (servers: ReadonlyArray<Server>) => {
   // one upload each first: code compiled, heap and buffers grown to their working size (not counted)
-  for (const server of servers) await upload(server.port, server.key)
+  for (const server of servers) {
+    const id = await upload(server.port, server.key)
+    if (id !== undefined) await remove(server.port, server.key, id)
+  }
   for (const n of LEVELS) {
     const rounds = servers.map(() => [] as Array<Awaited<ReturnType<typeof round>>>)
     for (let i = 0; i < ROUNDS; i++) {
