@@ -1,11 +1,11 @@
-import { FileSystem } from "@effect/platform"
+import { CommandExecutor, FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Fiber, Layer, Stream } from "effect"
+import { Effect, Fiber, Layer, Option, Stream } from "effect"
 import { createHash } from "node:crypto"
 import { execFileSync } from "node:child_process"
 import * as fs from "node:fs"
-import { AudioProbe, layerFfprobe } from "../src/AudioProbe.js"
+import { AudioProbe, layerFfprobe, wavInfo } from "../src/AudioProbe.js"
 import { BlobStore, layerFileSystem, makeKey, producerOf } from "../src/BlobStore.js"
 import { ingest, sniffBytes } from "../src/Ingest.js"
 import { AUDIO_FORMATS, type AudioFormat, audioBytes, audioFile, elfBytes, fixtureDir, pngBytes } from "./support/Audio.js"
@@ -207,4 +207,80 @@ describe("AudioProbe (ffprobe)", () => {
       const error = yield* Effect.flip(probe(path))
       expect(error._tag).toBe("PermanentError")
     }))
+
+  // WAVs of several encodings, as ffmpeg writes them: the header answer must be ffprobe's answer
+  const wavs: ReadonlyArray<{ name: string; args: ReadonlyArray<string> }> = [
+    { name: "s16-mono-16k", args: ["-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le"] },
+    { name: "u8-mono-8k", args: ["-ar", "8000", "-ac", "1", "-c:a", "pcm_u8"] },
+    { name: "s24-stereo-44k", args: ["-ar", "44100", "-ac", "2", "-c:a", "pcm_s24le"] },
+    { name: "f32-stereo-48k", args: ["-ar", "48000", "-ac", "2", "-c:a", "pcm_f32le"] },
+    // six channels: WAVE_FORMAT_EXTENSIBLE
+    { name: "s16-6ch-extensible", args: ["-ar", "16000", "-ac", "6", "-c:a", "pcm_s16le"] },
+    // a LIST chunk before the data
+    { name: "s16-with-metadata", args: ["-ar", "16000", "-ac", "1", "-c:a", "pcm_s16le", "-metadata", "title=journal", "-metadata", "artist=me"] }
+  ]
+  const wavFixture = (name: string, args: ReadonlyArray<string>, streamed = false) => {
+    const out = `${fixtureDir}/probe-${name}${streamed ? "-streamed" : ""}.wav`
+    if (!fs.existsSync(out)) {
+      const input = ["-loglevel", "error", "-y", "-i", audioFile("wav"), ...args, "-f", "wav"]
+      // to a pipe ffmpeg cannot go back to write the sizes: the header says 0xFFFFFFFF, as a streamed WAV does
+      if (streamed) fs.writeFileSync(`${out}.tmp`, execFileSync("ffmpeg", [...input, "pipe:1"], { maxBuffer: 64 * 1024 * 1024 }))
+      else execFileSync("ffmpeg", [...input, `${out}.tmp`])
+      fs.renameSync(`${out}.tmp`, out)
+    }
+    return out
+  }
+  const ffprobeSays = (path: string) => {
+    const out = JSON.parse(execFileSync("ffprobe", ["-v", "error", "-select_streams", "a", "-show_entries", "stream=codec_name:format=duration", "-of", "json", path], { encoding: "utf8" })) as {
+      streams: Array<{ codec_name: string }>
+      format: { duration: string }
+    }
+    return { codec: out.streams[0]!.codec_name, durationSeconds: Number(out.format.duration) }
+  }
+  /** The probe with an executor that refuses every command: it passes only if no process was started. */
+  const probeWithoutCommands = (path: string) =>
+    Effect.flatMap(AudioProbe, (p) => p.probe(path)).pipe(
+      Effect.provide(layerFfprobe),
+      Effect.provide(Layer.succeed(CommandExecutor.CommandExecutor, CommandExecutor.makeExecutor((command) => Effect.die(`a command was started: ${JSON.stringify(command)}`))))
+    )
+
+  for (const { args, name } of wavs) {
+    for (const streamed of [false, true]) {
+      it.effect(`a PCM WAV (${name}${streamed ? ", streamed: sizes unknown" : ""}) is answered from its header, as ffprobe answers, with no process started`, () =>
+        Effect.gen(function*() {
+          const path = wavFixture(name, args, streamed)
+          const expected = ffprobeSays(path)
+          const result = yield* probeWithoutCommands(path)
+          expect(result.codec).toBe(expected.codec)
+          expect(result.durationSeconds).toBeCloseTo(expected.durationSeconds, 2)
+        }))
+    }
+  }
+
+  it.effect("a WAV that is not PCM (µ-law) goes to ffprobe", () =>
+    Effect.gen(function*() {
+      const path = wavFixture("mulaw", ["-ar", "8000", "-ac", "1", "-c:a", "pcm_mulaw"])
+      expect(Option.isNone(wavInfo(new Uint8Array(fs.readFileSync(path)), fs.statSync(path).size))).toBe(true)
+      const result = yield* probe(path)
+      expect(result.codec).toBe("pcm_mulaw")
+      expect(result.durationSeconds).toBeCloseTo(ffprobeSays(path).durationSeconds, 2)
+    }))
+
+  it("a WAV header that does not add up, or a cut-off one, is left to ffprobe; a data size beyond the file counts the bytes there", () => {
+    const bytes = new Uint8Array(fs.readFileSync(wavFixture("s16-mono-16k", wavs[0]!.args)))
+    const view = new DataView(bytes.buffer, bytes.byteOffset)
+    const good = wavInfo(bytes, bytes.byteLength)
+    expect(Option.isSome(good)).toBe(true)
+    // a byte rate that is not sample rate × block align
+    const lying = bytes.slice()
+    new DataView(lying.buffer).setUint32(28, view.getUint32(28, true) * 2, true)
+    expect(Option.isNone(wavInfo(lying, lying.byteLength))).toBe(true)
+    // the header cut before its data chunk
+    expect(Option.isNone(wavInfo(bytes.subarray(0, 30), 30))).toBe(true)
+    // a truncated upload: the header declares the whole recording, the file holds half of its samples
+    const dataAt = 44
+    const half = dataAt + Math.floor((bytes.byteLength - dataAt) / 4) * 2
+    const truncated = wavInfo(bytes.subarray(0, half), half)
+    expect(Option.getOrThrow(truncated).durationSeconds!).toBeCloseTo(Option.getOrThrow(good).durationSeconds! / 2, 2)
+  })
 })
