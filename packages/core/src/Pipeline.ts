@@ -494,8 +494,11 @@ export const run = (options: PipelineOptions = {}) =>
      * one trace runs from the upload to the Notion page) — a root span for
      * entries stored before traces were. The entry is the one the claim read.
      */
+    // Effect's built-in tracer keeps no span, and a span per run is ~20 KB of garbage (`pnpm bench:queue`):
+    // runs get one only when a tracer that collects them is installed (OpenTelemetry)
+    const traced = (yield* Effect.tracer) !== builtInTracer
     const attemptOf = ({ entry, ...job }: ClaimedJob) =>
-      perform(job, entry).pipe(
+      !traced ? perform(job, entry) : perform(job, entry).pipe(
         Effect.withSpan(`voice-journal.${job.stage}`, {
           kind: "consumer",
           captureStackTrace: false, // where it starts is always here: no Error per run
@@ -760,6 +763,9 @@ export const run = (options: PipelineOptions = {}) =>
     yield* Effect.addFinalizer(() => shutdown)
     return { shutdown }
   })
+
+/** The tracer every fiber has unless one is installed (it records nothing anywhere). */
+const builtInTracer = Effect.runSync(Effect.tracer)
 
 /** At most this many rows per slot are claimed ahead (`claimAhead`). */
 const maxAheadPerSlot = 8
