@@ -72,7 +72,9 @@ for (const kind of ["sqlite", "postgres"] as const satisfies ReadonlyArray<Store
 
         // one slot: the first claim took one row (no run time known yet), the next one slot's share ahead too
         expect(limits.slice(0, 2)).toEqual([1, 1 + 8])
-        const claimed = (yield* rows).filter((r) => r.status === "processing")
+        // the first run's completion may still be in its write (the second run can start before it commits)
+        const settled = yield* eventually(rows.pipe(Effect.map((now) => now.some((r) => r.status === "completed") ? now : undefined)))
+        const claimed = settled.filter((r) => r.status === "processing")
         expect(claimed.length).toBe(9) // the held run and the eight waiting for its slot
         expect(calls.length).toBe(2) // the waiting rows have not run
         // their leases are renewed with the run's
