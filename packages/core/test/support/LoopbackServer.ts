@@ -21,11 +21,26 @@ export const make = (
 ): Effect.Effect<LoopbackServer, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.promise(async () => {
+      /**
+       * An async handler whose client went away mid-request (a server under
+       * test killed or shut down while it sent) fails reading the body with
+       * "aborted": there is no one left to answer, so it ends here. Any other
+       * failure is a bug in the fake and still surfaces as unhandled.
+       */
+      const serve: http.RequestListener = (req, res) => {
+        const handled = handler(req, res) as unknown
+        if (handled instanceof Promise) {
+          handled.catch((cause: unknown) => {
+            if (req.destroyed && (cause as { code?: string }).code === "ECONNRESET") return res.destroy()
+            throw cause
+          })
+        }
+      }
       let server: http.Server | undefined
       const sockets = new Set<net.Socket>()
       const listen = (port: number) =>
         new Promise<number>((resolve) => {
-          server = http.createServer(handler)
+          server = http.createServer(serve)
           server.on("connection", (s) => {
             sockets.add(s)
             s.on("close", () => sockets.delete(s))
