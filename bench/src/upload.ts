@@ -13,14 +13,12 @@
  * Each server takes one upload before the rounds (not counted), so the
  * first round does not carry its JIT compilation and heap growth.
  *
- * The bare servers remove each file once it is written (the disk would
- * fill); voice-journal's entries are deleted through the API after each
- * round, outside the timing. Without that, voice-journal alone would write
- * each round into a page cache grown by every earlier round, and on this
- * VM writing into new page-cache memory costs the writer far more CPU: a
- * bare server that keeps its files went from 144 to 324–335 ms CPU per
- * 100 MB over three rounds of 8 × 100 MB, and back to 113–133 with the
- * page cache dropped before each round.
+ * Every server keeps what it stored until its round ends; then, outside
+ * the timing, the bench removes it (voice-journal's entries through the
+ * API, the bare servers' files from their directory), so each round starts
+ * with the same page cache: on this VM a bare server that kept its files
+ * over three rounds of 8 × 100 MB went from 144 to 324–335 ms CPU per
+ * 100 MB, writing into an ever larger page cache.
  * Server CPU is user + system time of all its threads (main, libuv pool,
  * V8's GC helpers) per 100 MB. Peak RSS is the highest of the rounds.
  *
@@ -117,6 +115,18 @@ interface Server {
   readonly pid: number
   readonly port: number
   readonly key: string
+  /** Where a bare server writes its files (`bare-<port>-<n>`). */
+  readonly dir?: string
+}
+
+/** Removes what `server` stored: voice-journal's entries (and their audio) through the API, a bare server's files. */
+const removeAll = async (server: Server, ids: ReadonlyArray<string | undefined>) => {
+  for (const id of ids) if (id !== undefined) await remove(server.port, server.key, id)
+  if (server.dir !== undefined) {
+    for (const name of fs.readdirSync(server.dir)) {
+      if (name.startsWith(`bare-${server.port}-`)) fs.rmSync(path.join(server.dir, name), { force: true })
+    }
+  }
 }
 
 /** CPU time (user + system, all threads) the process has used so far, in ms. */
@@ -137,9 +147,9 @@ const round = async (server: Server, n: number) => {
   const ids = await Promise.all(Array.from({ length: n }, () => upload(server.port, server.key)))
   const seconds = (performance.now() - t0) / 1000
   const cpu = cpuMs(server.pid) - cpu0
-  // the bare servers remove each file once written; voice-journal's files go before the next round (not timed),
-  // so every server starts each round with the same page cache (see the header)
-  for (const id of ids) if (id !== undefined) await remove(server.port, server.key, id)
+  // what each server stored goes before the next round (not timed): voice-journal's entries through the API,
+  // the bare servers' files from their directory; so every server keeps its files as long (see the header)
+  await removeAll(server, ids)
   return {
     mbps: (n * SIZE) / 1024 / 1024 / seconds,
     growth: memory(server.pid).peak - idle,
@@ -157,10 +167,7 @@ const round = async (server: Server, n: number) => {
  */
 const measure = async (servers: ReadonlyArray<Server>) => {
   // one upload each first: code compiled, heap and buffers grown to their working size (not counted)
-  for (const server of servers) {
-    const id = await upload(server.port, server.key)
-    if (id !== undefined) await remove(server.port, server.key, id)
-  }
+  for (const server of servers) await removeAll(server, [await upload(server.port, server.key)])
   for (const n of LEVELS) {
     const rounds = servers.map(() => [] as Array<Awaited<ReturnType<typeof round>>>)
     for (let i = 0; i < ROUNDS; i++) {
@@ -235,7 +242,7 @@ const main = async () => {
         let n = 0;
         http.createServer((req, res) => {
           const file = path.join(dir, "bare-${port}-" + (n++));
-          const done = () => { fs.rmSync(file, { force: true }); res.writeHead(201).end("{}") };
+          const done = () => res.writeHead(201).end("{}");
           if (!${fsync}) return void req.pipe(fs.createWriteStream(file)).on("finish", done);
           // flush: fsync before close; then the directory
           req.pipe(fs.createWriteStream(file, { flush: true })).on("close", () => {
@@ -274,8 +281,8 @@ const main = async () => {
     children.push(server)
     await waitForPort(4311)
     await measure([
-      { name: "bare Node pipe-to-file", pid: bare.pid!, port: 4310, key: "none" },
-      { name: "bare Node pipe-to-file + fsync", pid: bareSync.pid!, port: 4312, key: "none" },
+      { name: "bare Node pipe-to-file", pid: bare.pid!, port: 4310, key: "none", dir },
+      { name: "bare Node pipe-to-file + fsync", pid: bareSync.pid!, port: 4312, key: "none", dir },
       { name: "voice-journal server", pid: server.pid!, port: 4311, key }
     ])
     await inProcess(dir)
