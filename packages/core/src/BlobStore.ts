@@ -188,14 +188,17 @@ const tempPrefix = ".partial-"
 export const defaultStaleAfter: Duration.DurationInput = "1 hour"
 
 /** Bytes waiting behind the write in flight before the producer is held back (per upload). */
-const pendingLimit = 1024 * 1024
+const pendingLimit = 256 * 1024
 
 /**
- * Bytes gathered before a `writev` is issued (except the last): each write
- * wakes a libuv pool thread, and with one per socket read (64 KiB) those
- * wake-ups cost more CPU than the copying (`pnpm bench:upload`).
+ * Bytes gathered before a `writev` is issued (except the last): a socket
+ * read's worth, written while it is still in the CPU cache. Batches of
+ * 512 KiB saved pool wake-ups but let the bytes go cold before the kernel
+ * copied them into the page cache, which cost more (`pnpm bench:upload`,
+ * same sitting: 1 × 100 MB 234–304 → 348–354 MB/s, 8 × 100 MB 401–413 →
+ * 416–453; `perf` put 45 % of the server's samples in that copy).
  */
-const writeBatch = 512 * 1024
+const writeBatch = 64 * 1024
 
 /** `fs.writev` until every byte of `buffers` is written (a regular file may take fewer at once). */
 const writevAll = (fd: number, buffers: Array<Uint8Array>): Promise<void> =>
