@@ -192,11 +192,11 @@ const pendingLimit = 256 * 1024
 
 /**
  * Bytes gathered before a `writev` is issued (except the last): a socket
- * read's worth, written while it is still in the CPU cache. Batches of
- * 512 KiB saved pool wake-ups but let the bytes go cold before the kernel
- * copied them into the page cache, which cost more (`pnpm bench:upload`,
- * same sitting: 1 × 100 MB 234–304 → 348–354 MB/s, 8 × 100 MB 401–413 →
- * 416–453; `perf` put 45 % of the server's samples in that copy).
+ * read's worth. Batches of 512 KiB wake the pool less often but measured
+ * slower (`pnpm bench:upload`, same sitting: 1 × 100 MB 234–304 → 348–354
+ * MB/s, 8 × 100 MB 401–413 → 416–453); why is not settled: the kernel's
+ * copy into the page cache takes ~45 % of the server's samples either way
+ * (`perf`), and bytes written long before cost no more to copy on this VM.
  */
 const writeBatch = 64 * 1024
 
