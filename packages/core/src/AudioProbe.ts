@@ -87,7 +87,7 @@ export const wavInfo = (head: Uint8Array, fileSize: number): Option.Option<Probe
 
 /** {@link wavInfo} of the file at `path`; None when it cannot be read (ffprobe then says why). */
 const readWavInfo = (path: string): Effect.Effect<Option.Option<ProbeResult>> =>
-  Effect.promise(async () => {
+  Effect.tryPromise(async () => {
     const file = await fs.open(path, "r")
     try {
       const { size } = await file.stat()
@@ -99,7 +99,7 @@ const readWavInfo = (path: string): Effect.Effect<Option.Option<ProbeResult>> =>
     }
   }).pipe(
     // unreadable here is unreadable for ffprobe too, which reports it in its own words
-    Effect.catchAllDefect(() => Effect.succeed(Option.none()))
+    Effect.orElseSucceed(() => Option.none())
   )
 
 /**

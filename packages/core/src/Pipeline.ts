@@ -489,14 +489,15 @@ export const run = (options: PipelineOptions = {}) =>
       }
     }
 
-    /**
-     * One attempt at a job, as a span in the trace of the entry's upload (so
-     * one trace runs from the upload to the Notion page) — a root span for
-     * entries stored before traces were. The entry is the one the claim read.
-     */
     // Effect's built-in tracer keeps no span, and a span per run is ~20 KB of garbage (`pnpm bench:queue`):
     // runs get one only when a tracer that collects them is installed (OpenTelemetry)
     const traced = (yield* Effect.tracer) !== builtInTracer
+    /**
+     * One attempt at a job, as a span in the trace of the entry's upload (so
+     * one trace runs from the upload to the Notion page; when `traced`) — a
+     * root span for entries stored before traces were. The entry is the one
+     * the claim read.
+     */
     const attemptOf = ({ entry, ...job }: ClaimedJob) =>
       !traced ? perform(job, entry) : perform(job, entry).pipe(
         Effect.withSpan(`voice-journal.${job.stage}`, {
